@@ -1,0 +1,1 @@
+"""Framework-free core: data, models, metrics, local training. No Flower imports."""

@@ -1,0 +1,111 @@
+"""The recommender base type: a model that **declares** its global/local split.
+
+Following TensorFlow Federated's reconstruction models, each recommender lists its
+parameters in two declared tuples:
+
+* ``global_parameter_names`` — shared by all users and trained federated (item
+  embeddings, biases, MLP and output layers);
+* ``local_parameter_names`` — private to a user and never leaving the device (user
+  embeddings: tables of shape ``(n_users, d)``; a client builds its model with
+  ``n_users=1`` and holds only its own row).
+
+Everything that ships, averages, checkpoints or noises parameters asks the model
+(:func:`global_state`, :func:`local_state`), never a name pattern. The constructor
+checks that the two tuples partition the module's parameters exactly.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+EMBEDDING_INIT_STD = 0.1
+
+
+class Recommender(nn.Module):
+    """Scores (user, item) pairs; subclasses declare the global/local split."""
+
+    global_parameter_names: ClassVar[tuple[str, ...]] = ()
+    local_parameter_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, n_users: int, n_items: int, dim: int) -> None:
+        super().__init__()
+        if n_users < 1 or n_items < 1 or dim < 1:
+            raise ValueError(f"n_users, n_items and dim must be ≥ 1, got {n_users}, {n_items}, {dim}")
+        self.n_users = n_users
+        self.n_items = n_items
+        self.dim = dim
+
+    def check_split(self) -> None:
+        """Raise if the declared split does not partition the parameters exactly."""
+        names = set(dict(self.named_parameters()))
+        declared_global = set(self.global_parameter_names)
+        declared_local = set(self.local_parameter_names)
+        overlap = declared_global & declared_local
+        missing = names - declared_global - declared_local
+        unknown = (declared_global | declared_local) - names
+        if overlap or missing or unknown:
+            raise TypeError(
+                f"{type(self).__name__} declares an invalid split: overlap={sorted(overlap)}, "
+                f"undeclared={sorted(missing)}, unknown={sorted(unknown)}"
+            )
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits ``(b,)`` for pairs ``(users[j], items[j])``."""
+        raise NotImplementedError
+
+    def score_items(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits ``(b, m)`` of every user in ``users (b,)`` for every item in ``items (m,)``."""
+        b, m = len(users), len(items)
+        flat = self(users.repeat_interleave(m), items.repeat(b))
+        return flat.view(b, m)
+
+    def reset_local_parameters(self, generator: torch.Generator) -> None:
+        """Draw fresh local (user) parameters from ``N(0, EMBEDDING_INIT_STD²)``."""
+        params = dict(self.named_parameters())
+        with torch.no_grad():
+            for name in self.local_parameter_names:
+                p = params[name]
+                p.copy_(torch.randn(p.shape, generator=generator) * EMBEDDING_INIT_STD)
+
+
+def _select(model: Recommender, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    params = dict(model.named_parameters())
+    return {name: params[name] for name in names}
+
+
+def global_state(model: Recommender) -> dict[str, torch.Tensor]:
+    """The shared parameters, in declaration order (live tensors, not copies)."""
+    return _select(model, model.global_parameter_names)
+
+
+def local_state(model: Recommender) -> dict[str, torch.Tensor]:
+    """The private parameters (user embeddings), in declaration order."""
+    return _select(model, model.local_parameter_names)
+
+
+def load_parameters(model: Recommender, values: dict[str, torch.Tensor], part: str) -> None:
+    """Copy ``values`` into the ``part`` ("global" or "local") parameters, checking shapes."""
+    names = model.global_parameter_names if part == "global" else model.local_parameter_names
+    if part not in ("global", "local"):
+        raise ValueError(f"part must be 'global' or 'local', got {part!r}")
+    if set(values) != set(names):
+        raise KeyError(
+            f"{part} parameters of {type(model).__name__} are {list(names)}, got {sorted(values)}"
+        )
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in names:
+            value = torch.as_tensor(values[name])
+            if value.shape != params[name].shape:
+                raise ValueError(
+                    f"{part} parameter {name!r}: expected shape {tuple(params[name].shape)}, "
+                    f"got {tuple(value.shape)}"
+                )
+            params[name].copy_(value)
+
+
+def init_embedding(table: nn.Embedding) -> None:
+    nn.init.normal_(table.weight, std=EMBEDDING_INIT_STD)

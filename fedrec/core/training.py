@@ -1,0 +1,183 @@
+"""Local training: negative sampling, one epoch of a loss, and user reconstruction.
+
+The same functions train a client's one user (``users`` all 0, ``n_users=1``) and
+the central twin's whole population, so that both optimise the same objective.
+
+Losses (``s`` are logits, ``σ`` the logistic function):
+
+* ``bce``: every training positive ``(u, i)`` is paired with ``negatives`` items
+  ``j`` sampled uniformly among items ``u`` has not trained on; the loss is
+  ``-log σ(s_ui) - Σ_j log(1 - σ(s_uj))``, averaged over the ``1 + negatives``
+  examples (NCF, He et al. 2017).
+* ``bpr``: each positive is paired with ``negatives`` sampled items and the loss is
+  ``-log σ(s_ui - s_uj)`` averaged over pairs (Rendle et al., 2009).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from torch.nn import functional as F
+
+from fedrec.core.models.base import Recommender
+
+LOSSES = ("bce", "bpr")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Hyper-parameters of local training, validated once at the edge."""
+
+    lr: float = 0.01
+    batch_size: int = 64
+    negatives: int = 4
+    loss: str = "bce"
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}: choose one of {LOSSES}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}: choose one of {OPTIMIZERS}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.batch_size < 1 or self.negatives < 1:
+            raise ValueError("batch_size and negatives must be ≥ 1")
+        if self.weight_decay < 0:
+            raise ValueError("weight_decay must be ≥ 0")
+
+
+def make_optimizer(
+    params: list[torch.nn.Parameter], config: TrainingConfig
+) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def sample_negatives(
+    users: NDArray[np.int64],
+    positives_key: NDArray[np.int64],
+    n_items: int,
+    per_positive: int,
+    rng: np.random.Generator,
+) -> NDArray[np.int64]:
+    """``(len(users), per_positive)`` items each user has not trained on.
+
+    ``positives_key`` is the sorted array of ``user * n_items + item`` over the
+    training positives; collisions are redrawn until none is left.
+    """
+    negatives = rng.integers(0, n_items, size=(len(users), per_positive))
+    for _ in range(100):
+        keys = users[:, None] * n_items + negatives
+        collide = _contains(positives_key, keys)
+        if not collide.any():
+            return negatives
+        negatives[collide] = rng.integers(0, n_items, size=int(collide.sum()))
+    raise ValueError("could not sample negatives: some user has interacted with almost every item")
+
+
+def positives_key(users: NDArray[np.int64], items: NDArray[np.int64], n_items: int) -> NDArray[np.int64]:
+    return np.unique(users.astype(np.int64) * n_items + items.astype(np.int64))
+
+
+def _contains(sorted_keys: NDArray[np.int64], queries: NDArray[np.int64]) -> NDArray[np.bool_]:
+    idx = np.searchsorted(sorted_keys, queries)
+    idx = np.minimum(idx, len(sorted_keys) - 1)
+    return sorted_keys[idx] == queries
+
+
+def batch_loss(
+    model: Recommender,
+    users: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    loss: str,
+) -> torch.Tensor:
+    """Mean loss of a batch: ``users, positives (b,)``, ``negatives (b, n)``."""
+    n = negatives.shape[1]
+    pos_scores = model(users, positives)
+    neg_scores = model(users.repeat_interleave(n), negatives.reshape(-1)).view(-1, n)
+    if loss == "bce":
+        scores = torch.cat([pos_scores[:, None], neg_scores], dim=1)
+        labels = torch.zeros_like(scores)
+        labels[:, 0] = 1.0
+        return F.binary_cross_entropy_with_logits(scores, labels)
+    return -F.logsigmoid(pos_scores[:, None] - neg_scores).mean()
+
+
+def train_epoch(
+    model: Recommender,
+    optimizer: torch.optim.Optimizer,
+    users: NDArray[np.int64],
+    items: NDArray[np.int64],
+    config: TrainingConfig,
+    rng: np.random.Generator,
+    key: NDArray[np.int64] | None = None,
+) -> tuple[float, int]:
+    """One pass over the positives ``(users, items)`` with fresh negatives.
+
+    Returns ``(mean loss over batches weighted by batch size, number of examples)``,
+    where an example is one positive or one sampled negative.
+    """
+    if len(users) == 0:
+        return 0.0, 0
+    key = positives_key(users, items, model.n_items) if key is None else key
+    negatives = sample_negatives(users, key, model.n_items, config.negatives, rng)
+    order = rng.permutation(len(users))
+    users_t = torch.from_numpy(users[order])
+    items_t = torch.from_numpy(items[order])
+    negatives_t = torch.from_numpy(negatives[order])
+    total = 0.0
+    model.train()
+    for start in range(0, len(order), config.batch_size):
+        end = start + config.batch_size
+        optimizer.zero_grad(set_to_none=True)
+        loss = batch_loss(model, users_t[start:end], items_t[start:end], negatives_t[start:end], config.loss)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * (min(end, len(order)) - start)
+    return total / len(order), len(order) * (1 + config.negatives)
+
+
+def reconstruct_local(
+    model: Recommender,
+    items: NDArray[np.int64],
+    config: TrainingConfig,
+    epochs: int,
+    rng: np.random.Generator,
+) -> None:
+    """Fit the local (user) parameters of a one-user model with the global part frozen.
+
+    This is the cold-start path: a user who never trained — or a new user — gets a
+    vector from its own training items alone (FedRecon, Singhal et al. 2021).
+    """
+    if model.n_users != 1:
+        raise ValueError("reconstruction works on a one-user (client) model")
+    params = dict(model.named_parameters())
+    frozen = [params[name] for name in model.global_parameter_names]
+    local = [params[name] for name in model.local_parameter_names]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        optimizer = make_optimizer(local, config)
+        users = np.zeros(len(items), dtype=np.int64)
+        key = positives_key(users, items, model.n_items)
+        for _ in range(epochs):
+            train_epoch(model, optimizer, users, items, config, rng, key)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+@torch.no_grad()
+def score_all_items(model: Recommender, users: NDArray[np.int64]) -> NDArray[np.float32]:
+    """``(len(users), n_items)`` logits for every item."""
+    model.eval()
+    scores = model.score_items(torch.from_numpy(users), torch.arange(model.n_items))
+    return scores.numpy()
