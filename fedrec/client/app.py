@@ -1,0 +1,145 @@
+"""The fedrec ClientApp (Flower Message API).
+
+``train``: receive the global part of the model and the run config; for each user
+this node holds, load the user's private vector from the node state (a new user
+starts from a seeded random vector), run the local epochs, keep the new vector on
+the node, and reply with the **update of the global part only** (example-weighted
+mean over this node's users), the number of examples and the training loss.
+
+``evaluate``: score every item for each of the node's users that has a test item and
+reply with HR/NDCG@K (NCF protocol, 99 sampled negatives) and full-ranking HR, NDCG
+and Recall@K. A user who never trained here reconstructs a vector first from its own
+training items with the global part frozen — the cold-start path.
+
+No reply contains a local parameter: the update is built from
+``model.global_parameter_names`` alone, and the reply is checked against that set
+before it leaves (:func:`_global_only`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedrec.client.partition import node_users, split_for
+from fedrec.client.state import UserVectorStore
+from fedrec.core.aggregation import weighted_mean
+from fedrec.core.evaluation import evaluate_user, mean_metrics, metric_keys
+from fedrec.core.local_update import new_local_parameters, train_user, user_scores
+from fedrec.core.models.registry import build_model
+from fedrec.core.run_config import RunConfig
+from fedrec.core.wire import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    NUM_EXAMPLES,
+    SERVER_ROUND,
+    TRAIN_LOSS,
+    USERS_EVALUATED,
+    USERS_RECONSTRUCTED,
+    USERS_TRAINED,
+)
+
+app = ClientApp()
+
+
+def _received_arrays(msg: Message, config: RunConfig, n_items: int) -> dict[str, np.ndarray]:
+    """The global arrays of the instruction, checked against the model's global part."""
+    record = msg.content.array_records.get(ARRAYS)
+    if record is None:
+        raise ValueError(f"instruction carries no ArrayRecord {ARRAYS!r}")
+    arrays = {name: array.numpy() for name, array in record.items()}
+    reference = build_model(config.model, 1, n_items, config.dim)
+    shapes = {n: tuple(p.shape) for n, p in reference.named_parameters()}
+    expected = set(reference.global_parameter_names)
+    if set(arrays) != expected:
+        raise ValueError(f"global arrays {sorted(arrays)} differ from the model's {sorted(expected)}")
+    for name, value in arrays.items():
+        if value.shape != shapes[name]:
+            raise ValueError(f"global array {name!r}: expected {shapes[name]}, got {value.shape}")
+    return {name: value.astype(np.float32, copy=False) for name, value in arrays.items()}
+
+
+def _global_only(update: dict[str, np.ndarray], config: RunConfig, n_items: int) -> ArrayRecord:
+    """Pack an update, refusing anything that is not a declared global parameter."""
+    model = build_model(config.model, 1, n_items, config.dim)
+    leaked = set(update) - set(model.global_parameter_names)
+    if leaked or set(model.local_parameter_names) & set(update):
+        raise RuntimeError(f"refusing to send non-global parameters {sorted(leaked)}")
+    return ArrayRecord({name: Array(np.ascontiguousarray(update[name])) for name in model.global_parameter_names})
+
+
+def _server_round(msg: Message) -> int:
+    config = msg.content.config_records.get(CONFIG)
+    return int(config.get(SERVER_ROUND, 0)) if config is not None else 0
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Local training of this node's users; replies with the global-part update."""
+    torch.set_num_threads(1)
+    config = RunConfig.from_user_config(context.run_config)
+    split = split_for(config)
+    global_arrays = _received_arrays(msg, config, split.n_items)
+    store = UserVectorStore(context.state)
+    server_round = _server_round(msg)
+
+    updates, weights, losses = [], [], []
+    for user in node_users(context.node_config, split.n_users):
+        data = split.user_data(user)
+        if len(data.train_items) == 0:
+            continue
+        local = store.load(user)
+        if local is None:
+            local = new_local_parameters(config.model, split.n_items, config.dim, config.seed, user)
+        rng = np.random.default_rng([config.seed, user, server_round])
+        result = train_user(
+            config.model, config.dim, global_arrays, local, data, config.training, config.local_epochs, rng
+        )
+        store.save(user, result.local)
+        updates.append(result.update)
+        weights.append(result.num_examples)
+        losses.append(result.loss)
+
+    if updates:
+        update = weighted_mean(updates, weights)
+        loss = float(np.average(losses, weights=weights))
+    else:  # a node without training data contributes nothing (weight 0)
+        update = {name: np.zeros_like(value) for name, value in global_arrays.items()}
+        loss = 0.0
+    metrics = MetricRecord(
+        {NUM_EXAMPLES: int(sum(weights)), TRAIN_LOSS: loss, USERS_TRAINED: len(updates)}
+    )
+    content = RecordDict({ARRAYS: _global_only(update, config, split.n_items), METRICS: metrics})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Ranking metrics of this node's users under the received global model."""
+    torch.set_num_threads(1)
+    config = RunConfig.from_user_config(context.run_config)
+    split = split_for(config)
+    global_arrays = _received_arrays(msg, config, split.n_items)
+    store = UserVectorStore(context.state)
+
+    rows, reconstructed = [], 0
+    for user in node_users(context.node_config, split.n_users):
+        data = split.user_data(user)
+        if not data.has_test:
+            continue
+        local = store.load(user)
+        reconstructed += local is None
+        scores = user_scores(
+            config.model, config.dim, global_arrays, local, data, config.training,
+            config.reconstruct_epochs, config.seed,
+        )
+        rows.append(evaluate_user(scores, data, config.eval_k))
+
+    values = mean_metrics(rows) or {key: 0.0 for key in metric_keys(config.eval_k)}
+    metrics = MetricRecord(
+        {**values, NUM_EXAMPLES: len(rows), USERS_EVALUATED: len(rows), USERS_RECONSTRUCTED: reconstructed}
+    )
+    return Message(content=RecordDict({METRICS: metrics}), reply_to=msg)

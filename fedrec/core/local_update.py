@@ -1,0 +1,110 @@
+"""One user's local round: start from the global part, train, return the update.
+
+This is the arithmetic a client performs (and the pure-torch benchmark loop
+replays): load the global parameters ``x`` and the user's local parameters, run
+``local_epochs`` epochs of :func:`~fedrec.core.training.train_epoch`, and return
+``Δ = x' − x`` for the **global part only** together with the new local parameters,
+which stay with the user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from fedrec.core.data.split import UserData
+from fedrec.core.models.base import global_state, load_parameters, local_state
+from fedrec.core.models.registry import build_model
+from fedrec.core.training import (
+    TrainingConfig,
+    make_optimizer,
+    positives_key,
+    reconstruct_local,
+    score_all_items,
+    train_epoch,
+)
+
+Arrays = dict[str, NDArray[np.float32]]
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """What one user's local round produced."""
+
+    update: Arrays  # Δ of the global part, same keys/shapes as the global arrays
+    local: Arrays  # new private parameters; never sent
+    num_examples: int  # positives + sampled negatives seen
+    loss: float  # mean training loss
+
+
+def new_local_parameters(model_name: str, n_items: int, dim: int, seed: int, user: int) -> Arrays:
+    """A fresh user's local parameters, drawn from a generator seeded by (seed, user)."""
+    model = build_model(model_name, 1, n_items, dim)
+    generator = torch.Generator().manual_seed(_mix(seed, user))
+    model.reset_local_parameters(generator)
+    return _to_numpy(local_state(model))
+
+
+def train_user(
+    model_name: str,
+    dim: int,
+    global_arrays: Arrays,
+    local_arrays: Arrays,
+    user: UserData,
+    config: TrainingConfig,
+    local_epochs: int,
+    rng: np.random.Generator,
+) -> LocalResult:
+    """Train one user's model for ``local_epochs`` and return the global update."""
+    model = build_model(model_name, 1, user.n_items, dim)
+    load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
+    load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
+    optimizer = make_optimizer(list(model.parameters()), config)
+    users = np.zeros(len(user.train_items), dtype=np.int64)
+    key = positives_key(users, user.train_items, user.n_items)
+    losses, examples = [], 0
+    for _ in range(local_epochs):
+        loss, n = train_epoch(model, optimizer, users, user.train_items, config, rng, key)
+        losses.append(loss)
+        examples += n
+    new_global = _to_numpy(global_state(model))
+    update = {k: new_global[k] - global_arrays[k] for k in global_arrays}
+    return LocalResult(update, _to_numpy(local_state(model)), examples, float(np.mean(losses)) if losses else 0.0)
+
+
+def user_scores(
+    model_name: str,
+    dim: int,
+    global_arrays: Arrays,
+    local_arrays: Arrays | None,
+    user: UserData,
+    config: TrainingConfig,
+    reconstruct_epochs: int,
+    seed: int,
+) -> NDArray[np.float32]:
+    """``(n_items,)`` scores of one user; a user without local parameters is reconstructed.
+
+    Reconstruction starts from a seeded fresh vector and fits it on the user's own
+    training items with the global part frozen (the cold-start path).
+    """
+    model = build_model(model_name, 1, user.n_items, dim)
+    load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
+    if local_arrays is None:
+        fresh = new_local_parameters(model_name, user.n_items, dim, seed, user.user)
+        load_parameters(model, {k: torch.from_numpy(v) for k, v in fresh.items()}, "local")
+        rng = np.random.default_rng([seed, user.user, 31])
+        reconstruct_local(model, user.train_items, config, reconstruct_epochs, rng)
+    else:
+        load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
+    return score_all_items(model, np.zeros(1, dtype=np.int64))[0]
+
+
+def _to_numpy(state: dict[str, torch.Tensor]) -> Arrays:
+    return {k: v.detach().numpy().astype(np.float32, copy=True) for k, v in state.items()}
+
+
+def _mix(seed: int, user: int) -> int:
+    return int(np.random.SeedSequence([seed, user, 17]).generate_state(1)[0])

@@ -1,0 +1,109 @@
+"""The run configuration shared by the ServerApp, the ClientApp and the CLI.
+
+Flower carries the run config as a flat ``{str: scalar}`` mapping (``context.run_config``,
+filled from ``[tool.flwr.app.config]`` and ``--run-config`` overrides). This module is
+the one place where those keys are named, typed and validated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Mapping
+
+from fedrec.core.models.registry import MODELS
+from fedrec.core.training import TrainingConfig
+
+AGGREGATIONS = ("fedavg", "fedavg-slr", "fedadam")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every knob of a federated run (run-config keys are the names with ``-``)."""
+
+    dataset: str = "synthetic"
+    data_dir: str = ""
+    model: str = "mf"
+    dim: int = 32
+    rounds: int = 5
+    clients_per_round: int = 20
+    local_epochs: int = 1
+    lr: float = 0.01
+    batch_size: int = 64
+    negatives: int = 4
+    loss: str = "bce"
+    client_optimizer: str = "adam"
+    weight_decay: float = 0.0
+    aggregation: str = "fedavg-slr"
+    server_lr: float = 1.0
+    seed: int = 0
+    eval_every: int = 5
+    eval_fraction: float = 1.0
+    eval_k: int = 10
+    eval_negatives: int = 99
+    reconstruct_epochs: int = 3
+    checkpoint_every: int = 5
+    num_items: int = 0
+    out_dir: str = ""
+    resume: bool = False
+    round_timeout: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}: choose one of {sorted(MODELS)}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {self.aggregation!r}: choose one of {AGGREGATIONS}")
+        positive = ("dim", "rounds", "clients_per_round", "local_epochs", "eval_every",
+                    "eval_k", "checkpoint_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+        if not 0 < self.eval_fraction <= 1:
+            raise ValueError(f"eval-fraction must be in (0, 1], got {self.eval_fraction}")
+        if not self.server_lr > 0:
+            raise ValueError(f"server-lr must be > 0, got {self.server_lr}")
+        if self.reconstruct_epochs < 0 or self.eval_negatives < 1 or self.num_items < 0:
+            raise ValueError("reconstruct-epochs ≥ 0, eval-negatives ≥ 1 and num-items ≥ 0 are required")
+        self.training  # validates the training hyper-parameters
+
+    @property
+    def training(self) -> TrainingConfig:
+        return TrainingConfig(
+            lr=self.lr,
+            batch_size=self.batch_size,
+            negatives=self.negatives,
+            loss=self.loss,
+            optimizer=self.client_optimizer,
+            weight_decay=self.weight_decay,
+        )
+
+    @classmethod
+    def from_user_config(cls, config: Mapping[str, Any]) -> "RunConfig":
+        """Parse a Flower run config; unknown keys are an error, missing keys take defaults."""
+        known = {f.name.replace("_", "-"): f for f in fields(cls)}
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            raise ValueError(f"unknown run-config keys {unknown}; known keys: {sorted(known)}")
+        values = {}
+        for key, value in config.items():
+            f = known[key]
+            values[f.name] = _coerce(key, value, f.type)
+        return cls(**values)
+
+    def to_user_config(self) -> dict[str, Any]:
+        return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+
+def _coerce(key: str, value: Any, type_name: Any) -> Any:
+    kind = {"int": int, "float": float, "str": str, "bool": bool}[str(type_name)]
+    if kind is bool:
+        if isinstance(value, str):
+            if value.lower() not in ("true", "false"):
+                raise ValueError(f"run-config {key}: expected true/false, got {value!r}")
+            return value.lower() == "true"
+        return bool(value)
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"run-config {key}: expected an integer, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"run-config {key}: expected {kind.__name__}, got {value!r}") from err

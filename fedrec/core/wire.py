@@ -1,0 +1,18 @@
+"""Names that travel between processes: record keys in messages and state.
+
+Both the ClientApp and the ServerApp import these; no string literal appears on
+both sides of the wire.
+"""
+
+ARRAYS = "arrays"  # ArrayRecord: global model (down) or update of the global part (up)
+CONFIG = "config"  # ConfigRecord sent with an instruction
+METRICS = "metrics"  # MetricRecord in replies
+
+NUM_EXAMPLES = "num-examples"  # weight of a reply in aggregation
+TRAIN_LOSS = "train-loss"
+USERS_TRAINED = "users-trained"
+USERS_EVALUATED = "users-evaluated"
+USERS_RECONSTRUCTED = "users-reconstructed"
+SERVER_ROUND = "server-round"
+
+USER_STATE_PREFIX = "fedrec.user."  # context.state key of one user's local parameters

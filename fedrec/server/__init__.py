@@ -1,0 +1,1 @@
+"""The server side: the Flower ServerApp, its strategy, checkpoints and the round log."""

@@ -1,0 +1,62 @@
+"""The fedrec ServerApp (Flower Message API).
+
+Reads the run config, sizes the global model from the item catalogue, runs the round
+loop (:mod:`fedrec.server.loop`), and writes the run directory: ``metrics.jsonl``,
+checkpoints, ``model.npz``, ``summary.json`` and ``curves.png``.
+
+The server needs the catalogue size (``num-items``). In simulation, when it is not
+given, it is read from the dataset; ItemPop — a central reference line, not part of
+federated training — is then computed from the same split for the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedrec.core.data.loaders import load_dataset
+from fedrec.core.data.split import leave_one_out
+from fedrec.core.itempop import evaluate_itempop
+from fedrec.core.report import CURVES_FILE, SUMMARY_FILE, build_summary, plot_curves, write_json_atomic
+from fedrec.core.run_config import RunConfig
+from fedrec.server.loop import run_rounds
+
+app = ServerApp()
+logger = logging.getLogger("fedrec.server")
+
+
+def default_run_dir(run_id: int) -> Path:
+    return Path.home() / ".fedrec" / "runs" / f"run-{run_id}"
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run a federated training job described by the run config."""
+    config = RunConfig.from_user_config(context.run_config)
+    run_dir = Path(config.out_dir).expanduser() if config.out_dir else default_run_dir(context.run_id)
+    started = time.perf_counter()
+    itempop = None
+    try:
+        data = load_dataset(config.dataset, config.data_dir, config.seed)
+    except (FileNotFoundError, ValueError) as err:
+        if config.num_items == 0:
+            raise ValueError(
+                f"the server cannot read dataset {config.dataset!r} ({err}); give num-items"
+            ) from err
+        n_items = config.num_items
+    else:
+        if config.num_items and config.num_items != data.n_items:
+            raise ValueError(f"num-items={config.num_items} but the dataset has {data.n_items} items")
+        n_items = data.n_items
+        split = leave_one_out(data, seed=config.seed, eval_negatives=config.eval_negatives)
+        itempop = evaluate_itempop(split, config.eval_k)
+    rows = run_rounds(grid, config, run_dir, n_items)
+    k = config.eval_k
+    summary = build_summary(rows, k, itempop, config.to_user_config(), time.perf_counter() - started)
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
+    plot_curves(rows, k, run_dir / CURVES_FILE, itempop, title=f"fedrec {config.model} on {config.dataset}")
+    logger.info("run written to %s", run_dir)

@@ -1,0 +1,134 @@
+"""The federated round loop of the ServerApp.
+
+Per round: sample ``clients-per-round`` nodes (strategy), send the global part, receive
+updates, aggregate, append one line to ``metrics.jsonl`` (``round``, ``wall_seconds``,
+``train_loss``, ``clients``, ``bytes_up``, ``bytes_down`` and, on evaluation rounds,
+the ranking metrics), and checkpoint every ``checkpoint-every`` rounds and at the end.
+A resumed run continues from the last checkpoint's round with its global model and
+server-optimiser state; clients that lost their private vectors reconstruct them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.serverapp import Grid
+
+from fedrec.core.aggregation import ServerOptimizer
+from fedrec.core.models.registry import build_model
+from fedrec.core.models.base import global_state
+from fedrec.core.report import METRICS_FILE, append_jsonl, read_jsonl
+from fedrec.core.run_config import RunConfig
+from fedrec.core.wire import ARRAYS, METRICS, NUM_EXAMPLES, TRAIN_LOSS
+from fedrec.server.checkpoint import (
+    MODEL_FILE,
+    Checkpoint,
+    load_checkpoint,
+    save_arrays,
+    save_checkpoint,
+)
+from fedrec.server.strategy.fedopt_updates import FedOptOnUpdates, arrays_to_numpy, numpy_to_arrays
+
+logger = logging.getLogger("fedrec.server")
+
+# Configuration that must not change when a run is resumed.
+RESUME_INVARIANTS = ("dataset", "data-dir", "model", "dim", "seed", "num-items")
+
+
+def initial_global_arrays(config: RunConfig, n_items: int) -> dict[str, np.ndarray]:
+    model = build_model(config.model, 1, n_items, config.dim, seed=config.seed)
+    return {k: v.detach().numpy().copy() for k, v in global_state(model).items()}
+
+
+def make_strategy(config: RunConfig, n_nodes: int) -> FedOptOnUpdates:
+    clients = min(config.clients_per_round, n_nodes)
+    evaluate_nodes = max(1, int(round(n_nodes * config.eval_fraction)))
+    return FedOptOnUpdates(
+        ServerOptimizer(config.aggregation, config.server_lr),
+        fraction_train=clients / n_nodes,
+        min_train_nodes=clients,
+        fraction_evaluate=config.eval_fraction,
+        min_evaluate_nodes=evaluate_nodes,
+        min_available_nodes=clients,
+    )
+
+
+def _drop_rows_after(path: Path, last_round: int) -> None:
+    """Forget logged rounds newer than the checkpoint: they will be run again."""
+    rows = [row for row in read_jsonl(path) if int(row["round"]) <= last_round]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
+    os.replace(tmp, path)
+
+
+def _content_bytes(messages: list[Message]) -> int:
+    """Payload bytes of the records carried by ``messages`` (arrays, metrics, configs)."""
+    return sum(
+        record.count_bytes()
+        for m in messages if m.has_content()
+        for record in m.content.values()
+    )
+
+
+def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int) -> list[dict[str, Any]]:
+    """Train for ``config.rounds`` rounds (minus those already done when resuming)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    random.seed(config.seed)  # Flower's node sampling draws from `random`
+    arrays = initial_global_arrays(config, n_items)
+    optimizer_state: dict[str, dict[str, np.ndarray]] = {}
+    first_round = 1
+    user_config = config.to_user_config()
+    if config.resume:
+        checkpoint = load_checkpoint(run_dir)
+        changed = [k for k in RESUME_INVARIANTS if checkpoint.config.get(k) != user_config[k]]
+        if changed:
+            raise ValueError(f"cannot resume {run_dir}: {changed} differ from the checkpointed run")
+        arrays, optimizer_state = checkpoint.global_arrays, checkpoint.optimizer_state
+        first_round = checkpoint.round + 1
+        _drop_rows_after(run_dir / METRICS_FILE, checkpoint.round)
+        logger.info("resuming %s after round %d", run_dir, checkpoint.round)
+
+    n_nodes = len(list(grid.get_node_ids()))
+    strategy = make_strategy(config, n_nodes)
+    strategy.optimizer.state = optimizer_state
+    metrics_path = run_dir / METRICS_FILE
+    for server_round in range(first_round, config.rounds + 1):
+        started = time.perf_counter()
+        record = numpy_to_arrays(arrays)
+        instructions = list(strategy.configure_train(server_round, record, ConfigRecord(), grid))
+        bytes_down = _content_bytes(instructions)
+        replies = list(grid.send_and_receive(instructions, timeout=config.round_timeout))
+        bytes_up = _content_bytes(replies)
+        new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
+        if new_arrays is not None:
+            arrays = arrays_to_numpy(new_arrays)
+        row: dict[str, Any] = {
+            "round": server_round,
+            "clients": sum(1 for m in replies if m.has_content()),
+            "train_loss": float(train_metrics[TRAIN_LOSS]) if train_metrics and TRAIN_LOSS in train_metrics else None,
+            "examples": int(train_metrics[NUM_EXAMPLES]) if train_metrics else 0,
+        }
+        if server_round % config.eval_every == 0 or server_round == config.rounds:
+            record = numpy_to_arrays(arrays)
+            eval_messages = list(strategy.configure_evaluate(server_round, record, ConfigRecord(), grid))
+            bytes_down += _content_bytes(eval_messages)
+            eval_replies = list(grid.send_and_receive(eval_messages, timeout=config.round_timeout))
+            bytes_up += _content_bytes(eval_replies)
+            eval_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
+            if eval_metrics is not None:
+                row.update({k: (float(v) if "@" in k else int(v)) for k, v in eval_metrics.items()})
+        row.update({"bytes_up": bytes_up, "bytes_down": bytes_down,
+                    "wall_seconds": time.perf_counter() - started})
+        append_jsonl(metrics_path, row)
+        if server_round % config.checkpoint_every == 0 or server_round == config.rounds:
+            save_checkpoint(run_dir, Checkpoint(server_round, arrays, strategy.optimizer.state, user_config))
+    save_arrays(run_dir / MODEL_FILE, arrays)
+    return read_jsonl(metrics_path)

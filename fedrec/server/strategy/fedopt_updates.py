@@ -1,0 +1,127 @@
+"""FedAvg / FedAvg with a server learning rate / FedAdam, over clients' *updates*.
+
+Algorithm (FedOpt, Reddi et al., "Adaptive Federated Optimization", ICLR 2021):
+clients reply with ``Δ_k = x_k − x`` for the global part and ``n_k`` examples; the
+server forms ``Δ̄ = Σ n_k Δ_k / Σ n_k`` and steps ``x`` with a server optimiser
+(:class:`fedrec.core.aggregation.ServerOptimizer`).
+
+Which one and why. Plain FedAvg (``η_s = 1``) averages every item row over *all*
+sampled clients although only the few that hold the item (as a positive or a sampled
+negative) moved it, so item rows learn about ``#touching / #sampled`` times slower
+than in central training; we measured it (closing note of the foundation issue, and
+``fedrec/simulations/benchmarks/central_vs_federated.py``). The default
+``fedavg-slr`` multiplies ``Δ̄`` by a server learning rate ``η_s`` that gives rows their
+step size back without using which rows a client touched, so it stays valid when
+updates are dense and noised (DP). Averaging each row over its touching clients would
+work too but reveals the touched items, so we do not offer it.
+
+Sampling: ``configure_train`` samples ``clients-per-round`` nodes uniformly without
+replacement (Flower's FedAvg sampling), not Poisson.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from logging import WARNING
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from fedrec.core.aggregation import ServerOptimizer, weighted_mean
+from fedrec.core.wire import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES
+
+COUNT_METRICS_SUFFIX = ("users-trained", "users-evaluated", "users-reconstructed")
+
+
+def aggregate_reply_metrics(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
+    """Weighted mean of rate metrics; sums of counts (``num-examples``, ``users-*``)."""
+    totals: dict[str, float] = {}
+    weighted: dict[str, float] = {}
+    weight_sum = 0.0
+    for record in records:
+        metrics = record.metric_records[METRICS]
+        weight = float(metrics[weighted_by_key])
+        weight_sum += weight
+        for key, value in metrics.items():
+            if key == weighted_by_key or key in COUNT_METRICS_SUFFIX:
+                totals[key] = totals.get(key, 0.0) + float(value)
+            else:
+                weighted[key] = weighted.get(key, 0.0) + weight * float(value)
+    out = {key: int(value) for key, value in totals.items()}
+    if weight_sum > 0:
+        out.update({key: value / weight_sum for key, value in weighted.items()})
+    return MetricRecord(out)
+
+
+def arrays_to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {name: array.numpy() for name, array in record.items()}
+
+
+def numpy_to_arrays(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({name: Array(np.ascontiguousarray(v)) for name, v in arrays.items()})
+
+
+class FedOptOnUpdates(FedAvg):
+    """Aggregates updates of the global part and applies a server optimiser."""
+
+    def __init__(self, optimizer: ServerOptimizer, **fedavg_kwargs: object) -> None:
+        super().__init__(
+            weighted_by_key=NUM_EXAMPLES,
+            arrayrecord_key=ARRAYS,
+            configrecord_key=CONFIG,
+            train_metrics_aggr_fn=aggregate_reply_metrics,
+            evaluate_metrics_aggr_fn=aggregate_reply_metrics,
+            **fedavg_kwargs,  # type: ignore[arg-type]
+        )
+        self.optimizer = optimizer
+        self._current: dict[str, np.ndarray] | None = None
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._current = arrays_to_numpy(arrays)
+        return super().configure_train(server_round, arrays, config, grid)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        if self._current is None:
+            raise RuntimeError("aggregate_train called before configure_train")
+        valid, _ = self._check_and_log_replies(list(replies), is_train=True)
+        usable = [m for m in valid if self._update_is_usable(m, server_round)]
+        contents = [m.content for m in usable]
+        weights = [float(c.metric_records[METRICS][NUM_EXAMPLES]) for c in contents]
+        metrics = aggregate_reply_metrics(contents, NUM_EXAMPLES) if contents else None
+        if not contents or sum(weights) <= 0:
+            return None, metrics
+        updates = [arrays_to_numpy(c.array_records[ARRAYS]) for c in contents]
+        new_global = self.optimizer.step(self._current, weighted_mean(updates, weights))
+        return numpy_to_arrays(new_global), metrics
+
+    def _update_is_usable(self, message: Message, server_round: int) -> bool:
+        """Drop (with a logged reason) updates whose keys, shapes or values are unusable."""
+        assert self._current is not None
+        node = message.metadata.src_node_id
+        record = message.content.array_records.get(ARRAYS)
+        reason = None
+        if record is None:
+            reason = "no update arrays"
+        else:
+            update = arrays_to_numpy(record)
+            if set(update) != set(self._current):
+                reason = f"keys {sorted(update)} differ from the global model's"
+            else:
+                for name, value in update.items():
+                    if value.shape != self._current[name].shape:
+                        reason = f"{name!r} has shape {value.shape}, expected {self._current[name].shape}"
+                    elif not np.all(np.isfinite(value)):
+                        reason = f"{name!r} holds NaN or infinite values"
+                    if reason:
+                        break
+        if reason:
+            log(WARNING, "round %d: dropped the update of node %d: %s", server_round, node, reason)
+            return False
+        return True

@@ -1,0 +1,1 @@
+"""Simulation runners and benchmark entry points (on top of client, server and core)."""

@@ -1,0 +1,107 @@
+"""``fedrec simulate``: a federated simulation, one Flower node per user, on Ray.
+
+Starts a private Flower runtime (:mod:`fedrec.simulations.flower_runtime`), submits
+the run with ``flwr run``, shows progress by following ``metrics.jsonl`` as the
+ServerApp writes it, and stops every process it started when done or on error.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fedrec.core.data.loaders import load_dataset
+from fedrec.core.report import METRICS_FILE, SUMMARY_FILE, read_jsonl
+from fedrec.core.run_config import RunConfig
+from fedrec.server.checkpoint import CHECKPOINT_DIR, STATE_FILE
+from fedrec.simulations.flower_runtime import simulation_runtime
+
+FLOWER_LOG = "flower.log"
+CONFIG_FILE = "run_config.json"
+
+
+def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
+    """The config of a checkpointed run, with ``overrides`` (e.g. more rounds) applied."""
+    state_path = run_dir / CHECKPOINT_DIR / STATE_FILE
+    if not state_path.is_file():
+        raise FileNotFoundError(f"cannot resume {run_dir}: no checkpoint there")
+    saved = json.loads(state_path.read_text())["config"]
+    saved.update(overrides)
+    saved.update({"resume": True, "out-dir": str(run_dir.resolve())})
+    return RunConfig.from_user_config(saved)
+
+
+def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_progress: bool = True,
+             timeout_s: float | None = None) -> dict[str, Any]:
+    """Run a federated simulation and return its ``summary.json`` content."""
+    out_dir = out_dir.expanduser().resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = replace(config, out_dir=str(out_dir))
+    if not config.resume:
+        for stale in (METRICS_FILE, SUMMARY_FILE):
+            if (out_dir / stale).exists():
+                raise FileExistsError(
+                    f"{out_dir} already holds a run ({stale}); choose another --out or use --resume"
+                )
+    n_users = load_dataset(config.dataset, config.data_dir, config.seed).n_users
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config.to_user_config(), indent=2, sort_keys=True))
+
+    started = time.perf_counter()
+    with simulation_runtime(out_dir) as runtime:
+        command = runtime.flwr_run_command(config.to_user_config(), n_users, cpus_per_client)
+        with (out_dir / FLOWER_LOG).open("ab") as log:
+            process = subprocess.Popen(command, env=runtime.env, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, cwd=runtime.root, start_new_session=True)
+            try:
+                _follow(process, out_dir, config, show_progress, started, timeout_s)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+    summary_path = out_dir / SUMMARY_FILE
+    if process.returncode != 0 or not summary_path.is_file():
+        raise RuntimeError(
+            f"the simulation did not finish (flwr run exit code {process.returncode}); "
+            f"see {out_dir / FLOWER_LOG} and {out_dir / 'superlink.log'}"
+        )
+    return json.loads(summary_path.read_text())
+
+
+def _follow(process: subprocess.Popen, out_dir: Path, config: RunConfig, show_progress: bool,
+            started: float, timeout_s: float | None) -> None:
+    """Wait for ``flwr run`` to end, showing rounds as they land in ``metrics.jsonl``."""
+    metrics_path = out_dir / METRICS_FILE
+    summary_path = out_dir / SUMMARY_FILE
+    k = config.eval_k
+    with Progress(
+        TextColumn("[bold]round {task.completed}/{task.total}"), BarColumn(),
+        TextColumn("{task.description}"), TimeElapsedColumn(), disable=not show_progress,
+    ) as progress:
+        task = progress.add_task("starting Flower…", total=config.rounds)
+        while True:
+            rows = read_jsonl(metrics_path)
+            if rows:
+                last = rows[-1]
+                evaluated = [r for r in rows if f"hr@{k}" in r]
+                text = f"loss {last.get('train_loss') or 0:.4f}"
+                if evaluated:
+                    text += f"  HR@{k} {evaluated[-1][f'hr@{k}']:.4f}  NDCG@{k} {evaluated[-1][f'ndcg@{k}']:.4f}"
+                progress.update(task, completed=int(last["round"]), description=text)
+            if process.poll() is not None:
+                break
+            if summary_path.exists() and int(rows[-1]["round"] if rows else 0) >= config.rounds:
+                # the ServerApp is done; give `flwr run --stream` a moment to notice
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                break
+            if timeout_s is not None and time.perf_counter() - started > timeout_s:
+                raise TimeoutError(f"simulation exceeded {timeout_s:.0f}s; see {out_dir / FLOWER_LOG}")
+            time.sleep(0.5)
