@@ -85,20 +85,22 @@ def user_scores(
     reconstruct_epochs: int,
     seed: int,
 ) -> NDArray[np.float32]:
-    """``(n_items,)`` scores of one user; a user without local parameters is reconstructed.
+    """``(n_items,)`` scores of one user after fitting its vector to the current global part.
 
-    Reconstruction starts from a seeded fresh vector and fits it on the user's own
-    training items with the global part frozen (the cold-start path).
+    The user's vector — its stored one, or a seeded fresh one for a user who never
+    trained (the cold-start path) — is fitted for ``reconstruct_epochs`` epochs on the
+    user's own training items with the global part frozen (FedRecon's evaluation,
+    Singhal et al. 2021), so that it matches the global model it is scored with. The
+    fitted vector is used for this evaluation only; the stored one is not changed.
     """
     model = build_model(model_name, 1, user.n_items, dim)
     load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
     if local_arrays is None:
-        fresh = new_local_parameters(model_name, user.n_items, dim, seed, user.user)
-        load_parameters(model, {k: torch.from_numpy(v) for k, v in fresh.items()}, "local")
+        local_arrays = new_local_parameters(model_name, user.n_items, dim, seed, user.user)
+    load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
+    if reconstruct_epochs > 0 and len(user.train_items) > 0:
         rng = np.random.default_rng([seed, user.user, 31])
         reconstruct_local(model, user.train_items, config, reconstruct_epochs, rng)
-    else:
-        load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
     return score_all_items(model, np.zeros(1, dtype=np.int64))[0]
 
 

@@ -154,10 +154,17 @@ class SimulationRuntime:
             )
         _wait_for_port(self.control_port, self.superlink, log_path)
 
-    def flwr_run_command(self, run_config: dict[str, object], num_supernodes: int, cpus_per_client: int) -> list[str]:
+    def flwr_run_command(
+        self,
+        run_config: dict[str, object],
+        num_supernodes: int,
+        cpus_per_client: int,
+        app_dir: Path | None = None,
+    ) -> list[str]:
+        """``flwr run`` of ``app_dir`` (default: the minimal app) against our SuperLink."""
         federation = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client}"
         return [
-            _bin("flwr"), "run", str(self.app_dir), CONNECTION_NAME,
+            _bin("flwr"), "run", str(app_dir or self.app_dir), CONNECTION_NAME,
             *[arg for k, v in run_config.items() for arg in ("--run-config", f"{k}={_toml_value(v)}")],
             "--federation-config", federation, "--stream",
         ]

@@ -49,6 +49,8 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
                 raise FileExistsError(
                     f"{out_dir} already holds a run ({stale}); choose another --out or use --resume"
                 )
+    else:  # the summary of the earlier, shorter run is no longer the run's result
+        (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
     n_users = load_dataset(config.dataset, config.data_dir, config.seed).n_users
     (out_dir / CONFIG_FILE).write_text(json.dumps(config.to_user_config(), indent=2, sort_keys=True))
 
@@ -65,12 +67,14 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
                     process.kill()
                     process.wait()
     summary_path = out_dir / SUMMARY_FILE
-    if process.returncode != 0 or not summary_path.is_file():
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    # `flwr run --stream` exits 0 even when the simulation crashed: judge by the summary
+    if summary.get("rounds") != config.rounds:
         raise RuntimeError(
             f"the simulation did not finish (flwr run exit code {process.returncode}); "
             f"see {out_dir / FLOWER_LOG} and {out_dir / 'superlink.log'}"
         )
-    return json.loads(summary_path.read_text())
+    return summary
 
 
 def _follow(process: subprocess.Popen, out_dir: Path, config: RunConfig, show_progress: bool,

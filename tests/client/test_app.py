@@ -1,0 +1,104 @@
+"""The ClientApp called in-process: replies carry the global part only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+
+from fedrec.client import app as client_app
+from fedrec.client.state import UserVectorStore
+from fedrec.core.models import MODELS, build_model
+from fedrec.core.run_config import RunConfig
+from fedrec.core.wire import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, SERVER_ROUND, USERS_RECONSTRUCTED
+from fedrec.server.loop import initial_global_arrays
+from fedrec.server.strategy.fedopt_updates import numpy_to_arrays
+
+N_ITEMS = 500  # synthetic catalogue
+
+
+def _config(model: str) -> RunConfig:
+    return RunConfig(model=model, dim=8, reconstruct_epochs=1)
+
+
+def _context(config: RunConfig, partition: int, partitions: int = 1000) -> Context:
+    return Context(
+        run_id=1, node_id=partition + 1,
+        node_config={"partition-id": partition, "num-partitions": partitions},
+        state=RecordDict(), run_config=config.to_user_config(),
+    )
+
+
+def _instruction(arrays: dict[str, np.ndarray], kind: str, server_round: int = 1) -> Message:
+    content = RecordDict({ARRAYS: numpy_to_arrays(arrays), CONFIG: ConfigRecord({SERVER_ROUND: server_round})})
+    return Message(content=content, dst_node_id=1, message_type=kind)
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+def test_train_reply_holds_only_global_parameters(model_name: str) -> None:
+    config = _config(model_name)
+    arrays = initial_global_arrays(config, N_ITEMS)
+    context = _context(config, partition=3)
+    reply = client_app.train(_instruction(arrays, MessageType.TRAIN), context)
+
+    model = build_model(model_name, 1, N_ITEMS, config.dim)
+    sent = set(reply.content.array_records[ARRAYS].keys())
+    assert sent == set(model.global_parameter_names)
+    assert not sent & set(model.local_parameter_names)
+    # nothing else in the reply is an array record either
+    assert list(reply.content.array_records) == [ARRAYS]
+    # the user vector stayed on the node
+    stored = UserVectorStore(context.state).load(3)
+    assert stored is not None and set(stored) == set(model.local_parameter_names)
+    assert reply.content.metric_records[METRICS][NUM_EXAMPLES] > 0
+
+
+def test_update_is_the_difference_to_the_received_model() -> None:
+    config = _config("mf")
+    arrays = initial_global_arrays(config, N_ITEMS)
+    reply = client_app.train(_instruction(arrays, MessageType.TRAIN), _context(config, 5))
+    update = {k: a.numpy() for k, a in reply.content.array_records[ARRAYS].items()}
+    assert set(update) == set(arrays)
+    moved = np.abs(update["item_embedding.weight"]).sum(axis=1) > 0
+    assert 0 < moved.sum() < N_ITEMS  # only items the user trained on (positives, negatives) moved
+
+
+def test_user_vector_persists_and_evolves_across_rounds() -> None:
+    config = _config("mf")
+    arrays = initial_global_arrays(config, N_ITEMS)
+    context = _context(config, 7)
+    client_app.train(_instruction(arrays, MessageType.TRAIN, 1), context)
+    first = UserVectorStore(context.state).load(7)
+    client_app.train(_instruction(arrays, MessageType.TRAIN, 2), context)
+    second = UserVectorStore(context.state).load(7)
+    assert first is not None and second is not None
+    assert not np.allclose(first["user_embedding.weight"], second["user_embedding.weight"])
+
+
+def test_evaluate_reconstructs_untrained_users_only() -> None:
+    config = _config("mf")
+    arrays = initial_global_arrays(config, N_ITEMS)
+    context = _context(config, 11)
+    fresh = client_app.evaluate(_instruction(arrays, MessageType.EVALUATE), context)
+    metrics = fresh.content.metric_records[METRICS]
+    assert metrics[USERS_RECONSTRUCTED] == 1
+    assert 0.0 <= metrics["hr@10"] <= 1.0 and "full_recall@10" in metrics
+    assert not fresh.content.array_records  # evaluation sends no arrays at all
+    client_app.train(_instruction(arrays, MessageType.TRAIN), context)
+    trained = client_app.evaluate(_instruction(arrays, MessageType.EVALUATE), context)
+    assert trained.content.metric_records[METRICS][USERS_RECONSTRUCTED] == 0
+
+
+def test_wrong_shape_global_model_is_refused() -> None:
+    config = _config("mf")
+    arrays = initial_global_arrays(config, N_ITEMS)
+    arrays["item_embedding.weight"] = arrays["item_embedding.weight"][:, :4]
+    with pytest.raises(ValueError, match="item_embedding.weight"):
+        client_app.train(_instruction(arrays, MessageType.TRAIN), _context(config, 0))
+
+
+def test_packing_refuses_local_parameters() -> None:
+    config = _config("neumf")
+    leaked = {"gmf_user_embedding.weight": np.zeros((1, 8), dtype=np.float32)}
+    with pytest.raises(RuntimeError, match="non-global"):
+        client_app._global_only(leaked, config, N_ITEMS)

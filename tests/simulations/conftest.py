@@ -1,0 +1,40 @@
+"""Fixtures for end-to-end runs: Flower and Ray write only into folders we own."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def flower_processes() -> set[int]:
+    """PIDs of live processes started by a fedrec simulation runtime (by its FLWR_HOME)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if b"/fedrec-sim-" in environ and "State:\tZ" not in status:
+            pids.add(int(entry.name))
+    return pids
+
+
+@pytest.fixture(autouse=True)
+def _own_flower_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path_factory.mktemp("flwr-home")
+    monkeypatch.setenv("FLWR_HOME", str(home))
+    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
+    monkeypatch.setenv("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
+
+
+@pytest.fixture
+def no_leftover_processes():
+    before = flower_processes()
+    yield
+    leftover = flower_processes() - before - {os.getpid()}
+    assert not leftover, f"processes left behind: {sorted(leftover)}"

@@ -1,0 +1,60 @@
+"""End-to-end: a federated simulation on the synthetic data, resume, the central twin."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedrec.core.report import METRICS_FILE, SUMMARY_FILE, read_jsonl
+from fedrec.core.run_config import RunConfig
+from fedrec.simulations.central_twin import CentralRunConfig, run_central
+from fedrec.simulations.simulate import resume_config, simulate
+
+pytestmark = pytest.mark.slow
+
+ROUND_KEYS = {"round", "wall_seconds", "train_loss", "clients", "bytes_up", "bytes_down"}
+
+
+def _small(rounds: int, **overrides: object) -> RunConfig:
+    # eval on a fifth of the 1000 nodes keeps the test short; the final summary is still
+    # computed by the same client code
+    return RunConfig(rounds=rounds, clients_per_round=10, dim=8, eval_every=3, eval_fraction=0.2,
+                     checkpoint_every=1, **overrides)
+
+
+def test_three_round_simulation_writes_the_run_directory(tmp_path: Path, no_leftover_processes: None) -> None:
+    out = tmp_path / "run"
+    summary = simulate(_small(3), out, show_progress=False, timeout_s=600)
+    rows = read_jsonl(out / METRICS_FILE)
+    assert [r["round"] for r in rows] == [1, 2, 3]
+    assert all(ROUND_KEYS <= set(r) for r in rows)
+    assert all(r["clients"] == 10 and r["bytes_up"] > 0 and r["bytes_down"] > 0 for r in rows)
+    assert "hr@10" in rows[2] and "hr@10" not in rows[0]
+    for key in ("hr@10", "ndcg@10", "itempop_hr@10", "itempop_ndcg@10", "rounds", "wall_seconds", "config"):
+        assert key in summary
+    assert summary["rounds"] == 3 and summary["config"]["model"] == "mf"
+    assert json.loads((out / SUMMARY_FILE).read_text()) == summary
+    assert (out / "curves.png").stat().st_size > 0 and (out / "model.npz").is_file()
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path: Path, no_leftover_processes: None) -> None:
+    out = tmp_path / "run"
+    simulate(_small(2), out, show_progress=False, timeout_s=600)
+    with pytest.raises(FileExistsError):
+        simulate(_small(2), out, show_progress=False)
+    config = resume_config(out, {"rounds": 3})
+    assert config.resume and config.rounds == 3
+    summary = simulate(config, out, show_progress=False, timeout_s=600)
+    rows = read_jsonl(out / METRICS_FILE)
+    assert [r["round"] for r in rows] == [1, 2, 3]
+    assert summary["rounds"] == 3
+
+
+def test_central_twin_writes_the_same_summary_format(tmp_path: Path) -> None:
+    summary = run_central(CentralRunConfig(epochs=4, dim=16, eval_every=2), tmp_path / "central")
+    for key in ("hr@10", "ndcg@10", "itempop_hr@10", "itempop_ndcg@10", "rounds", "wall_seconds", "config"):
+        assert key in summary
+    assert summary["hr@10"] > summary["itempop_hr@10"]
+    assert len(read_jsonl(tmp_path / "central" / METRICS_FILE)) == 4
