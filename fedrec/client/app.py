@@ -96,7 +96,8 @@ def train(msg: Message, context: Context) -> Message:
             local = new_local_parameters(config.model, split.n_items, config.dim, config.seed, user)
         rng = np.random.default_rng([config.seed, user, server_round])
         result = train_user(
-            config.model, config.dim, global_arrays, local, data, config.training, config.local_epochs, rng
+            config.model, config.dim, global_arrays, local, data, config.training, config.local_epochs, rng,
+            user_epochs=config.user_epochs,
         )
         store.save(user, result.local)
         updates.append(result.update)

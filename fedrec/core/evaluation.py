@@ -4,7 +4,8 @@
   non-interacted items; keys ``hr@K``, ``ndcg@K``.
 * **Full ranking**: the test item is ranked among every item the user has not
   trained on (training and validation items are removed); keys ``full_hr@K``,
-  ``full_ndcg@K``, ``full_recall@K`` (with one held-out item recall equals HR).
+  ``full_ndcg@K``, ``full_recall@K`` (ranks by the same mid-rank rule, so with one
+  held-out item recall equals HR).
 
 Both the clients and the central twin call :func:`evaluate_user`, so numbers from
 the two are comparable by construction.
@@ -16,7 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedrec.core.data.split import UserData
-from fedrec.core.metrics import hit_ratio_at_k, ndcg_at_k, rank_of_target, recall_at_k
+from fedrec.core.metrics import hit_ratio_at_k, ndcg_at_k, rank_of_target, recall_from_ranks
 
 METRIC_NAMES = ("hr", "ndcg", "full_hr", "full_ndcg", "full_recall")
 
@@ -38,13 +39,12 @@ def evaluate_user(scores: NDArray[np.floating], user: UserData, k: int) -> dict[
     candidates[user.excluded_from_ranking()] = False
     candidates[user.test_item] = False
     full_rank = rank_of_target(target, scores[candidates])
-    top_k = _top_k_items(scores, candidates | _one_hot(user.n_items, user.test_item), k)
     return {
         f"hr@{k}": hit_ratio_at_k(sampled_rank, k),
         f"ndcg@{k}": ndcg_at_k(sampled_rank, k),
         f"full_hr@{k}": hit_ratio_at_k(full_rank, k),
         f"full_ndcg@{k}": ndcg_at_k(full_rank, k),
-        f"full_recall@{k}": recall_at_k(top_k, np.asarray([user.test_item])),
+        f"full_recall@{k}": recall_from_ranks([full_rank], k),
     }
 
 
@@ -53,16 +53,3 @@ def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
     if not rows:
         return {}
     return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
-
-
-def _one_hot(n: int, index: int) -> NDArray[np.bool_]:
-    mask = np.zeros(n, dtype=bool)
-    mask[index] = True
-    return mask
-
-
-def _top_k_items(scores: NDArray, allowed: NDArray[np.bool_], k: int) -> NDArray[np.int64]:
-    masked = np.where(allowed, scores, -np.inf)
-    k = min(k, int(allowed.sum()))
-    top = np.argpartition(-masked, k - 1)[:k] if k > 0 else np.empty(0, dtype=np.int64)
-    return top.astype(np.int64)

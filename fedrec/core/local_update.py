@@ -57,11 +57,19 @@ def train_user(
     config: TrainingConfig,
     local_epochs: int,
     rng: np.random.Generator,
+    user_epochs: int = 0,
 ) -> LocalResult:
-    """Train one user's model for ``local_epochs`` and return the global update."""
+    """Train one user's model and return the update of the global part.
+
+    First ``user_epochs`` epochs fit only the user's vector with the global part frozen
+    (FedRecon's reconstruction step, Singhal et al. 2021: the vector catches up with
+    the global model it was sent), then ``local_epochs`` epochs train everything.
+    """
     model = build_model(model_name, 1, user.n_items, dim)
     load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
     load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
+    if user_epochs > 0:
+        reconstruct_local(model, user.train_items, config, user_epochs, rng)
     optimizer = make_optimizer(list(model.parameters()), config)
     users = np.zeros(len(user.train_items), dtype=np.int64)
     key = positives_key(users, user.train_items, user.n_items)

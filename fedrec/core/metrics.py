@@ -42,3 +42,10 @@ def recall_at_k(top_k: NDArray[np.integer], relevant: NDArray[np.integer]) -> fl
     if len(relevant) == 0:
         raise ValueError("recall is undefined without relevant items")
     return float(np.isin(relevant, np.asarray(top_k)).sum()) / len(relevant)
+
+
+def recall_from_ranks(ranks: list[float], k: int) -> float:
+    """Share of relevant items whose (mid-)rank is below ``k``; ties as in :func:`rank_of_target`."""
+    if len(ranks) == 0:
+        raise ValueError("recall is undefined without relevant items")
+    return float(np.mean([rank < k for rank in ranks]))

@@ -27,14 +27,15 @@ class RunConfig:
     rounds: int = 5
     clients_per_round: int = 20
     local_epochs: int = 1
-    lr: float = 0.01
-    batch_size: int = 64
+    user_epochs: int = 1
+    lr: float = 0.05
+    batch_size: int = 16
     negatives: int = 4
     loss: str = "bce"
     client_optimizer: str = "adam"
     weight_decay: float = 0.0
     aggregation: str = "fedavg-slr"
-    server_lr: float = 1.0
+    server_lr: float = 20.0
     seed: int = 0
     eval_every: int = 5
     eval_fraction: float = 1.0
@@ -61,6 +62,8 @@ class RunConfig:
             raise ValueError(f"eval-fraction must be in (0, 1], got {self.eval_fraction}")
         if not self.server_lr > 0:
             raise ValueError(f"server-lr must be > 0, got {self.server_lr}")
+        if self.user_epochs < 0:
+            raise ValueError(f"user-epochs must be ≥ 0, got {self.user_epochs}")
         if self.reconstruct_epochs < 0 or self.eval_negatives < 1 or self.num_items < 0:
             raise ValueError("reconstruct-epochs ≥ 0, eval-negatives ≥ 1 and num-items ≥ 0 are required")
         self.training  # validates the training hyper-parameters

@@ -96,13 +96,6 @@ def test_recall_equals_hit_ratio_without_ties(user: UserData) -> None:
             assert metrics[f"full_recall@{k}"] == metrics[f"full_hr@{k}"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: with tied scores full_recall@K comes from np.argpartition's arbitrary "
-    "choice among tied items, while full_hr@K uses the mid-rank convention; a constant "
-    "model then gets full_recall=1 for some test items (a free hit) while full_hr=0, "
-    "although the module says recall equals HR with one held-out item",
-    strict=True,
-)
 def test_recall_equals_hit_ratio_with_ties() -> None:
     scores = np.zeros(8, dtype=np.float32)  # a model that scores everything the same
     mismatches = []

@@ -136,12 +136,10 @@ def test_pyproject_app_config_parses() -> None:
     assert config.model == app_config["model"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: [tool.flwr.app.config] in pyproject.toml lacks the RunConfig keys "
-    "eval-fraction, num-items, round-timeout and weight-decay; Flower's SuperLink rejects "
-    "a --run-config override of a key missing there ('Key ... is not present in the main "
-    "dictionary'), so `flwr run .` cannot set them (e.g. the num-items the ServerApp asks for)",
-    strict=True,
-)
 def test_pyproject_app_config_has_exactly_the_run_config_keys() -> None:
     assert set(pyproject_app_config()) == run_config_keys()
+
+
+def test_pyproject_app_config_defaults_equal_run_config_defaults() -> None:
+    # `flwr run .` and `fedrec simulate` must train with the same defaults
+    assert RunConfig.from_user_config(pyproject_app_config()) == RunConfig()

@@ -1,4 +1,4 @@
-"""Fixtures for end-to-end runs: Flower and Ray write only into folders we own."""
+"""Fixtures for end-to-end runs: nothing they start may outlive them."""
 
 from __future__ import annotations
 
@@ -22,14 +22,6 @@ def flower_processes() -> set[int]:
         if b"/fedrec-sim-" in environ and "State:\tZ" not in status:
             pids.add(int(entry.name))
     return pids
-
-
-@pytest.fixture(autouse=True)
-def _own_flower_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path_factory.mktemp("flwr-home")
-    monkeypatch.setenv("FLWR_HOME", str(home))
-    monkeypatch.setenv("FLWR_TELEMETRY_ENABLED", "0")
-    monkeypatch.setenv("FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION", "1")
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ def load_csv(path: str | Path) -> Interactions:
     ratings: list[float] = []
     timestamps: list[int] = []
     n_columns: int | None = None
-    with path.open("r", newline="", encoding="utf-8") as handle:
+    with path.open("r", newline="", encoding="utf-8-sig") as handle:
         for line_number, row in enumerate(csv.reader(handle), start=1):
             fields = [f.strip() for f in row]
             if not fields or all(f == "" for f in fields):

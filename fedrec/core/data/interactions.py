@@ -81,6 +81,9 @@ class Interactions:
         item_ids, dense_items = np.unique(raw_items, return_inverse=True)
         rating_arr = None if ratings is None else np.asarray(ratings, dtype=np.float32)
         time_arr = None if timestamps is None else np.asarray(timestamps, dtype=np.int64)
+        for name, column in (("ratings", rating_arr), ("timestamps", time_arr)):
+            if column is not None and column.shape != raw_users.shape:
+                raise ValueError(f"{name} has {len(column)} entries, expected {len(raw_users)}")
 
         keep = _last_occurrence_mask(dense_users, dense_items, len(item_ids), time_arr)
         return cls(

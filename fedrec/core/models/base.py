@@ -96,14 +96,15 @@ def load_parameters(model: Recommender, values: dict[str, torch.Tensor], part: s
             f"{part} parameters of {type(model).__name__} are {list(names)}, got {sorted(values)}"
         )
     params = dict(model.named_parameters())
+    tensors = {name: torch.as_tensor(values[name]) for name in names}
+    for name, value in tensors.items():  # check everything before changing anything
+        if value.shape != params[name].shape:
+            raise ValueError(
+                f"{part} parameter {name!r}: expected shape {tuple(params[name].shape)}, "
+                f"got {tuple(value.shape)}"
+            )
     with torch.no_grad():
-        for name in names:
-            value = torch.as_tensor(values[name])
-            if value.shape != params[name].shape:
-                raise ValueError(
-                    f"{part} parameter {name!r}: expected shape {tuple(params[name].shape)}, "
-                    f"got {tuple(value.shape)}"
-                )
+        for name, value in tensors.items():
             params[name].copy_(value)
 
 

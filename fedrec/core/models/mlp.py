@@ -22,7 +22,9 @@ def build_tower(dim: int) -> nn.Sequential:
     widths = tower_widths(dim)
     layers: list[nn.Module] = []
     for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        linear = nn.Linear(fan_in, fan_out)
+        nn.init.zeros_(linear.bias)  # random biases can switch every ReLU off at the start
+        layers += [linear, nn.ReLU()]
     return nn.Sequential(*layers)
 
 

@@ -149,12 +149,6 @@ def test_file_without_interactions_raises(tmp_path: Path, text: str) -> None:
     assert "no interactions found" in str(excinfo.value)
 
 
-@pytest.mark.xfail(
-    reason="BUG: load_csv opens files as 'utf-8', not 'utf-8-sig', so a UTF-8 byte-order "
-    "mark (as written by Excel) hides the header: '\\ufeffuser' is not recognised and the "
-    "header line is silently loaded as an interaction (user '\\ufeffuser', item 'item')",
-    strict=True,
-)
 def test_header_after_a_utf8_byte_order_mark_is_recognised(tmp_path: Path) -> None:
     path = tmp_path / "excel.csv"
     path.write_bytes("user,item\nu1,i1\n".encode("utf-8-sig"))

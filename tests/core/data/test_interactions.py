@@ -113,22 +113,11 @@ def test_from_raw_rejects_two_dimensional_ids() -> None:
         Interactions.from_raw(users=[[1, 2]], items=[[1, 2]])
 
 
-@pytest.mark.xfail(
-    reason="BUG: Interactions.from_raw does not check the length of ratings; a ratings "
-    "column shorter than users raises numpy's IndexError ('boolean index did not match') "
-    "instead of a ValueError naming the column",
-    strict=True,
-)
 def test_from_raw_rejects_ratings_of_the_wrong_length() -> None:
     with pytest.raises(ValueError, match="ratings"):
         Interactions.from_raw(users=[1, 2, 3], items=[1, 2, 3], ratings=[1.0, 2.0])
 
 
-@pytest.mark.xfail(
-    reason="BUG: Interactions.from_raw does not check the length of timestamps; numpy's "
-    "lexsort raises 'all keys need to be the same shape', which does not name the column",
-    strict=True,
-)
 def test_from_raw_rejects_timestamps_of_the_wrong_length() -> None:
     with pytest.raises(ValueError, match="timestamps"):
         Interactions.from_raw(users=[1, 2, 3], items=[1, 2, 3], timestamps=[1, 2])

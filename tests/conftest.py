@@ -1,0 +1,22 @@
+"""Test-wide environment: Flower and Ray write only into folders this session owns."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import pytest
+
+_OWNED = tempfile.mkdtemp(prefix="fedrec-tests-")
+os.environ.update({
+    "FLWR_HOME": os.path.join(_OWNED, "flwr"),
+    "RAY_TMPDIR": os.path.join(_OWNED, "ray"),
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+})
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_OWNED, ignore_errors=True)
