@@ -90,7 +90,7 @@ class FedOptOnUpdates(FedAvg):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         if self._current is None:
             raise RuntimeError("aggregate_train called before configure_train")
-        valid, _ = self._check_and_log_replies(list(replies), is_train=True)
+        valid, _ = self._check_and_log_replies(list(replies), is_train=True, validate=False)
         usable = [m for m in valid if self._update_is_usable(m, server_round)]
         contents = [m.content for m in usable]
         weights = [float(c.metric_records[METRICS][NUM_EXAMPLES]) for c in contents]
@@ -106,8 +106,12 @@ class FedOptOnUpdates(FedAvg):
         assert self._current is not None
         node = message.metadata.src_node_id
         record = message.content.array_records.get(ARRAYS)
+        metrics = message.content.metric_records.get(METRICS)
         reason = None
-        if record is None:
+        weight = metrics.get(NUM_EXAMPLES) if metrics is not None else None
+        if not isinstance(weight, (int, float)) or not np.isfinite(weight) or weight < 0:
+            reason = f"{NUM_EXAMPLES} is missing or not a finite number ≥ 0 ({weight!r})"
+        elif record is None:
             reason = "no update arrays"
         else:
             update = arrays_to_numpy(record)

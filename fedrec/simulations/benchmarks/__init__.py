@@ -1,0 +1,1 @@
+"""Benchmarks' entry points (``python -m fedrec.simulations.benchmarks.<name>``)."""
