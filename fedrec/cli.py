@@ -27,9 +27,12 @@ def simulate(
     dataset: str = typer.Option(DEFAULTS.dataset, help="synthetic, ml-100k or a path to a CSV file"),
     data_dir: str = typer.Option("", help="folder holding ml-100k (u.data)"),
     model: str = typer.Option(DEFAULTS.model, help="mf, gmf, mlp or neumf"),
-    rounds: int = typer.Option(DEFAULTS.rounds),
+    rounds: Optional[int] = typer.Option(None, help=f"total rounds (default {DEFAULTS.rounds}; with --resume: the checkpointed run's)"),
     clients_per_round: int = typer.Option(DEFAULTS.clients_per_round),
     local_epochs: int = typer.Option(DEFAULTS.local_epochs),
+    user_epochs: int = typer.Option(DEFAULTS.user_epochs, help="user-vector-only epochs before local training"),
+    reconstruct_epochs: int = typer.Option(DEFAULTS.reconstruct_epochs, help="user-vector fit before evaluation"),
+    client_optimizer: str = typer.Option(DEFAULTS.client_optimizer, help="adam or sgd"),
     lr: float = typer.Option(DEFAULTS.lr, help="client learning rate"),
     batch_size: int = typer.Option(DEFAULTS.batch_size, help="positives per client batch"),
     dim: int = typer.Option(DEFAULTS.dim),
@@ -49,14 +52,15 @@ def simulate(
 
     try:
         if resume is not None:
-            config = resume_config(resume, {"rounds": rounds})
+            config = resume_config(resume, {} if rounds is None else {"rounds": rounds})
             out_dir = resume
         else:
             if out is None:
                 _fail("give --out DIR (or --resume DIR)")
             config = RunConfig(
-                dataset=dataset, data_dir=data_dir, model=model, rounds=rounds,
-                clients_per_round=clients_per_round, local_epochs=local_epochs, lr=lr,
+                dataset=dataset, data_dir=data_dir, model=model, rounds=rounds or DEFAULTS.rounds,
+                clients_per_round=clients_per_round, local_epochs=local_epochs, user_epochs=user_epochs,
+                reconstruct_epochs=reconstruct_epochs, client_optimizer=client_optimizer, lr=lr,
                 batch_size=batch_size, dim=dim, loss=loss, aggregation=aggregation,
                 server_lr=server_lr, seed=seed, eval_every=eval_every, eval_fraction=eval_fraction,
                 checkpoint_every=checkpoint_every,

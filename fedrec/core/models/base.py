@@ -88,9 +88,9 @@ def local_state(model: Recommender) -> dict[str, torch.Tensor]:
 
 def load_parameters(model: Recommender, values: dict[str, torch.Tensor], part: str) -> None:
     """Copy ``values`` into the ``part`` ("global" or "local") parameters, checking shapes."""
-    names = model.global_parameter_names if part == "global" else model.local_parameter_names
     if part not in ("global", "local"):
         raise ValueError(f"part must be 'global' or 'local', got {part!r}")
+    names = model.global_parameter_names if part == "global" else model.local_parameter_names
     if set(values) != set(names):
         raise KeyError(
             f"{part} parameters of {type(model).__name__} are {list(names)}, got {sorted(values)}"

@@ -1,0 +1,52 @@
+"""The command line: clear errors on bad input, and the central twin end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from fedrec.cli import app
+
+runner = CliRunner()
+
+
+def test_unknown_model_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["simulate", "--model", "transformer", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "unknown model 'transformer'" in result.output
+    assert not (tmp_path / "r").exists()  # nothing was started or written
+
+
+def test_unknown_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train-central", "--dataset", "netflix", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "unknown dataset 'netflix'" in result.output
+
+
+def test_malformed_csv_names_file_and_line(tmp_path: Path) -> None:
+    data = tmp_path / "bad.csv"
+    data.write_text("u1,i1,5\nu2,i2\n")
+    result = runner.invoke(app, ["train-central", "--dataset", str(data), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "bad.csv line 2" in result.output
+
+
+def test_simulate_requires_out_or_resume() -> None:
+    result = runner.invoke(app, ["simulate"])
+    assert result.exit_code == 2 and "--out" in result.output
+
+
+def test_download_refuses_other_datasets(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "download", "ml-25m", "--dir", str(tmp_path)])
+    assert result.exit_code == 2 and "only ml-100k" in result.output
+
+
+def test_train_central_writes_a_summary(tmp_path: Path) -> None:
+    out = tmp_path / "central"
+    result = runner.invoke(app, ["train-central", "--epochs", "2", "--dim", "8", "--lr", "0.01",
+                                 "--eval-every", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds"] == 2 and summary["config"]["mode"] == "central"
