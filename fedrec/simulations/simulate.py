@@ -23,6 +23,7 @@ from fedrec.server.checkpoint import CHECKPOINT_DIR, STATE_FILE
 from fedrec.simulations.flower_runtime import simulation_runtime
 
 FLOWER_LOG = "flower.log"
+RUNTIME_START_ATTEMPTS = 2
 CONFIG_FILE = "run_config.json"
 
 
@@ -55,6 +56,26 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
     (out_dir / CONFIG_FILE).write_text(json.dumps(config.to_user_config(), indent=2, sort_keys=True))
 
     started = time.perf_counter()
+    for attempt in range(1, RUNTIME_START_ATTEMPTS + 1):
+        log_offset = (out_dir / FLOWER_LOG).stat().st_size if (out_dir / FLOWER_LOG).exists() else 0
+        returncode = _run_once(config, out_dir, n_users, cpus_per_client, show_progress, started, timeout_s)
+        if not _ray_failed_to_start(out_dir / FLOWER_LOG, log_offset) or attempt == RUNTIME_START_ATTEMPTS:
+            break
+        print(f"Ray's head node did not start in time (attempt {attempt}); starting a fresh runtime")
+    summary_path = out_dir / SUMMARY_FILE
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    # `flwr run --stream` exits 0 even when the simulation crashed: judge by the summary
+    if summary.get("rounds") != config.rounds:
+        raise RuntimeError(
+            f"the simulation did not finish (flwr run exit code {returncode}); "
+            f"see {out_dir / FLOWER_LOG} and {out_dir / 'superlink.log'}"
+        )
+    return summary
+
+
+def _run_once(config: RunConfig, out_dir: Path, n_users: int, cpus_per_client: int, show_progress: bool,
+              started: float, timeout_s: float | None) -> int:
+    """One private runtime, one ``flwr run``; returns its exit code (0 even on a crash)."""
     with simulation_runtime(out_dir) as runtime:
         command = runtime.flwr_run_command(config.to_user_config(), n_users, cpus_per_client)
         with (out_dir / FLOWER_LOG).open("ab") as log:
@@ -66,15 +87,21 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
                 if process.poll() is None:
                     process.kill()
                     process.wait()
-    summary_path = out_dir / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    # `flwr run --stream` exits 0 even when the simulation crashed: judge by the summary
-    if summary.get("rounds") != config.rounds:
-        raise RuntimeError(
-            f"the simulation did not finish (flwr run exit code {process.returncode}); "
-            f"see {out_dir / FLOWER_LOG} and {out_dir / 'superlink.log'}"
-        )
-    return summary
+    return int(process.returncode)
+
+
+def _ray_failed_to_start(log_path: Path, offset: int) -> bool:
+    """Whether this attempt's log shows Ray's head node timing out at start-up.
+
+    On a loaded machine Ray's GCS server can miss its start-up deadline; nothing of the
+    run has happened then, so one fresh attempt is safe.
+    """
+    if not log_path.exists():
+        return False
+    with log_path.open("rb") as handle:
+        handle.seek(offset)
+        text = handle.read().decode("utf-8", errors="replace")
+    return "Timed out waiting for file" in text and "gcs_server_port" in text
 
 
 def _follow(process: subprocess.Popen, out_dir: Path, config: RunConfig, show_progress: bool,
