@@ -47,7 +47,7 @@ def main(
     local_epochs: int = typer.Option(2),
     client_optimizer: str = typer.Option("sgd"),
     lr: float = typer.Option(2.0, help="client learning rate"),
-    server_lr: float = typer.Option(30.0),
+    server_lr: float = typer.Option(20.0),
     eval_every: int = typer.Option(25),
     skip_flower: bool = typer.Option(False, help="only the central twin and the torch loop"),
 ) -> None:
