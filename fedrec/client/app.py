@@ -18,6 +18,8 @@ before it leaves (:func:`_global_only`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -26,6 +28,7 @@ from flwr.clientapp import ClientApp
 from fedrec.client.partition import node_users, split_for
 from fedrec.client.state import UserVectorStore
 from fedrec.core.aggregation import weighted_mean
+from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.evaluation import evaluate_user, mean_metrics, metric_keys
 from fedrec.core.local_update import new_local_parameters, train_user, user_scores
 from fedrec.core.models.registry import build_model
@@ -76,14 +79,28 @@ def _server_round(msg: Message) -> int:
     return int(config.get(SERVER_ROUND, 0)) if config is not None else 0
 
 
+@dataclass(frozen=True)
+class _NodeRound:
+    """What both handlers start from: config, this node's data split, the global arrays, the state."""
+
+    config: RunConfig
+    split: LeaveOneOutSplit
+    global_arrays: dict[str, np.ndarray]
+    store: UserVectorStore
+
+    @classmethod
+    def open(cls, msg: Message, context: Context) -> "_NodeRound":
+        torch.set_num_threads(1)  # one core per simulated client; Ray runs several at once
+        config = RunConfig.from_user_config(context.run_config)
+        split = split_for(config)
+        return cls(config, split, _received_arrays(msg, config, split.n_items), UserVectorStore(context.state))
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Local training of this node's users; replies with the global-part update."""
-    torch.set_num_threads(1)
-    config = RunConfig.from_user_config(context.run_config)
-    split = split_for(config)
-    global_arrays = _received_arrays(msg, config, split.n_items)
-    store = UserVectorStore(context.state)
+    node = _NodeRound.open(msg, context)
+    config, split, global_arrays, store = node.config, node.split, node.global_arrays, node.store
     server_round = _server_round(msg)
 
     updates, weights, losses = [], [], []
@@ -120,11 +137,8 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Ranking metrics of this node's users under the received global model."""
-    torch.set_num_threads(1)
-    config = RunConfig.from_user_config(context.run_config)
-    split = split_for(config)
-    global_arrays = _received_arrays(msg, config, split.n_items)
-    store = UserVectorStore(context.state)
+    node = _NodeRound.open(msg, context)
+    config, split, global_arrays, store = node.config, node.split, node.global_arrays, node.store
 
     rows, reconstructed = [], 0
     for user in node_users(context.node_config, split.n_users):
