@@ -56,6 +56,8 @@ def build_summary(
     summary: dict[str, Any] = {
         key: value for key, value in last.items() if "@" in key
     }
+    if "users-evaluated" in last:  # federated runs: how many users the final numbers average
+        summary["users_evaluated"] = int(last["users-evaluated"])
     summary.update({
         "rounds": int(rows[-1][step_key]) if rows else 0,
         "evaluated_at": int(last[step_key]),
@@ -98,6 +100,10 @@ def plot_curves(
     ax_loss.set_xlabel(step_key)
     ax_loss.set_ylabel("training loss")
     ax_loss.grid(alpha=0.3)
+    last = max((r[step_key] for r in rows), default=1)
+    for axis in (ax_rank, ax_loss):
+        axis.set_xlim(0, last + 0.5)
+        axis.xaxis.get_major_locator().set_params(integer=True)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
