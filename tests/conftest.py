@@ -9,7 +9,10 @@ import tempfile
 import pytest
 
 _OWNED = tempfile.mkdtemp(prefix="fedrec-tests-")
+# simulation runtimes of this test session live here (short: Ray's socket paths are limited)
+RUNTIME_PARENT = tempfile.mkdtemp(prefix="frt-", dir="/tmp")
 os.environ.update({
+    "FEDREC_RUNTIME_DIR": RUNTIME_PARENT,
     "FLWR_HOME": os.path.join(_OWNED, "flwr"),
     "RAY_TMPDIR": os.path.join(_OWNED, "ray"),
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -20,3 +23,4 @@ os.environ.update({
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_OWNED, ignore_errors=True)
+    shutil.rmtree(RUNTIME_PARENT, ignore_errors=True)

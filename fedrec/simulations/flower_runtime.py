@@ -32,6 +32,9 @@ from typing import Iterator
 from fedrec.core.run_config import RunConfig
 
 CONNECTION_NAME = "fedrec"
+# Folder that holds the runtime folders (default /tmp). Keep it short: Ray's socket paths
+# below it (…/ray/ray/session_<date>_<pid>/sockets/plasma_store) must stay under 107 bytes.
+RUNTIME_PARENT_ENV = "FEDREC_RUNTIME_DIR"
 STARTUP_TIMEOUT_S = 60.0
 
 APP_PYPROJECT = """[build-system]
@@ -187,7 +190,8 @@ def _toml_value(value: object) -> str:
 @contextmanager
 def simulation_runtime(log_dir: Path) -> Iterator[SimulationRuntime]:
     """A started runtime; on exit the SuperLink group is stopped and the temp folder removed."""
-    root = Path(tempfile.mkdtemp(prefix="fedrec-sim-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    parent = os.environ.get(RUNTIME_PARENT_ENV) or ("/tmp" if os.path.isdir("/tmp") else None)
+    root = Path(tempfile.mkdtemp(prefix="fr-", dir=parent))
     runtime = SimulationRuntime(root, log_dir)
     try:
         runtime.start_superlink()

@@ -9,7 +9,13 @@ import pytest
 
 
 def flower_processes() -> set[int]:
-    """PIDs of live processes started by a fedrec simulation runtime (by its FLWR_HOME)."""
+    """PIDs of live processes started by this test session's simulation runtimes.
+
+    They are recognised by their FLWR_HOME, which lies below the session's own runtime
+    folder (FEDREC_RUNTIME_DIR, set in tests/conftest.py), so other Flower runs on the
+    machine do not count.
+    """
+    marker = f"FLWR_HOME={os.environ['FEDREC_RUNTIME_DIR']}/".encode()
     pids = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -19,7 +25,7 @@ def flower_processes() -> set[int]:
             status = (entry / "status").read_text()
         except OSError:
             continue
-        if b"/fedrec-sim-" in environ and "State:\tZ" not in status:
+        if marker in environ and "State:\tZ" not in status:
             pids.add(int(entry.name))
     return pids
 
