@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message
+from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from fedrec.core.aggregation import ServerOptimizer
@@ -27,7 +27,7 @@ from fedrec.core.models.registry import build_model
 from fedrec.core.models.base import global_state
 from fedrec.core.report import METRICS_FILE, append_jsonl, read_jsonl
 from fedrec.core.run_config import RunConfig
-from fedrec.core.wire import ARRAYS, METRICS, NUM_EXAMPLES, TRAIN_LOSS
+from fedrec.core.wire import NUM_EXAMPLES, TRAIN_LOSS
 from fedrec.server.checkpoint import (
     MODEL_FILE,
     Checkpoint,
@@ -81,7 +81,6 @@ def _content_bytes(messages: list[Message]) -> int:
 def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int) -> list[dict[str, Any]]:
     """Train for ``config.rounds`` rounds (minus those already done when resuming)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    random.seed(config.seed)  # Flower's node sampling draws from `random`
     arrays = initial_global_arrays(config, n_items)
     optimizer_state: dict[str, dict[str, np.ndarray]] = {}
     first_round = 1
@@ -96,6 +95,8 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int) -> li
         _drop_rows_after(run_dir / METRICS_FILE, checkpoint.round)
         logger.info("resuming %s after round %d", run_dir, checkpoint.round)
 
+    # Flower's node sampling draws from `random`; a resumed run continues with fresh draws
+    random.seed(config.seed * 1_000_003 + first_round)
     n_nodes = len(list(grid.get_node_ids()))
     strategy = make_strategy(config, n_nodes)
     strategy.optimizer.state = optimizer_state

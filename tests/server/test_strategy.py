@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.app import Message, MessageType, MetricRecord, RecordDict
 
 from fedrec.core.aggregation import ServerOptimizer
 from fedrec.core.wire import ARRAYS, METRICS, NUM_EXAMPLES, TRAIN_LOSS
