@@ -8,12 +8,15 @@ server forms ``Δ̄ = Σ n_k Δ_k / Σ n_k`` and steps ``x`` with a server optim
 Which one and why. Plain FedAvg (``η_s = 1``) averages every item row over *all*
 sampled clients although only the few that hold the item (as a positive or a sampled
 negative) moved it, so item rows learn about ``#touching / #sampled`` times slower
-than in central training; we measured it (closing note of the foundation issue, and
-``fedrec/simulations/benchmarks/central_vs_federated.py``). The default
-``fedavg-slr`` multiplies ``Δ̄`` by a server learning rate ``η_s`` that gives rows their
-step size back without using which rows a client touched, so it stays valid when
-updates are dense and noised (DP). Averaging each row over its touching clients would
-work too but reveals the touched items, so we do not offer it.
+than in central training. Measured on ML-100K (MF, d=32, 100 rounds × 100 clients,
+2 local epochs of SGD at lr 2, the same per-user seeds; pure-torch loop of
+``fedrec/simulations/benchmarks/central_vs_federated.py``): HR@10 0.478 with plain
+FedAvg, 0.624 with ``η_s = 20`` (0.612 at 30, 0.597 at 60 with 1 local epoch), against
+0.638 for the central twin and 0.397 for ItemPop. So the default is ``fedavg-slr``:
+it gives rows their step size back without using which rows a client touched, so it
+stays valid when updates are dense and noised (DP). Averaging each row over its
+touching clients would also work but reveals the touched items, so we do not offer it.
+FedAdam on the same updates stayed far below (0.35 after 50 rounds with Adam clients).
 
 Sampling: ``configure_train`` samples ``clients-per-round`` nodes uniformly without
 replacement (Flower's FedAvg sampling), not Poisson.
