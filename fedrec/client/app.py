@@ -62,6 +62,8 @@ def _received_arrays(msg: Message, config: RunConfig, n_items: int) -> dict[str,
     for name, value in arrays.items():
         if value.shape != shapes[name]:
             raise ValueError(f"global array {name!r}: expected {shapes[name]}, got {value.shape}")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"global array {name!r} holds NaN or infinite values")
     return {name: value.astype(np.float32, copy=False) for name, value in arrays.items()}
 
 

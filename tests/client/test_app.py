@@ -102,3 +102,11 @@ def test_packing_refuses_local_parameters() -> None:
     leaked = {"gmf_user_embedding.weight": np.zeros((1, 8), dtype=np.float32)}
     with pytest.raises(RuntimeError, match="non-global"):
         client_app._global_only(leaked, config, N_ITEMS)
+
+
+def test_non_finite_global_model_is_refused() -> None:
+    config = _config("mf")
+    arrays = initial_global_arrays(config, N_ITEMS)
+    arrays["item_bias.weight"][3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        client_app.train(_instruction(arrays, MessageType.TRAIN), _context(config, 0))
