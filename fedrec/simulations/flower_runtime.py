@@ -178,6 +178,16 @@ class SimulationRuntime:
             self.superlink = None
 
 
+def ray_start_timed_out(log_text: str) -> bool:
+    """Whether a Flower log shows Ray's head node missing its start-up deadline.
+
+    Ray waits 30 s (not configurable) for its GCS server to publish its port; on a
+    loaded machine it can miss that, before any round has run, so one fresh attempt
+    with a new runtime is safe.
+    """
+    return "Timed out waiting for file" in log_text and "gcs_server_port" in log_text
+
+
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

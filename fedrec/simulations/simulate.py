@@ -20,7 +20,7 @@ from fedrec.core.data.loaders import load_dataset
 from fedrec.core.report import METRICS_FILE, SUMMARY_FILE, read_jsonl
 from fedrec.core.run_config import RunConfig
 from fedrec.server.checkpoint import CHECKPOINT_DIR, STATE_FILE
-from fedrec.simulations.flower_runtime import simulation_runtime
+from fedrec.simulations.flower_runtime import ray_start_timed_out, simulation_runtime
 
 FLOWER_LOG = "flower.log"
 RUNTIME_START_ATTEMPTS = 2
@@ -91,17 +91,12 @@ def _run_once(config: RunConfig, out_dir: Path, n_users: int, cpus_per_client: i
 
 
 def _ray_failed_to_start(log_path: Path, offset: int) -> bool:
-    """Whether this attempt's log shows Ray's head node timing out at start-up.
-
-    On a loaded machine Ray's GCS server can miss its start-up deadline; nothing of the
-    run has happened then, so one fresh attempt is safe.
-    """
+    """Whether this attempt's part of the log shows Ray failing to start."""
     if not log_path.exists():
         return False
     with log_path.open("rb") as handle:
         handle.seek(offset)
-        text = handle.read().decode("utf-8", errors="replace")
-    return "Timed out waiting for file" in text and "gcs_server_port" in text
+        return ray_start_timed_out(handle.read().decode("utf-8", errors="replace"))
 
 
 def _follow(process: subprocess.Popen, out_dir: Path, config: RunConfig, show_progress: bool,
