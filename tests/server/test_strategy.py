@@ -69,3 +69,10 @@ def test_aggregate_before_configure_is_an_error() -> None:
     strategy = FedOptOnUpdates(ServerOptimizer("fedavg"))
     with pytest.raises(RuntimeError):
         strategy.aggregate_train(1, [])
+
+
+def test_an_overflowing_step_keeps_the_previous_model() -> None:
+    huge = _update(3e38)  # finite, but 2 × 3e38 overflows float32
+    with np.errstate(over="ignore"):
+        arrays, _ = _strategy(lr=2.0).aggregate_train(1, [_reply(huge, 1)])
+    assert arrays is None

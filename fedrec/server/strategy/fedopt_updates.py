@@ -25,7 +25,7 @@ replacement (Flower's FedAvg sampling), not Poisson.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from logging import WARNING
+from logging import ERROR, WARNING
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
@@ -102,6 +102,11 @@ class FedOptOnUpdates(FedAvg):
             return None, metrics
         updates = [arrays_to_numpy(c.array_records[ARRAYS]) for c in contents]
         new_global = self.optimizer.step(self._current, weighted_mean(updates, weights))
+        diverged = [name for name, value in new_global.items() if not np.all(np.isfinite(value))]
+        if diverged:  # finite updates times the server learning rate overflowed
+            log(ERROR, "round %d: the aggregated model is not finite in %s; keeping the previous "
+                "model (lower the learning rates)", server_round, diverged)
+            return None, metrics
         return numpy_to_arrays(new_global), metrics
 
     def _update_is_usable(self, message: Message, server_round: int) -> bool:

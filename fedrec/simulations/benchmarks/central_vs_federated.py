@@ -66,7 +66,13 @@ def main(
                               out / f"central-{model}")
         central_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        loop_rows = run_torch_loop(split, config)
+        try:
+            loop_rows = run_torch_loop(split, config)
+        except ValueError as err:  # e.g. a diverged model whose scores are NaN
+            results.append({"model": model, "error": f"federated training failed: {err}",
+                            "central_hr@10": central["hr@10"], "central_ndcg@10": central["ndcg@10"]})
+            (out / "results.json").write_text(json.dumps(results, indent=2))
+            continue
         loop_s = time.perf_counter() - t0
         plain = run_torch_loop(split, replace(config, aggregation="fedavg", server_lr=1.0))
         row = {"model": model, "plain_fedavg_hr@10": plain[-1]["hr@10"], "central_epochs": epochs, "central_hr@10": central["hr@10"],
@@ -95,6 +101,9 @@ def _print(results: list[dict]) -> None:
                    "NDCG ratio", "central s", "flower s", "torch loop s", "overhead ×"):
         table.add_column(column, justify="right")
     for r in results:
+        if "error" in r:
+            Console().print(f"[red]{r['model']}: {r['error']}")
+            continue
         fed_hr = r.get("federated_hr@10", r["loop_hr@10"])
         fed_ndcg = r.get("federated_ndcg@10", r["loop_ndcg@10"])
         table.add_row(
