@@ -68,14 +68,15 @@ def main(
         t0 = time.perf_counter()
         try:
             loop_rows = run_torch_loop(split, config)
+            loop_s = time.perf_counter() - t0
+            plain = run_torch_loop(split, replace(config, aggregation="fedavg", server_lr=1.0))
         except ValueError as err:  # e.g. a diverged model whose scores are NaN
             results.append({"model": model, "error": f"federated training failed: {err}",
                             "central_hr@10": central["hr@10"], "central_ndcg@10": central["ndcg@10"]})
             (out / "results.json").write_text(json.dumps(results, indent=2))
             continue
-        loop_s = time.perf_counter() - t0
-        plain = run_torch_loop(split, replace(config, aggregation="fedavg", server_lr=1.0))
-        row = {"model": model, "plain_fedavg_hr@10": plain[-1]["hr@10"], "central_epochs": epochs, "central_hr@10": central["hr@10"],
+        row = {"model": model, "plain_fedavg_hr@10": plain[-1]["hr@10"], "central_epochs": epochs,
+               "central_hr@10": central["hr@10"],
                "central_ndcg@10": central["ndcg@10"], "central_seconds": central_s,
                "itempop_hr@10": central["itempop_hr@10"],
                "loop_hr@10": loop_rows[-1]["hr@10"], "loop_ndcg@10": loop_rows[-1]["ndcg@10"],
