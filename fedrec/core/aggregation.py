@@ -5,7 +5,9 @@ Clients reply with updates ``Δ_k = x_k − x`` weighted by their number of exam
 ``Δ̄`` as a pseudo-gradient to a server optimiser (FedOpt, Reddi et al. ICLR 2021):
 
 * ``fedavg``:     ``x ← x + Δ̄`` (McMahan et al. 2017);
-* ``fedavg-slr``: ``x ← x + η_s Δ̄`` — FedAvg with a server learning rate ``η_s``;
+* ``fedavg-slr``: ``x ← x + η_s Δ̄`` on the item tables (the parameters named in
+  ``scaled``), ``x ← x + Δ̄`` on the rest — FedAvg with a server learning rate ``η_s``
+  where updates are diluted;
 * ``fedadam``:    ``m ← β1 m + (1−β1) Δ̄``, ``v ← β2 v + (1−β2) Δ̄²``,
   ``x ← x + η_s m / (√v + τ)``.
 
@@ -14,7 +16,9 @@ Why a server learning rate: a client touches the rows of the items it trained on
 plain mean each item row's update is diluted by the share of clients that touched
 it. ``η_s`` > 1 restores the step size per row without looking at which rows a
 client touched (averaging each row only over the clients that touched it would be
-stronger, but it reveals those rows, so it cannot be used with DP).
+stronger, but it reveals those rows, so it cannot be used with DP). Dense layers (MLP,
+output) are moved by every client, are not diluted, and overshoot when scaled, so they
+keep ``η = 1``; which tables are item tables is declared by the model.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class ServerOptimizer:
     beta1: float = 0.9
     beta2: float = 0.99
     tau: float = 1e-3
+    scaled: frozenset[str] | None = None  # fedavg-slr: parameters that get η_s (None: all)
     state: dict[str, Arrays] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,11 +70,15 @@ class ServerOptimizer:
         if self.kind == "fedavg":
             self.lr = 1.0
 
+    def lr_of(self, name: str) -> float:
+        """Server learning rate of one parameter (FedAvg/FedAvg-SLR)."""
+        return self.lr if self.scaled is None or name in self.scaled else 1.0
+
     def step(self, global_arrays: Arrays, mean_update: Arrays) -> Arrays:
         if set(global_arrays) != set(mean_update):
             raise ValueError("the mean update and the global model have different keys")
         if self.kind != "fedadam":
-            return {k: (v + self.lr * mean_update[k]).astype(np.float32) for k, v in global_arrays.items()}
+            return {k: (v + self.lr_of(k) * mean_update[k]).astype(np.float32) for k, v in global_arrays.items()}
         m = self.state.setdefault("m", {k: np.zeros_like(v) for k, v in global_arrays.items()})
         v2 = self.state.setdefault("v", {k: np.zeros_like(v) for k, v in global_arrays.items()})
         new = {}

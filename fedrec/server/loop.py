@@ -48,11 +48,17 @@ def initial_global_arrays(config: RunConfig, n_items: int) -> dict[str, np.ndarr
     return {k: v.detach().numpy().copy() for k, v in global_state(model).items()}
 
 
-def make_strategy(config: RunConfig, n_nodes: int) -> FedOptOnUpdates:
+def make_server_optimizer(config: RunConfig, n_items: int) -> ServerOptimizer:
+    """The configured server optimiser; the server LR applies to the model's item tables."""
+    model = build_model(config.model, 1, n_items, config.dim)
+    return ServerOptimizer(config.aggregation, config.server_lr, scaled=frozenset(model.item_table_names))
+
+
+def make_strategy(config: RunConfig, n_nodes: int, n_items: int) -> FedOptOnUpdates:
     clients = min(config.clients_per_round, n_nodes)
     evaluate_nodes = max(1, int(round(n_nodes * config.eval_fraction)))
     return FedOptOnUpdates(
-        ServerOptimizer(config.aggregation, config.server_lr),
+        make_server_optimizer(config, n_items),
         fraction_train=clients / n_nodes,
         min_train_nodes=clients,
         fraction_evaluate=config.eval_fraction,
@@ -98,7 +104,7 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int) -> li
     # Flower's node sampling draws from `random`; a resumed run continues with fresh draws
     random.seed(config.seed * 1_000_003 + first_round)
     n_nodes = len(list(grid.get_node_ids()))
-    strategy = make_strategy(config, n_nodes)
+    strategy = make_strategy(config, n_nodes, n_items)
     strategy.optimizer.state = optimizer_state
     metrics_path = run_dir / METRICS_FILE
     for server_round in range(first_round, config.rounds + 1):

@@ -15,13 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedrec.core.aggregation import ServerOptimizer, weighted_mean
+from fedrec.core.aggregation import weighted_mean
 from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.evaluation import evaluate_user, mean_metrics
 from fedrec.core.local_update import new_local_parameters, train_user, user_scores
 from fedrec.core.models.base import global_state
 from fedrec.core.models.registry import build_model
 from fedrec.core.run_config import RunConfig
+from fedrec.server.loop import make_server_optimizer
 
 
 def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig) -> list[dict[str, Any]]:
@@ -29,7 +30,7 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig) -> list[dict[str,
     torch.set_num_threads(1)
     model = build_model(config.model, 1, split.n_items, config.dim, seed=config.seed)
     arrays = {k: v.detach().numpy().copy() for k, v in global_state(model).items()}
-    optimizer = ServerOptimizer(config.aggregation, config.server_lr)
+    optimizer = make_server_optimizer(config, split.n_items)
     local: dict[int, dict[str, np.ndarray]] = {}
     sampler = np.random.default_rng([config.seed, 5])
     rows = []

@@ -144,3 +144,13 @@ def test_step_rejects_mismatched_keys() -> None:
 def test_unknown_server_optimiser() -> None:
     with pytest.raises(ValueError, match="unknown server optimiser 'fedsgd'"):
         ServerOptimizer("fedsgd")
+
+
+def test_server_learning_rate_applies_only_to_the_scaled_parameters() -> None:
+    from fedrec.core.aggregation import ServerOptimizer
+
+    optimizer = ServerOptimizer("fedavg-slr", 10.0, scaled=frozenset({"table"}))
+    x = {"table": np.zeros(2, dtype=np.float32), "dense": np.zeros(2, dtype=np.float32)}
+    d = {"table": np.ones(2, dtype=np.float32), "dense": np.ones(2, dtype=np.float32)}
+    new = optimizer.step(x, d)
+    assert np.allclose(new["table"], 10.0) and np.allclose(new["dense"], 1.0)

@@ -5,6 +5,8 @@ parameters in two declared tuples:
 
 * ``global_parameter_names`` — shared by all users and trained federated (item
   embeddings, biases, MLP and output layers);
+* ``item_table_names`` — the global tables indexed by item (a subset of the global
+  part), whose updates are row-sparse;
 * ``local_parameter_names`` — private to a user and never leaving the device (user
   embeddings: tables of shape ``(n_users, d)``; a client builds its model with
   ``n_users=1`` and holds only its own row).
@@ -29,6 +31,9 @@ class Recommender(nn.Module):
 
     global_parameter_names: ClassVar[tuple[str, ...]] = ()
     local_parameter_names: ClassVar[tuple[str, ...]] = ()
+    # Global tables indexed by item: a user's update touches only the rows of the items
+    # it trained on. Public model structure, used by the server's aggregation.
+    item_table_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, n_users: int, n_items: int, dim: int) -> None:
         super().__init__()
@@ -46,10 +51,12 @@ class Recommender(nn.Module):
         overlap = declared_global & declared_local
         missing = names - declared_global - declared_local
         unknown = (declared_global | declared_local) - names
-        if overlap or missing or unknown:
+        not_global = set(self.item_table_names) - declared_global
+        if overlap or missing or unknown or not_global:
             raise TypeError(
                 f"{type(self).__name__} declares an invalid split: overlap={sorted(overlap)}, "
-                f"undeclared={sorted(missing)}, unknown={sorted(unknown)}"
+                f"undeclared={sorted(missing)}, unknown={sorted(unknown)}, "
+                f"item tables that are not global={sorted(not_global)}"
             )
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

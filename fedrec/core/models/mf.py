@@ -15,6 +15,7 @@ from fedrec.core.models.base import Recommender, init_embedding
 class MF(Recommender):
     global_parameter_names = ("item_embedding.weight", "item_bias.weight")
     local_parameter_names = ("user_embedding.weight",)
+    item_table_names = ("item_embedding.weight", "item_bias.weight")
 
     def __init__(self, n_users: int, n_items: int, dim: int) -> None:
         super().__init__(n_users, n_items, dim)

@@ -36,6 +36,7 @@ def tower_parameter_names(prefix: str, dim: int) -> tuple[str, ...]:
 
 class MLP(Recommender):
     local_parameter_names = ("user_embedding.weight",)
+    item_table_names = ("item_embedding.weight",)
 
     def __init__(self, n_users: int, n_items: int, dim: int) -> None:
         super().__init__(n_users, n_items, dim)

@@ -16,6 +16,7 @@ from fedrec.core.models.mlp import build_tower, tower_parameter_names, tower_wid
 
 class NeuMF(Recommender):
     local_parameter_names = ("gmf_user_embedding.weight", "mlp_user_embedding.weight")
+    item_table_names = ("gmf_item_embedding.weight", "mlp_item_embedding.weight")
 
     def __init__(self, n_users: int, n_items: int, dim: int) -> None:
         super().__init__(n_users, n_items, dim)

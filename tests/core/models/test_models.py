@@ -250,3 +250,12 @@ def test_small_mlp_starts_trainable() -> None:
         if model.item_embedding.weight.grad.abs().max() == 0:
             stuck.append(seed)
     assert stuck == []
+
+
+def test_item_tables_are_global_and_indexed_by_item(name: str) -> None:
+    model = build_model(name, N_USERS, N_ITEMS, DIM)
+    params = dict(model.named_parameters())
+    assert model.item_table_names, "every model declares its item tables"
+    for table in model.item_table_names:
+        assert table in model.global_parameter_names
+        assert params[table].shape[0] == N_ITEMS
