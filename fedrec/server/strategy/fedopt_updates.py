@@ -14,7 +14,10 @@ than in central training. Measured on ML-100K (MF, d=32, 100 rounds × 100 clien
 FedAvg, 0.624 with ``η_s = 20`` (0.612 at 30, 0.597 at 60 with 1 local epoch), against
 0.638 for the central twin and 0.397 for ItemPop. So the default is ``fedavg-slr``:
 it gives rows their step size back without using which rows a client touched, so it
-stays valid when updates are dense and noised (DP). Averaging each row over its
+stays valid when updates are dense and noised (DP). ``η_s`` applies to the tables the
+model declares as item tables (``item_table_names``); dense layers, which every client
+moves, keep ``η = 1`` — scaled by 20 they overshot (NeuMF with SGD clients diverged to
+NaN, the MLP's ReLUs died on the synthetic data). Averaging each row over its
 touching clients would also work but reveals the touched items, so we do not offer it.
 FedAdam on the same updates stayed far below (0.35 after 50 rounds with Adam clients).
 
