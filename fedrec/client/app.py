@@ -19,6 +19,7 @@ before it leaves (:func:`_global_only`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -48,15 +49,22 @@ from fedrec.core.wire import (
 app = ClientApp()
 
 
+@lru_cache(maxsize=8)
+def _declared_split(model: str, n_items: int, dim: int) -> tuple[tuple[str, ...], tuple[str, ...], dict]:
+    """(global names, local names, shapes) a model declares; built once per process."""
+    reference = build_model(model, 1, n_items, dim)
+    shapes = {name: tuple(p.shape) for name, p in reference.named_parameters()}
+    return reference.global_parameter_names, reference.local_parameter_names, shapes
+
+
 def _received_arrays(msg: Message, config: RunConfig, n_items: int) -> dict[str, np.ndarray]:
     """The global arrays of the instruction, checked against the model's global part."""
     record = msg.content.array_records.get(ARRAYS)
     if record is None:
         raise ValueError(f"instruction carries no ArrayRecord {ARRAYS!r}")
     arrays = {name: array.numpy() for name, array in record.items()}
-    reference = build_model(config.model, 1, n_items, config.dim)
-    shapes = {n: tuple(p.shape) for n, p in reference.named_parameters()}
-    expected = set(reference.global_parameter_names)
+    global_names, _, shapes = _declared_split(config.model, n_items, config.dim)
+    expected = set(global_names)
     if set(arrays) != expected:
         raise ValueError(f"global arrays {sorted(arrays)} differ from the model's {sorted(expected)}")
     for name, value in arrays.items():
@@ -69,11 +77,11 @@ def _received_arrays(msg: Message, config: RunConfig, n_items: int) -> dict[str,
 
 def _global_only(update: dict[str, np.ndarray], config: RunConfig, n_items: int) -> ArrayRecord:
     """Pack an update, refusing anything that is not a declared global parameter."""
-    model = build_model(config.model, 1, n_items, config.dim)
-    leaked = set(update) - set(model.global_parameter_names)
-    if leaked or set(model.local_parameter_names) & set(update):
+    global_names, local_names, _ = _declared_split(config.model, n_items, config.dim)
+    leaked = set(update) - set(global_names)
+    if leaked or set(local_names) & set(update):
         raise RuntimeError(f"refusing to send non-global parameters {sorted(leaked)}")
-    return ArrayRecord({name: Array(np.ascontiguousarray(update[name])) for name in model.global_parameter_names})
+    return ArrayRecord({name: Array(np.ascontiguousarray(update[name])) for name in global_names})
 
 
 def _server_round(msg: Message) -> int:
