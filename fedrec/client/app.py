@@ -29,6 +29,7 @@ from flwr.clientapp import ClientApp
 from fedrec.client.partition import node_users, split_for
 from fedrec.client.state import UserVectorStore
 from fedrec.core.aggregation import weighted_mean
+from fedrec.core.array_check import array_problem
 from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.evaluation import evaluate_user, mean_metrics, metric_keys
 from fedrec.core.local_update import new_local_parameters, train_user, user_scores
@@ -64,14 +65,9 @@ def _received_arrays(msg: Message, config: RunConfig, n_items: int) -> dict[str,
         raise ValueError(f"instruction carries no ArrayRecord {ARRAYS!r}")
     arrays = {name: array.numpy() for name, array in record.items()}
     global_names, _, shapes = _declared_split(config.model, n_items, config.dim)
-    expected = set(global_names)
-    if set(arrays) != expected:
-        raise ValueError(f"global arrays {sorted(arrays)} differ from the model's {sorted(expected)}")
-    for name, value in arrays.items():
-        if value.shape != shapes[name]:
-            raise ValueError(f"global array {name!r}: expected {shapes[name]}, got {value.shape}")
-        if not np.all(np.isfinite(value)):
-            raise ValueError(f"global array {name!r} holds NaN or infinite values")
+    problem = array_problem(arrays, {name: shapes[name] for name in global_names})
+    if problem is not None:
+        raise ValueError(f"refusing the received global model: {problem}")
     return {name: value.astype(np.float32, copy=False) for name, value in arrays.items()}
 
 

@@ -37,6 +37,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedrec.core.aggregation import ServerOptimizer, weighted_mean
+from fedrec.core.array_check import array_problem
 from fedrec.core.wire import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES
 
 COUNT_METRICS_SUFFIX = ("users-trained", "users-evaluated", "users-reconstructed")
@@ -125,17 +126,7 @@ class FedOptOnUpdates(FedAvg):
         elif record is None:
             reason = "no update arrays"
         else:
-            update = arrays_to_numpy(record)
-            if set(update) != set(self._current):
-                reason = f"keys {sorted(update)} differ from the global model's"
-            else:
-                for name, value in update.items():
-                    if value.shape != self._current[name].shape:
-                        reason = f"{name!r} has shape {value.shape}, expected {self._current[name].shape}"
-                    elif not np.all(np.isfinite(value)):
-                        reason = f"{name!r} holds NaN or infinite values"
-                    if reason:
-                        break
+            reason = array_problem(arrays_to_numpy(record), {k: v.shape for k, v in self._current.items()})
         if reason:
             log(WARNING, "round %d: dropped the update of node %d: %s", server_round, node, reason)
             return False
