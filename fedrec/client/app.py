@@ -31,8 +31,8 @@ from fedrec.client.state import UserVectorStore
 from fedrec.core.aggregation import weighted_mean
 from fedrec.core.array_check import array_problem
 from fedrec.core.data.split import LeaveOneOutSplit
-from fedrec.core.evaluation import evaluate_user, mean_metrics, metric_keys
-from fedrec.core.local_update import new_local_parameters, train_user, user_scores
+from fedrec.core.evaluation import mean_metrics, metric_keys
+from fedrec.core.local_update import user_metrics, user_round
 from fedrec.core.models.registry import build_model
 from fedrec.core.run_config import RunConfig
 from fedrec.core.wire import (
@@ -114,14 +114,7 @@ def train(msg: Message, context: Context) -> Message:
         data = split.user_data(user)
         if len(data.train_items) == 0:
             continue
-        local = store.load(user)
-        if local is None:
-            local = new_local_parameters(config.model, split.n_items, config.dim, config.seed, user)
-        rng = np.random.default_rng([config.seed, user, server_round])
-        result = train_user(
-            config.model, config.dim, global_arrays, local, data, config.training, config.local_epochs, rng,
-            user_epochs=config.user_epochs,
-        )
+        result = user_round(config, global_arrays, store.load(user), data, server_round)
         store.save(user, result.local)
         updates.append(result.update)
         weights.append(result.num_examples)
@@ -153,11 +146,7 @@ def evaluate(msg: Message, context: Context) -> Message:
             continue
         local = store.load(user)
         reconstructed += local is None
-        scores = user_scores(
-            config.model, config.dim, global_arrays, local, data, config.training,
-            config.reconstruct_epochs, config.seed,
-        )
-        rows.append(evaluate_user(scores, data, config.eval_k))
+        rows.append(user_metrics(config, global_arrays, local, data))
 
     values = mean_metrics(rows) or {key: 0.0 for key in metric_keys(config.eval_k)}
     metrics = MetricRecord(

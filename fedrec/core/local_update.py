@@ -16,8 +16,10 @@ import torch
 from numpy.typing import NDArray
 
 from fedrec.core.data.split import UserData
+from fedrec.core.evaluation import evaluate_user
 from fedrec.core.models.base import global_state, load_parameters, local_state
 from fedrec.core.models.registry import build_model
+from fedrec.core.run_config import RunConfig
 from fedrec.core.training import (
     TrainingConfig,
     make_optimizer,
@@ -110,6 +112,31 @@ def user_scores(
         rng = np.random.default_rng([seed, user.user, 31])
         reconstruct_local(model, user.train_items, config, reconstruct_epochs, rng)
     return score_all_items(model, np.zeros(1, dtype=np.int64))[0]
+
+
+def user_round(
+    config: RunConfig, global_arrays: Arrays, stored_local: Arrays | None, user: UserData, server_round: int
+) -> LocalResult:
+    """A user's training round exactly as the ClientApp runs it (and the torch loop replays).
+
+    The stored vector, or a fresh one seeded by ``(seed, user)``; a generator seeded by
+    ``(seed, user, server_round)`` for batches and negatives.
+    """
+    local = stored_local
+    if local is None:
+        local = new_local_parameters(config.model, user.n_items, config.dim, config.seed, user.user)
+    rng = np.random.default_rng([config.seed, user.user, server_round])
+    return train_user(config.model, config.dim, global_arrays, local, user, config.training,
+                      config.local_epochs, rng, user_epochs=config.user_epochs)
+
+
+def user_metrics(
+    config: RunConfig, global_arrays: Arrays, stored_local: Arrays | None, user: UserData
+) -> dict[str, float]:
+    """A user's evaluation exactly as the ClientApp runs it (see :func:`user_scores`)."""
+    scores = user_scores(config.model, config.dim, global_arrays, stored_local, user, config.training,
+                         config.reconstruct_epochs, config.seed)
+    return evaluate_user(scores, user, config.eval_k)
 
 
 def _to_numpy(state: dict[str, torch.Tensor]) -> Arrays:

@@ -1,6 +1,6 @@
 """The same federated arithmetic as a Flower simulation, in one plain Python loop.
 
-Each round samples ``clients-per-round`` users, runs :func:`~fedrec.core.local_update.train_user`
+Each round samples ``clients-per-round`` users, runs :func:`~fedrec.core.local_update.user_round`
 for each (the very function the ClientApp calls, with the same per-user seeds), averages
 the updates and steps the server optimiser; evaluation calls the ClientApp's scoring
 path for every user. No Flower, no Ray, no serialisation: its wall time is the floor
@@ -17,8 +17,8 @@ import torch
 
 from fedrec.core.aggregation import weighted_mean
 from fedrec.core.data.split import LeaveOneOutSplit
-from fedrec.core.evaluation import evaluate_user, mean_metrics
-from fedrec.core.local_update import new_local_parameters, train_user, user_scores
+from fedrec.core.evaluation import mean_metrics
+from fedrec.core.local_update import user_metrics, user_round
 from fedrec.core.models.base import global_state
 from fedrec.core.models.registry import build_model
 from fedrec.core.run_config import RunConfig
@@ -42,10 +42,7 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig) -> list[dict[str,
             data = split.user_data(user)
             if len(data.train_items) == 0:
                 continue
-            vector = local.get(user) or new_local_parameters(config.model, split.n_items, config.dim, config.seed, user)
-            result = train_user(config.model, config.dim, arrays, vector, data, config.training,
-                                config.local_epochs, np.random.default_rng([config.seed, user, server_round]),
-                                user_epochs=config.user_epochs)
+            result = user_round(config, arrays, local.get(user), data, server_round)
             local[user] = result.local
             updates.append(result.update)
             weights.append(result.num_examples)
@@ -53,12 +50,8 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig) -> list[dict[str,
         arrays = optimizer.step(arrays, weighted_mean(updates, weights))
         row: dict[str, Any] = {"round": server_round, "train_loss": float(np.average(losses, weights=weights))}
         if server_round % config.eval_every == 0 or server_round == config.rounds:
-            evaluated = []
-            for user in map(int, split.evaluated_users()):
-                data = split.user_data(user)
-                scores = user_scores(config.model, config.dim, arrays, local.get(user), data,
-                                     config.training, config.reconstruct_epochs, config.seed)
-                evaluated.append(evaluate_user(scores, data, config.eval_k))
+            evaluated = [user_metrics(config, arrays, local.get(user), split.user_data(user))
+                         for user in map(int, split.evaluated_users())]
             row.update(mean_metrics(evaluated))
         row["wall_seconds"] = time.perf_counter() - started
         rows.append(row)
