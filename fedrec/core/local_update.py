@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from fedrec.core.data.split import UserData
 from fedrec.core.evaluation import evaluate_user
-from fedrec.core.models.base import global_state, load_parameters, local_state
+from fedrec.core.models.base import Recommender, global_state, load_parameters, local_state
 from fedrec.core.models.registry import build_model
 from fedrec.core.run_config import RunConfig
 from fedrec.core.training import (
@@ -67,9 +67,7 @@ def train_user(
     (FedRecon's reconstruction step, Singhal et al. 2021: the vector catches up with
     the global model it was sent), then ``local_epochs`` epochs train everything.
     """
-    model = build_model(model_name, 1, user.n_items, dim)
-    load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
-    load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
+    model = _one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays)
     if user_epochs > 0:
         reconstruct_local(model, user.train_items, config, user_epochs, rng)
     optimizer = make_optimizer(list(model.parameters()), config)
@@ -103,11 +101,9 @@ def user_scores(
     Singhal et al. 2021), so that it matches the global model it is scored with. The
     fitted vector is used for this evaluation only; the stored one is not changed.
     """
-    model = build_model(model_name, 1, user.n_items, dim)
-    load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
     if local_arrays is None:
         local_arrays = new_local_parameters(model_name, user.n_items, dim, seed, user.user)
-    load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
+    model = _one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays)
     if reconstruct_epochs > 0 and len(user.train_items) > 0:
         rng = np.random.default_rng([seed, user.user, 31])
         reconstruct_local(model, user.train_items, config, reconstruct_epochs, rng)
@@ -137,6 +133,16 @@ def user_metrics(
     scores = user_scores(config.model, config.dim, global_arrays, stored_local, user, config.training,
                          config.reconstruct_epochs, config.seed)
     return evaluate_user(scores, user, config.eval_k)
+
+
+def _one_user_model(
+    model_name: str, dim: int, n_items: int, global_arrays: Arrays, local_arrays: Arrays
+) -> Recommender:
+    """A one-user (client) model holding the given global and local parameters."""
+    model = build_model(model_name, 1, n_items, dim)
+    load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
+    load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
+    return model
 
 
 def _to_numpy(state: dict[str, torch.Tensor]) -> Arrays:
