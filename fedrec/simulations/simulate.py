@@ -23,7 +23,7 @@ from fedrec.server.checkpoint import CHECKPOINT_DIR, STATE_FILE
 from fedrec.simulations.flower_runtime import ray_start_timed_out, simulation_runtime
 
 FLOWER_LOG = "flower.log"
-RUNTIME_START_ATTEMPTS = 2
+RUNTIME_START_ATTEMPTS = 3
 CONFIG_FILE = "run_config.json"
 
 
@@ -61,7 +61,7 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
         returncode = _run_once(config, out_dir, n_users, cpus_per_client, show_progress, started, timeout_s)
         if not _ray_failed_to_start(out_dir / FLOWER_LOG, log_offset) or attempt == RUNTIME_START_ATTEMPTS:
             break
-        print(f"Ray's head node did not start in time (attempt {attempt}); starting a fresh runtime")
+        print(f"Ray's head node did not start in time (attempt {attempt} of {RUNTIME_START_ATTEMPTS}); starting a fresh runtime")
     summary_path = out_dir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     # `flwr run --stream` exits 0 even when the simulation crashed: judge by the summary

@@ -21,7 +21,7 @@ def test_flwr_run_dot_trains_and_writes_the_run_directory(tmp_path: Path, no_lef
     # 50 simulated nodes for 1000 synthetic users: each node is a site holding 20 users
     run_config = {"out-dir": str(out), "rounds": 2, "clients-per-round": 5, "dim": 8,
                   "eval-every": 2, "eval-fraction": 0.5}
-    for _attempt in range(2):  # one fresh runtime if Ray's head node missed its start-up deadline
+    for _attempt in range(3):  # fresh runtimes if Ray's head node missed its start-up deadline
         with simulation_runtime(tmp_path) as runtime:
             command = runtime.flwr_run_command(run_config, num_supernodes=50, cpus_per_client=1, app_dir=REPO)
             done = subprocess.run(command, env=runtime.env, cwd=REPO, capture_output=True, text=True, timeout=600)
