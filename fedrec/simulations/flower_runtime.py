@@ -139,6 +139,10 @@ class SimulationRuntime:
             f'[superlink]\ndefault = "{CONNECTION_NAME}"\n\n'
             f'[superlink.{CONNECTION_NAME}]\naddress = "127.0.0.1:{self.control_port}"\ninsecure = true\n'
         )
+        # Ray's head node otherwise waits at most 30 s (fixed in its C++ core) for the GCS
+        # server to publish the port it picked; on a loaded 2-core machine that deadline was
+        # missed several times in a row. With the port given, Ray connects with retries.
+        self.env["RAY_GCS_SERVER_PORT"] = str(free_port())
         self.superlink: subprocess.Popen | None = None
 
     def start_superlink(self) -> None:
@@ -177,15 +181,29 @@ class SimulationRuntime:
             stop_process_group(self.superlink)
             self.superlink = None
 
+    def keep_ray_logs(self, destination: Path) -> int:
+        """Copy Ray's own logs (GCS server, raylet, …) out of the runtime before it is removed.
 
-def ray_start_timed_out(log_text: str) -> bool:
-    """Whether a Flower log shows Ray's head node missing its start-up deadline.
+        Returns how many files were copied; used when Ray failed, so the reason survives.
+        """
+        copied = 0
+        for log_file in sorted(self.ray_tmp.glob("**/logs/*")):
+            if log_file.is_file() and log_file.suffix in {".out", ".err", ".log"}:
+                destination.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(log_file, destination / log_file.name)
+                copied += 1
+        return copied
 
-    Ray waits 30 s (not configurable) for its GCS server to publish its port; on a
-    loaded machine it can miss that, before any round has run, so one fresh attempt
-    with a new runtime is safe.
+
+def ray_failed_to_start(log_text: str) -> bool:
+    """Whether a Flower log shows Ray's head node failing to start.
+
+    Flower starts Ray inside ``RayBackend.init_ray`` before any client runs; an exception
+    raised there (seen: the GCS server missing Ray's fixed 30 s deadline to publish its
+    port on a loaded 2-core machine) means no round ran, so a fresh runtime is safe.
     """
-    return "Timed out waiting for file" in log_text and "gcs_server_port" in log_text
+    in_init = "in init_ray" in log_text and "Traceback" in log_text
+    return in_init or ("Timed out waiting for file" in log_text and "gcs_server_port" in log_text)
 
 
 def _toml_value(value: object) -> str:

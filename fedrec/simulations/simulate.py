@@ -20,7 +20,7 @@ from fedrec.core.data.loaders import load_dataset
 from fedrec.core.report import METRICS_FILE, SUMMARY_FILE, read_jsonl
 from fedrec.core.run_config import RunConfig
 from fedrec.server.checkpoint import CHECKPOINT_DIR, STATE_FILE
-from fedrec.simulations.flower_runtime import ray_start_timed_out, simulation_runtime
+from fedrec.simulations.flower_runtime import ray_failed_to_start, simulation_runtime
 
 FLOWER_LOG = "flower.log"
 RUNTIME_START_ATTEMPTS = 3
@@ -58,8 +58,9 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
     started = time.perf_counter()
     for attempt in range(1, RUNTIME_START_ATTEMPTS + 1):
         log_offset = (out_dir / FLOWER_LOG).stat().st_size if (out_dir / FLOWER_LOG).exists() else 0
-        returncode = _run_once(config, out_dir, n_users, cpus_per_client, show_progress, started, timeout_s)
-        if not _ray_failed_to_start(out_dir / FLOWER_LOG, log_offset) or attempt == RUNTIME_START_ATTEMPTS:
+        returncode = _run_once(config, out_dir, n_users, cpus_per_client, show_progress, started, timeout_s,
+                               attempt, log_offset)
+        if not _ray_failed_in_log(out_dir / FLOWER_LOG, log_offset) or attempt == RUNTIME_START_ATTEMPTS:
             break
         print(f"Ray's head node did not start in time (attempt {attempt} of {RUNTIME_START_ATTEMPTS}); starting a fresh runtime")
     summary_path = out_dir / SUMMARY_FILE
@@ -74,7 +75,7 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
 
 
 def _run_once(config: RunConfig, out_dir: Path, n_users: int, cpus_per_client: int, show_progress: bool,
-              started: float, timeout_s: float | None) -> int:
+              started: float, timeout_s: float | None, attempt: int, log_offset: int) -> int:
     """One private runtime, one ``flwr run``; returns its exit code (0 even on a crash)."""
     with simulation_runtime(out_dir) as runtime:
         command = runtime.flwr_run_command(config.to_user_config(), n_users, cpus_per_client)
@@ -87,16 +88,20 @@ def _run_once(config: RunConfig, out_dir: Path, n_users: int, cpus_per_client: i
                 if process.poll() is None:
                     process.kill()
                     process.wait()
+        if _ray_failed_in_log(out_dir / FLOWER_LOG, log_offset):
+            runtime.stop()  # Ray's processes flush their logs when stopped
+            kept = runtime.keep_ray_logs(out_dir / "ray-logs" / f"attempt-{attempt}")
+            print(f"Ray failed to start; {kept} of its log files kept in {out_dir / 'ray-logs'}")
     return int(process.returncode)
 
 
-def _ray_failed_to_start(log_path: Path, offset: int) -> bool:
+def _ray_failed_in_log(log_path: Path, offset: int) -> bool:
     """Whether this attempt's part of the log shows Ray failing to start."""
     if not log_path.exists():
         return False
     with log_path.open("rb") as handle:
         handle.seek(offset)
-        return ray_start_timed_out(handle.read().decode("utf-8", errors="replace"))
+        return ray_failed_to_start(handle.read().decode("utf-8", errors="replace"))
 
 
 def _follow(process: subprocess.Popen, out_dir: Path, config: RunConfig, show_progress: bool,

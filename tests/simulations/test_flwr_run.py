@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fedrec.core.report import METRICS_FILE, SUMMARY_FILE, read_jsonl
-from fedrec.simulations.flower_runtime import ray_start_timed_out, simulation_runtime
+from fedrec.simulations.flower_runtime import ray_failed_to_start, simulation_runtime
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -25,7 +25,7 @@ def test_flwr_run_dot_trains_and_writes_the_run_directory(tmp_path: Path, no_lef
         with simulation_runtime(tmp_path) as runtime:
             command = runtime.flwr_run_command(run_config, num_supernodes=50, cpus_per_client=1, app_dir=REPO)
             done = subprocess.run(command, env=runtime.env, cwd=REPO, capture_output=True, text=True, timeout=600)
-        if not ray_start_timed_out(done.stdout + done.stderr):
+        if not ray_failed_to_start(done.stdout + done.stderr):
             break
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert (out / SUMMARY_FILE).is_file(), done.stdout[-3000:]
