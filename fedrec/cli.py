@@ -40,13 +40,16 @@ def simulate(
     server_lr: float = typer.Option(DEFAULTS.server_lr),
     seed: int = typer.Option(DEFAULTS.seed),
     eval_every: int = typer.Option(DEFAULTS.eval_every),
-    eval_fraction: float = typer.Option(DEFAULTS.eval_fraction, help="share of nodes evaluated"),
+    eval_fraction: float = typer.Option(DEFAULTS.eval_fraction, help="share of users evaluated"),
     checkpoint_every: int = typer.Option(DEFAULTS.checkpoint_every),
+    executor: str = typer.Option(DEFAULTS.executor, help="per-client (one node per user) or cohort "
+                                 "(a few nodes, each training its sampled users in one vectorised pass)"),
+    cohort_nodes: int = typer.Option(DEFAULTS.cohort_nodes, help="simulated nodes with --executor cohort"),
     out: Optional[Path] = typer.Option(None, help="run directory (required unless --resume)"),
     resume: Optional[Path] = typer.Option(None, help="continue the checkpointed run in this directory"),
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
-    """Run a federated simulation (one Flower node per user) and write the run directory."""
+    """Run a federated simulation (every user a client) and write the run directory."""
     from fedrec.simulations.simulate import resume_config, simulate as run_simulation
 
     try:
@@ -62,7 +65,7 @@ def simulate(
                 reconstruct_epochs=reconstruct_epochs, client_optimizer=client_optimizer, lr=lr,
                 batch_size=batch_size, dim=dim, loss=loss, aggregation=aggregation,
                 server_lr=server_lr, seed=seed, eval_every=eval_every, eval_fraction=eval_fraction,
-                checkpoint_every=checkpoint_every,
+                checkpoint_every=checkpoint_every, executor=executor, cohort_nodes=cohort_nodes,
             )
             out_dir = out
         summary = run_simulation(config, out_dir, show_progress=not quiet)

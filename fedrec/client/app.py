@@ -11,6 +11,12 @@ reply with HR/NDCG@K (NCF protocol, 99 sampled negatives) and full-ranking HR, N
 and Recall@K. A user who never trained here reconstructs a vector first from its own
 training items with the global part frozen — the cold-start path.
 
+Executors: ``per-client`` runs the users one after the other (one user per node in
+``fedrec simulate``); ``cohort`` trains (and evaluates) all of the node's users that
+the server sampled this round in one vectorised pass (:mod:`fedrec.core.cohort`),
+with the same per-user arithmetic. Either way the reply is the example-weighted mean
+of the users' updates, so the strategy aggregates both alike.
+
 No reply contains a local parameter: the update is built from
 ``model.global_parameter_names`` alone, and the reply is checked against that set
 before it leaves (:func:`_global_only`).
@@ -30,6 +36,7 @@ from fedrec.client.partition import node_users, split_for
 from fedrec.client.state import UserVectorStore
 from fedrec.core.aggregation import weighted_mean
 from fedrec.core.array_check import array_problem
+from fedrec.core.cohort import cohort_metrics, cohort_round
 from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.evaluation import mean_metrics, metric_keys
 from fedrec.core.local_update import user_metrics, user_round
@@ -40,6 +47,7 @@ from fedrec.core.wire import (
     CONFIG,
     METRICS,
     NUM_EXAMPLES,
+    SAMPLED_USERS,
     SERVER_ROUND,
     TRAIN_LOSS,
     USERS_EVALUATED,
@@ -80,6 +88,19 @@ def _global_only(update: dict[str, np.ndarray], config: RunConfig, n_items: int)
     return ArrayRecord({name: Array(np.ascontiguousarray(update[name])) for name in global_names})
 
 
+def _users_this_round(msg: Message, context: Context, n_users: int) -> list[int]:
+    """The node's users, or (cohort executor) those of them the server sampled."""
+    held = node_users(context.node_config, n_users)
+    config = msg.content.config_records.get(CONFIG)
+    if config is None or SAMPLED_USERS not in config:
+        return held
+    sampled = config[SAMPLED_USERS]
+    if not isinstance(sampled, list) or not all(isinstance(u, int) and 0 <= u < n_users for u in sampled):
+        raise ValueError(f"{SAMPLED_USERS} must be a list of user ids in 0..{n_users - 1}")
+    chosen = set(sampled)
+    return [user for user in held if user in chosen]
+
+
 def _server_round(msg: Message) -> int:
     config = msg.content.config_records.get(CONFIG)
     return int(config.get(SERVER_ROUND, 0)) if config is not None else 0
@@ -109,16 +130,26 @@ def train(msg: Message, context: Context) -> Message:
     config, split, global_arrays, store = node.config, node.split, node.global_arrays, node.store
     server_round = _server_round(msg)
 
-    updates, weights, losses = [], [], []
-    for user in node_users(context.node_config, split.n_users):
-        data = split.user_data(user)
-        if len(data.train_items) == 0:
-            continue
-        result = user_round(config, global_arrays, store.load(user), data, server_round)
-        store.save(user, result.local)
-        updates.append(result.update)
-        weights.append(result.num_examples)
-        losses.append(result.loss)
+    users = _users_this_round(msg, context, split.n_users)
+    if config.executor == "cohort":
+        data = [split.user_data(user) for user in users]
+        cohort = cohort_round(config, global_arrays, [store.load(user) for user in users], data, server_round)
+        for user, local in zip(cohort.users, cohort.locals):
+            store.save(user, local)
+        updates = [cohort.mean_update] if cohort.weight > 0 else []
+        weights, losses, trained = [cohort.weight] if updates else [], [cohort.mean_loss], len(cohort.users)
+    else:
+        updates, weights, losses = [], [], []
+        for user in users:
+            data_u = split.user_data(user)
+            if len(data_u.train_items) == 0:
+                continue
+            result = user_round(config, global_arrays, store.load(user), data_u, server_round)
+            store.save(user, result.local)
+            updates.append(result.update)
+            weights.append(result.num_examples)
+            losses.append(result.loss)
+        trained = len(updates)
 
     if updates:
         update = weighted_mean(updates, weights)
@@ -127,7 +158,7 @@ def train(msg: Message, context: Context) -> Message:
         update = {name: np.zeros_like(value) for name, value in global_arrays.items()}
         loss = 0.0
     metrics = MetricRecord(
-        {NUM_EXAMPLES: int(sum(weights)), TRAIN_LOSS: loss, USERS_TRAINED: len(updates)}
+        {NUM_EXAMPLES: int(sum(weights)), TRAIN_LOSS: loss, USERS_TRAINED: trained}
     )
     content = RecordDict({ARRAYS: _global_only(update, config, split.n_items), METRICS: metrics})
     return Message(content=content, reply_to=msg)
@@ -139,14 +170,14 @@ def evaluate(msg: Message, context: Context) -> Message:
     node = _NodeRound.open(msg, context)
     config, split, global_arrays, store = node.config, node.split, node.global_arrays, node.store
 
-    rows, reconstructed = [], 0
-    for user in node_users(context.node_config, split.n_users):
-        data = split.user_data(user)
-        if not data.has_test:
-            continue
-        local = store.load(user)
-        reconstructed += local is None
-        rows.append(user_metrics(config, global_arrays, local, data))
+    data = [split.user_data(user) for user in _users_this_round(msg, context, split.n_users)]
+    data = [d for d in data if d.has_test]
+    stored = [store.load(d.user) for d in data]
+    reconstructed = sum(local is None for local in stored)
+    if config.executor == "cohort":
+        rows = cohort_metrics(config, global_arrays, stored, data)
+    else:
+        rows = [user_metrics(config, global_arrays, local, d) for local, d in zip(stored, data)]
 
     values = mean_metrics(rows) or {key: 0.0 for key in metric_keys(config.eval_k)}
     metrics = MetricRecord(

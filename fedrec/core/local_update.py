@@ -10,6 +10,7 @@ which stay with the user.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -43,11 +44,20 @@ class LocalResult:
 
 
 def new_local_parameters(model_name: str, n_items: int, dim: int, seed: int, user: int) -> Arrays:
-    """A fresh user's local parameters, drawn from a generator seeded by (seed, user)."""
-    model = build_model(model_name, 1, n_items, dim)
+    """A fresh user's local parameters, drawn from a generator seeded by (seed, user).
+
+    The local part's shapes do not depend on the catalogue, so a one-item template
+    (built once per process) draws them; ``n_items`` is kept for the callers' clarity.
+    """
+    model = _local_template(model_name, dim)
     generator = torch.Generator().manual_seed(_mix(seed, user))
     model.reset_local_parameters(generator)
     return _to_numpy(local_state(model))
+
+
+@lru_cache(maxsize=16)
+def _local_template(model_name: str, dim: int) -> Recommender:
+    return build_model(model_name, 1, 1, dim)
 
 
 def train_user(

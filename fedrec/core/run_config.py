@@ -14,6 +14,7 @@ from fedrec.core.models.registry import MODELS
 from fedrec.core.training import TrainingConfig
 
 AGGREGATIONS = ("fedavg", "fedavg-slr", "fedadam")
+EXECUTORS = ("per-client", "cohort")
 
 
 @dataclass(frozen=True)
@@ -47,14 +48,20 @@ class RunConfig:
     out_dir: str = ""
     resume: bool = False
     round_timeout: float = 3600.0
+    # per-client: one simulated node per user (the reference). cohort: `cohort-nodes`
+    # nodes, each training all its sampled users in one vectorised pass (core.cohort).
+    executor: str = "per-client"
+    cohort_nodes: int = 2
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}: choose one of {sorted(MODELS)}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {self.executor!r}: choose one of {EXECUTORS}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown aggregation {self.aggregation!r}: choose one of {AGGREGATIONS}")
         positive = ("dim", "rounds", "clients_per_round", "local_epochs", "eval_every",
-                    "eval_k", "checkpoint_every")
+                    "eval_k", "checkpoint_every", "cohort_nodes")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")

@@ -111,6 +111,24 @@ def batch_loss(
     return -F.logsigmoid(pos_scores[:, None] - neg_scores).mean()
 
 
+def epoch_plan(
+    users: NDArray[np.int64],
+    items: NDArray[np.int64],
+    key: NDArray[np.int64],
+    n_items: int,
+    negatives: int,
+    rng: np.random.Generator,
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+    """One epoch's examples in training order: ``(users, positives, negatives (n, k))``.
+
+    Draws from ``rng`` in a fixed sequence (negatives, then the permutation), so any
+    executor that replays a user's generator trains on the same batches.
+    """
+    sampled = sample_negatives(users, key, n_items, negatives, rng)
+    order = rng.permutation(len(users))
+    return users[order], items[order], sampled[order]
+
+
 def train_epoch(
     model: Recommender,
     optimizer: torch.optim.Optimizer,
@@ -128,21 +146,21 @@ def train_epoch(
     if len(users) == 0:
         return 0.0, 0
     key = positives_key(users, items, model.n_items) if key is None else key
-    negatives = sample_negatives(users, key, model.n_items, config.negatives, rng)
-    order = rng.permutation(len(users))
-    users_t = torch.from_numpy(users[order])
-    items_t = torch.from_numpy(items[order])
-    negatives_t = torch.from_numpy(negatives[order])
+    users_o, items_o, negatives_o = epoch_plan(users, items, key, model.n_items, config.negatives, rng)
+    users_t = torch.from_numpy(users_o)
+    items_t = torch.from_numpy(items_o)
+    negatives_t = torch.from_numpy(negatives_o)
+    n = len(users_o)
     total = 0.0
     model.train()
-    for start in range(0, len(order), config.batch_size):
+    for start in range(0, n, config.batch_size):
         end = start + config.batch_size
         optimizer.zero_grad(set_to_none=True)
         loss = batch_loss(model, users_t[start:end], items_t[start:end], negatives_t[start:end], config.loss)
         loss.backward()
         optimizer.step()
-        total += loss.item() * (min(end, len(order)) - start)
-    return total / len(order), len(order) * (1 + config.negatives)
+        total += loss.item() * (min(end, n) - start)
+    return total / n, n * (1 + config.negatives)
 
 
 def reconstruct_local(

@@ -14,5 +14,6 @@ USERS_TRAINED = "users-trained"
 USERS_EVALUATED = "users-evaluated"
 USERS_RECONSTRUCTED = "users-reconstructed"
 SERVER_ROUND = "server-round"
+SAMPLED_USERS = "sampled-users"  # cohort executor: the users the server sampled this round
 
 USER_STATE_PREFIX = "fedrec.user."  # context.state key of one user's local parameters

@@ -40,6 +40,7 @@ def main(grid: Grid, context: Context) -> None:
     run_dir = Path(config.out_dir).expanduser() if config.out_dir else default_run_dir(context.run_id)
     started = time.perf_counter()
     itempop = None
+    n_users = None
     try:
         data = load_dataset(config.dataset, config.data_dir, config.seed)
     except (FileNotFoundError, ValueError) as err:
@@ -51,10 +52,10 @@ def main(grid: Grid, context: Context) -> None:
     else:
         if config.num_items and config.num_items != data.n_items:
             raise ValueError(f"num-items={config.num_items} but the dataset has {data.n_items} items")
-        n_items = data.n_items
+        n_items, n_users = data.n_items, data.n_users
         split = leave_one_out(data, seed=config.seed, eval_negatives=config.eval_negatives)
         itempop = evaluate_itempop(split, config.eval_k)
-    rows = run_rounds(grid, config, run_dir, n_items)
+    rows = run_rounds(grid, config, run_dir, n_items, n_users)
     k = config.eval_k
     summary = build_summary(rows, k, itempop, config.to_user_config(), time.perf_counter() - started)
     write_json_atomic(run_dir / SUMMARY_FILE, summary)

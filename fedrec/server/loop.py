@@ -2,7 +2,7 @@
 
 Per round: sample ``clients-per-round`` nodes (strategy), send the global part, receive
 updates, aggregate, append one line to ``metrics.jsonl`` (``round``, ``wall_seconds``,
-``train_loss``, ``clients``, ``bytes_up``, ``bytes_down`` and, on evaluation rounds,
+``train_loss``, ``clients`` (users trained), ``nodes`` (replies), ``bytes_up``, ``bytes_down`` and, on evaluation rounds,
 the ranking metrics), and checkpoint every ``checkpoint-every`` rounds and at the end.
 A resumed run continues from the last checkpoint's round with its global model and
 server-optimiser state; clients that lost their private vectors reconstruct them.
@@ -27,7 +27,8 @@ from fedrec.core.models.registry import build_model
 from fedrec.core.models.base import global_state
 from fedrec.core.report import METRICS_FILE, append_jsonl, read_jsonl
 from fedrec.core.run_config import RunConfig
-from fedrec.core.wire import NUM_EXAMPLES, TRAIN_LOSS
+from fedrec.core.sampling import sample_users
+from fedrec.core.wire import NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS, USERS_TRAINED
 from fedrec.server.checkpoint import (
     MODEL_FILE,
     Checkpoint,
@@ -55,16 +56,36 @@ def make_server_optimizer(config: RunConfig, n_items: int) -> ServerOptimizer:
 
 
 def make_strategy(config: RunConfig, n_nodes: int, n_items: int) -> FedOptOnUpdates:
-    clients = min(config.clients_per_round, n_nodes)
-    evaluate_nodes = max(1, int(round(n_nodes * config.eval_fraction)))
+    """Per-client: Flower samples ``clients-per-round`` of the (one-user) nodes.
+
+    Cohort: every node is asked each round and trains those of its users that the
+    server sampled (:func:`fedrec.core.sampling.sample_users`).
+    """
+    if config.executor == "cohort":
+        clients, evaluate_fraction, evaluate_nodes = n_nodes, 1.0, n_nodes
+    else:
+        clients = min(config.clients_per_round, n_nodes)
+        evaluate_fraction = config.eval_fraction
+        evaluate_nodes = max(1, int(round(n_nodes * config.eval_fraction)))
     return FedOptOnUpdates(
         make_server_optimizer(config, n_items),
         fraction_train=clients / n_nodes,
         min_train_nodes=clients,
-        fraction_evaluate=config.eval_fraction,
+        fraction_evaluate=evaluate_fraction,
         min_evaluate_nodes=evaluate_nodes,
         min_available_nodes=clients,
     )
+
+
+def round_config(config: RunConfig, n_users: int | None, server_round: int, purpose: str) -> ConfigRecord:
+    """What an instruction carries besides the model: in cohort mode, the sampled users."""
+    if config.executor != "cohort":
+        return ConfigRecord()
+    if n_users is None:
+        raise ValueError("the cohort executor needs the number of users: the server must read the dataset")
+    k = config.clients_per_round if purpose == "train" else max(1, int(round(n_users * config.eval_fraction)))
+    sampled = sample_users(n_users, k, config.seed, server_round, purpose)
+    return ConfigRecord({SAMPLED_USERS: [int(u) for u in sampled]})
 
 
 def _drop_rows_after(path: Path, last_round: int) -> None:
@@ -84,7 +105,8 @@ def _content_bytes(messages: list[Message]) -> int:
     )
 
 
-def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int) -> list[dict[str, Any]]:
+def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
+               n_users: int | None = None) -> list[dict[str, Any]]:
     """Train for ``config.rounds`` rounds (minus those already done when resuming)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     arrays = initial_global_arrays(config, n_items)
@@ -110,7 +132,7 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int) -> li
     for server_round in range(first_round, config.rounds + 1):
         started = time.perf_counter()
         record = numpy_to_arrays(arrays)
-        instructions = list(strategy.configure_train(server_round, record, ConfigRecord(), grid))
+        instructions = list(strategy.configure_train(server_round, record, round_config(config, n_users, server_round, "train"), grid))
         bytes_down = _content_bytes(instructions)
         replies = list(grid.send_and_receive(instructions, timeout=config.round_timeout))
         bytes_up = _content_bytes(replies)
@@ -119,13 +141,15 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int) -> li
             arrays = arrays_to_numpy(new_arrays)
         row: dict[str, Any] = {
             "round": server_round,
-            "clients": sum(1 for m in replies if m.has_content()),
+            "clients": int(train_metrics[USERS_TRAINED]) if train_metrics and USERS_TRAINED in train_metrics else 0,
+            "nodes": sum(1 for m in replies if m.has_content()),
             "train_loss": float(train_metrics[TRAIN_LOSS]) if train_metrics and TRAIN_LOSS in train_metrics else None,
             "examples": int(train_metrics[NUM_EXAMPLES]) if train_metrics else 0,
         }
         if server_round % config.eval_every == 0 or server_round == config.rounds:
             record = numpy_to_arrays(arrays)
-            eval_messages = list(strategy.configure_evaluate(server_round, record, ConfigRecord(), grid))
+            eval_messages = list(strategy.configure_evaluate(
+                server_round, record, round_config(config, n_users, server_round, "evaluate"), grid))
             bytes_down += _content_bytes(eval_messages)
             eval_replies = list(grid.send_and_receive(eval_messages, timeout=config.round_timeout))
             bytes_up += _content_bytes(eval_replies)

@@ -53,12 +53,14 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
     else:  # the summary of the earlier, shorter run is no longer the run's result
         (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
     n_users = load_dataset(config.dataset, config.data_dir, config.seed).n_users
+    # per-client: one simulated node per user; cohort: a few nodes, each holding many users
+    n_nodes = n_users if config.executor == "per-client" else min(config.cohort_nodes, n_users)
     (out_dir / CONFIG_FILE).write_text(json.dumps(config.to_user_config(), indent=2, sort_keys=True))
 
     started = time.perf_counter()
     for attempt in range(1, RUNTIME_START_ATTEMPTS + 1):
         log_offset = (out_dir / FLOWER_LOG).stat().st_size if (out_dir / FLOWER_LOG).exists() else 0
-        returncode = _run_once(config, out_dir, n_users, cpus_per_client, show_progress, started, timeout_s,
+        returncode = _run_once(config, out_dir, n_nodes, cpus_per_client, show_progress, started, timeout_s,
                                attempt, log_offset)
         if not _ray_failed_in_log(out_dir / FLOWER_LOG, log_offset) or attempt == RUNTIME_START_ATTEMPTS:
             break
@@ -74,11 +76,11 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
     return summary
 
 
-def _run_once(config: RunConfig, out_dir: Path, n_users: int, cpus_per_client: int, show_progress: bool,
+def _run_once(config: RunConfig, out_dir: Path, n_nodes: int, cpus_per_client: int, show_progress: bool,
               started: float, timeout_s: float | None, attempt: int, log_offset: int) -> int:
     """One private runtime, one ``flwr run``; returns its exit code (0 even on a crash)."""
     with simulation_runtime(out_dir) as runtime:
-        command = runtime.flwr_run_command(config.to_user_config(), n_users, cpus_per_client)
+        command = runtime.flwr_run_command(config.to_user_config(), n_nodes, cpus_per_client)
         with (out_dir / FLOWER_LOG).open("ab") as log:
             process = subprocess.Popen(command, env=runtime.env, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, cwd=runtime.root, start_new_session=True)

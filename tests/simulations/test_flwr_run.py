@@ -31,7 +31,7 @@ def test_flwr_run_dot_trains_and_writes_the_run_directory(tmp_path: Path, no_lef
     assert (out / SUMMARY_FILE).is_file(), done.stdout[-3000:]
     rows = read_jsonl(out / METRICS_FILE)
     assert [r["round"] for r in rows] == [1, 2]
-    assert rows[0]["clients"] == 5 and rows[0]["examples"] > 0
+    assert rows[0]["nodes"] == 5 and rows[0]["clients"] == 100 and rows[0]["examples"] > 0  # 5 sites × 20 users
     summary = json.loads((out / SUMMARY_FILE).read_text())
     assert summary["rounds"] == 2 and 0.0 <= summary["hr@10"] <= 1.0
     # 25 of the 50 nodes evaluated, 20 users each
