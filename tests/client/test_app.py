@@ -110,3 +110,41 @@ def test_non_finite_global_model_is_refused() -> None:
     arrays["item_bias.weight"][3, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         client_app.train(_instruction(arrays, MessageType.TRAIN), _context(config, 0))
+
+
+def test_cohort_node_trains_exactly_its_sampled_users_like_per_client_nodes() -> None:
+    """A cohort node (partition 1 of 4) trains its users among the sampled ones in one pass;
+    its reply is the example-weighted mean of what per-client nodes would have sent."""
+    from fedrec.core.local_update import user_round
+    from fedrec.client.partition import split_for
+    from fedrec.core.aggregation import weighted_mean
+    from fedrec.core.wire import SAMPLED_USERS, USERS_TRAINED
+
+    config = RunConfig(model="mf", dim=8, executor="cohort", cohort_nodes=4)
+    arrays = initial_global_arrays(config, N_ITEMS)
+    sampled = [1, 2, 5, 9, 13, 14, 40]  # node 1 of 4 holds 1, 5, 9, 13 of these
+    message = _instruction(arrays, MessageType.TRAIN, server_round=3)
+    message.content[CONFIG][SAMPLED_USERS] = sampled
+    context = _context(config, partition=1, partitions=4)
+    reply = client_app.train(message, context)
+
+    split = split_for(config)
+    expected = [user_round(config, arrays, None, split.user_data(u), 3) for u in (1, 5, 9, 13)]
+    mean = weighted_mean([r.update for r in expected], [r.num_examples for r in expected])
+    metrics = reply.content.metric_records[METRICS]
+    assert metrics[USERS_TRAINED] == 4
+    assert metrics[NUM_EXAMPLES] == sum(r.num_examples for r in expected)
+    for name, array in reply.content.array_records[ARRAYS].items():
+        np.testing.assert_allclose(array.numpy(), mean[name], atol=1e-6)
+    store = UserVectorStore(context.state)
+    assert all(u in store for u in (1, 5, 9, 13)) and 2 not in store and 40 not in store
+
+
+def test_a_node_refuses_a_malformed_sampled_user_list() -> None:
+    from fedrec.core.wire import SAMPLED_USERS
+
+    config = RunConfig(model="mf", dim=8, executor="cohort")
+    message = _instruction(initial_global_arrays(config, N_ITEMS), MessageType.TRAIN)
+    message.content[CONFIG][SAMPLED_USERS] = [3, 10**6]
+    with pytest.raises(ValueError, match="sampled-users"):
+        client_app.train(message, _context(config, partition=0, partitions=2))
