@@ -23,6 +23,9 @@ import numpy as np
 from fedrec.core.data.interactions import Interactions
 
 
+GENERATION_BLOCK_USERS = 10_000
+
+
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Size and structure of the synthetic dataset."""
@@ -48,23 +51,40 @@ def generate_synthetic(seed: int = 0, config: SyntheticConfig = SyntheticConfig(
     popularity_rank = rng.permutation(config.n_items)
     log_popularity = -config.zipf * np.log1p(popularity_rank)
 
-    affinity = user_factors @ item_factors.T  # (n_users, n_items)
-    logits = log_popularity[None, :] + config.affinity * d * affinity
-    gumbel = rng.gumbel(size=logits.shape)
-    ranked_items = np.argsort(-(logits + gumbel), axis=1)
+    # Users are ranked in blocks so that 10^5 users need O(block · n_items) memory; the
+    # generator is consumed in the same order as one (n_users, n_items) draw would.
+    top = config.max_items
+    ranked_items = np.empty((config.n_users, top), dtype=np.int64)
+    top_affinity = np.empty((config.n_users, top))
+    moments = np.zeros(2)  # Σ affinity, Σ affinity² over all (user, item) pairs
+    for start in range(0, config.n_users, GENERATION_BLOCK_USERS):
+        stop = min(start + GENERATION_BLOCK_USERS, config.n_users)
+        affinity = user_factors[start:stop] @ item_factors.T  # (block, n_items)
+        logits = log_popularity[None, :] + config.affinity * d * affinity
+        gumbel = rng.gumbel(size=logits.shape)
+        ranked = np.argsort(-(logits + gumbel), axis=1)[:, :top]
+        ranked_items[start:stop] = ranked
+        top_affinity[start:stop] = np.take_along_axis(affinity, ranked, axis=1)
+        if start == 0 and stop == config.n_users:  # one block: the exact moments
+            mean, std = affinity.mean(), affinity.std()
+        moments += (affinity.sum(), np.square(affinity).sum())
+    if config.n_users > GENERATION_BLOCK_USERS:
+        pairs = config.n_users * config.n_items
+        mean = moments[0] / pairs
+        std = np.sqrt(max(moments[1] / pairs - mean**2, 0.0))
 
     counts = np.exp(rng.normal(np.log(config.median_items), 0.6, size=config.n_users))
     counts = np.clip(np.round(counts), config.min_items, config.max_items).astype(np.int64)
 
-    z = (affinity - affinity.mean()) / affinity.std()
     users, items, ratings, timestamps = [], [], [], []
     clock = 1_000_000_000
     for u in range(config.n_users):
         chosen = ranked_items[u, : counts[u]]
+        z = (top_affinity[u, : counts[u]] - mean) / std
         order = rng.permutation(counts[u])
         users.append(np.full(counts[u], u, dtype=np.int64))
         items.append(chosen)
-        ratings.append(np.clip(np.round(3.0 + 1.5 * z[u, chosen]), 1, 5).astype(np.float32))
+        ratings.append(np.clip(np.round(3.0 + 1.5 * z), 1, 5).astype(np.float32))
         timestamps.append(clock + order.astype(np.int64) * 60)
     return Interactions.from_raw(
         np.concatenate(users),
