@@ -2,7 +2,8 @@
 
 Per round: sample ``clients-per-round`` nodes (strategy), send the global part, receive
 updates, aggregate, append one line to ``metrics.jsonl`` (``round``, ``wall_seconds``,
-``train_loss``, ``clients`` (users trained), ``nodes`` (replies), ``bytes_up``, ``bytes_down`` and, on evaluation rounds,
+``train_loss``, ``clients`` (users trained), ``nodes`` (replies), ``train_seconds`` (sampling to
+aggregation), ``bytes_up``, ``bytes_down`` and, on evaluation rounds,
 the ranking metrics), and checkpoint every ``checkpoint-every`` rounds and at the end.
 A resumed run continues from the last checkpoint's round with its global model and
 server-optimiser state; clients that lost their private vectors reconstruct them.
@@ -139,6 +140,7 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
         new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
         if new_arrays is not None:
             arrays = arrays_to_numpy(new_arrays)
+        train_seconds = time.perf_counter() - started
         row: dict[str, Any] = {
             "round": server_round,
             "clients": int(train_metrics[USERS_TRAINED]) if train_metrics and USERS_TRAINED in train_metrics else 0,
@@ -156,7 +158,7 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
             eval_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
             if eval_metrics is not None:
                 row.update({k: (float(v) if "@" in k else int(v)) for k, v in eval_metrics.items()})
-        row.update({"bytes_up": bytes_up, "bytes_down": bytes_down,
+        row.update({"bytes_up": bytes_up, "bytes_down": bytes_down, "train_seconds": train_seconds,
                     "wall_seconds": time.perf_counter() - started})
         append_jsonl(metrics_path, row)
         if server_round % config.checkpoint_every == 0 or server_round == config.rounds:

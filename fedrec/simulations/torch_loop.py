@@ -30,8 +30,12 @@ from fedrec.core.sampling import sample_users
 from fedrec.server.loop import make_server_optimizer
 
 
-def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1) -> list[dict[str, Any]]:
-    """Train like ``fedrec simulate`` would and return one row per round."""
+def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
+                   evaluate: bool = True) -> list[dict[str, Any]]:
+    """Train like ``fedrec simulate`` would and return one row per round.
+
+    ``evaluate=False`` skips the evaluation rounds (benchmarks timing training alone).
+    """
     torch.set_num_threads(threads)
     model = build_model(config.model, 1, split.n_items, config.dim, seed=config.seed)
     arrays = {k: v.detach().numpy().copy() for k, v in global_state(model).items()}
@@ -59,8 +63,10 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1)
                 weights.append(result.num_examples)
                 losses.append(result.loss)
         arrays = optimizer.step(arrays, weighted_mean(updates, weights))
-        row: dict[str, Any] = {"round": server_round, "train_loss": float(np.average(losses, weights=weights))}
-        if server_round % config.eval_every == 0 or server_round == config.rounds:
+        row: dict[str, Any] = {"round": server_round, "train_loss": float(np.average(losses, weights=weights)),
+                               "clients": int(sum(1 for _ in users)),
+                               "train_seconds": time.perf_counter() - started}
+        if evaluate and (server_round % config.eval_every == 0 or server_round == config.rounds):
             evaluated_users = [int(u) for u in split.evaluated_users()]
             stored = [local.get(u) for u in evaluated_users]
             data = [split.user_data(u) for u in evaluated_users]
