@@ -132,7 +132,7 @@ def train(msg: Message, context: Context) -> Message:
 
     users = _users_this_round(msg, context, split.n_users)
     if config.executor == "cohort":
-        data = [split.user_data(user) for user in users]
+        data = [split.user_data(user, for_evaluation=False) for user in users]
         cohort = cohort_round(config, global_arrays, [store.load(user) for user in users], data, server_round)
         for user, local in zip(cohort.users, cohort.locals):
             store.save(user, local)
@@ -141,7 +141,7 @@ def train(msg: Message, context: Context) -> Message:
     else:
         updates, weights, losses = [], [], []
         for user in users:
-            data_u = split.user_data(user)
+            data_u = split.user_data(user, for_evaluation=False)
             if len(data_u.train_items) == 0:
                 continue
             result = user_round(config, global_arrays, store.load(user), data_u, server_round)

@@ -30,6 +30,8 @@ def evaluate_user(scores: NDArray[np.floating], user: UserData, k: int) -> dict[
     """Metrics of one user from ``scores (n_items,)`` over the whole catalogue."""
     if not user.has_test:
         raise ValueError(f"user {user.user} has no test item")
+    if user.eval_negatives is None:
+        raise ValueError(f"user {user.user}'s data was fetched for training only (no evaluation negatives)")
     if scores.shape != (user.n_items,):
         raise ValueError(f"expected scores of shape ({user.n_items},), got {scores.shape}")
     target = float(scores[user.test_item])

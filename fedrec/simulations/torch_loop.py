@@ -48,13 +48,13 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
                                               server_round, "train")]
         if config.executor == "cohort":
             cohort = cohort_round(config, arrays, [local.get(u) for u in users],
-                                  [split.user_data(u) for u in users], server_round)
+                                  [split.user_data(u, for_evaluation=False) for u in users], server_round)
             local.update(zip(cohort.users, cohort.locals))
             updates, weights, losses = [cohort.mean_update], [cohort.weight], [cohort.mean_loss]
         else:
             updates, weights, losses = [], [], []
             for user in users:
-                data = split.user_data(user)
+                data = split.user_data(user, for_evaluation=False)
                 if len(data.train_items) == 0:
                     continue
                 result = user_round(config, arrays, local.get(user), data, server_round)

@@ -34,7 +34,8 @@ class UserData:
         train_items: ``(n_train,)`` training positives.
         validation_item: held-out validation item or ``NO_ITEM``.
         test_item: held-out test item or ``NO_ITEM``.
-        eval_negatives: ``(≤99,)`` items never interacted with, for the NCF protocol.
+        eval_negatives: ``(≤99,)`` items never interacted with, for the NCF protocol, or
+            ``None`` when the data was fetched for training only.
     """
 
     user: int
@@ -42,7 +43,7 @@ class UserData:
     train_items: NDArray[np.int64]
     validation_item: int
     test_item: int
-    eval_negatives: NDArray[np.int64]
+    eval_negatives: NDArray[np.int64] | None
 
     @property
     def has_test(self) -> bool:
@@ -81,15 +82,18 @@ class LeaveOneOutSplit:
     def evaluated_users(self) -> NDArray[np.int64]:
         return np.flatnonzero(self.test_item != NO_ITEM)
 
-    def user_data(self, user: int) -> UserData:
+    def user_data(self, user: int, for_evaluation: bool = True) -> UserData:
+        """User ``user``'s data; ``for_evaluation=False`` skips drawing the evaluation negatives."""
         if not 0 <= user < self.n_users:
             raise IndexError(f"user {user} outside 0..{self.n_users - 1}")
         train = self.train_items_of(user)
         val = int(self.validation_item[user])
         test = int(self.test_item[user])
-        held_out = [i for i in (val, test) if i != NO_ITEM]
-        seen = np.concatenate([train, np.asarray(held_out, dtype=np.int64)])
-        negatives = sample_eval_negatives(self.n_items, seen, self.eval_negatives, self.seed, user)
+        negatives = None
+        if for_evaluation:
+            held_out = [i for i in (val, test) if i != NO_ITEM]
+            seen = np.concatenate([train, np.asarray(held_out, dtype=np.int64)])
+            negatives = sample_eval_negatives(self.n_items, seen, self.eval_negatives, self.seed, user)
         return UserData(user, self.n_items, train, val, test, negatives)
 
 
