@@ -24,6 +24,7 @@ before it leaves (:func:`_global_only`).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -38,6 +39,7 @@ from fedrec.core.aggregation import weighted_mean
 from fedrec.core.array_check import array_problem
 from fedrec.core.cohort import cohort_metrics, cohort_round
 from fedrec.core.data.split import LeaveOneOutSplit
+from fedrec.core.device import resolve_device
 from fedrec.core.evaluation import mean_metrics, metric_keys
 from fedrec.core.local_update import user_metrics, user_round
 from fedrec.core.models.registry import build_model
@@ -46,6 +48,7 @@ from fedrec.core.wire import (
     ARRAYS,
     CONFIG,
     METRICS,
+    NODE_SECONDS,
     NUM_EXAMPLES,
     SAMPLED_USERS,
     SERVER_ROUND,
@@ -126,6 +129,7 @@ class _NodeRound:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Local training of this node's users; replies with the global-part update."""
+    started = time.perf_counter()
     node = _NodeRound.open(msg, context)
     config, split, global_arrays, store = node.config, node.split, node.global_arrays, node.store
     server_round = _server_round(msg)
@@ -133,7 +137,8 @@ def train(msg: Message, context: Context) -> Message:
     users = _users_this_round(msg, context, split.n_users)
     if config.executor == "cohort":
         data = [split.user_data(user, for_evaluation=False) for user in users]
-        cohort = cohort_round(config, global_arrays, [store.load(user) for user in users], data, server_round)
+        cohort = cohort_round(config, global_arrays, [store.load(user) for user in users], data, server_round,
+                              device=resolve_device(config.device))
         for user, local in zip(cohort.users, cohort.locals):
             store.save(user, local)
         updates = [cohort.mean_update] if cohort.weight > 0 else []
@@ -158,7 +163,8 @@ def train(msg: Message, context: Context) -> Message:
         update = {name: np.zeros_like(value) for name, value in global_arrays.items()}
         loss = 0.0
     metrics = MetricRecord(
-        {NUM_EXAMPLES: int(sum(weights)), TRAIN_LOSS: loss, USERS_TRAINED: trained}
+        {NUM_EXAMPLES: int(sum(weights)), TRAIN_LOSS: loss, USERS_TRAINED: trained,
+         NODE_SECONDS: time.perf_counter() - started}
     )
     content = RecordDict({ARRAYS: _global_only(update, config, split.n_items), METRICS: metrics})
     return Message(content=content, reply_to=msg)
@@ -175,7 +181,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     stored = [store.load(d.user) for d in data]
     reconstructed = sum(local is None for local in stored)
     if config.executor == "cohort":
-        rows = cohort_metrics(config, global_arrays, stored, data)
+        rows = cohort_metrics(config, global_arrays, stored, data, device=resolve_device(config.device))
     else:
         rows = [user_metrics(config, global_arrays, local, d) for local, d in zip(stored, data)]
 

@@ -99,7 +99,8 @@ class _Schedule:
     steps: list[int]  # real steps of each user (non-increasing)
 
 
-def _schedule(plans: list[list[tuple[NDArray[np.int64], NDArray[np.int64]]]], batch: int, k: int) -> _Schedule:
+def _schedule(plans: list[list[tuple[NDArray[np.int64], NDArray[np.int64]]]], batch: int, k: int,
+              device: str | torch.device = "cpu") -> _Schedule:
     """Cut each user's epochs into batches as ``train_epoch`` does and pad them."""
     steps = [sum(math.ceil(len(pos) / batch) for pos, _ in plan) for plan in plans]
     n_users, n_steps = len(plans), max(steps) if steps else 0
@@ -115,7 +116,8 @@ def _schedule(plans: list[list[tuple[NDArray[np.int64], NDArray[np.int64]]]], ba
                 negatives[b, t, :size] = neg[start:start + size]
                 mask[b, t, :size] = 1.0
                 t += 1
-    return _Schedule(torch.from_numpy(positives), torch.from_numpy(negatives), torch.from_numpy(mask), steps)
+    return _Schedule(torch.from_numpy(positives).to(device), torch.from_numpy(negatives).to(device),
+                     torch.from_numpy(mask).to(device), steps)
 
 
 def _masked_loss(model: Recommender, loss_kind: str):
@@ -178,7 +180,7 @@ def _run_phase(model: Recommender, trainable: Tensors, frozen: Tensors, frozen_b
                schedule: _Schedule, config: TrainingConfig) -> torch.Tensor:
     """Train ``trainable`` (stacked) through the schedule; returns each user's Σ loss·batch."""
     n_users = len(schedule.steps)
-    loss_sums = torch.zeros(n_users, dtype=torch.float64)
+    loss_sums = torch.zeros(n_users, dtype=torch.float64, device=schedule.mask.device)
     if n_users == 0:
         return loss_sums
     optimizer = _StackedOptimizer(trainable, config)
@@ -217,14 +219,15 @@ def _global_copies(shared: Tensors, item_tables: Sequence[str], rows: list[NDArr
             index = np.zeros((n_users, width), dtype=np.int64)
             for j, r in enumerate(rows):
                 index[j, :len(r)] = r
-            copies[name] = value[torch.from_numpy(index)].clone()
+            copies[name] = value[torch.from_numpy(index).to(value.device)].clone()
         else:
             copies[name] = value.expand(n_users, *value.shape).clone()
     return copies
 
 
-def _stack(rows: list[Arrays], names: Sequence[str]) -> Tensors:
-    return {name: torch.from_numpy(np.stack([row[name] for row in rows]).astype(np.float32)) for name in names}
+def _stack(rows: list[Arrays], names: Sequence[str], device: str | torch.device = "cpu") -> Tensors:
+    return {name: torch.from_numpy(np.stack([row[name] for row in rows]).astype(np.float32)).to(device)
+            for name in names}
 
 
 def _chunks(order: list[int], per_user_bytes: int, budget: int, max_size: int) -> list[list[int]]:
@@ -242,11 +245,14 @@ def cohort_round(
     keep_updates: bool = False,
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
     chunk_size: int = DEFAULT_CHUNK_USERS,
+    device: str | torch.device = "cpu",
 ) -> CohortResult:
     """Train every user of ``users`` as :func:`~fedrec.core.local_update.user_round` would.
 
     ``stored_locals[b]`` is user ``b``'s stored private parameters or ``None`` (a fresh,
-    seeded vector). Users without training items are skipped, as on a client.
+    seeded vector). Users without training items are skipped, as on a client. The
+    stacked tensors live on ``device``; batches are planned on the CPU (the users'
+    generators), and results come back once per chunk.
     """
     if len(stored_locals) != len(users):
         raise ValueError("one stored-locals entry per user is required")
@@ -256,7 +262,8 @@ def cohort_round(
     model = build_model(config.model, 1, n_items, config.dim)
     global_names, local_names = model.global_parameter_names, model.local_parameter_names
     training = config.training
-    shared = {k: torch.from_numpy(np.asarray(global_arrays[k], dtype=np.float32)) for k in global_names}
+    start = {k: np.asarray(global_arrays[k], dtype=np.float32) for k in global_names}
+    shared = {k: torch.from_numpy(v).to(device) for k, v in start.items()}
 
     trained = [b for b, u in enumerate(users) if len(u.train_items) > 0]
     order = sorted(trained, key=lambda b: (-len(users[b].train_items), b))
@@ -275,11 +282,11 @@ def cohort_round(
                    for b in chunk]
         rngs = [np.random.default_rng([config.seed, u.user, server_round]) for u in data]
         keys = [positives_key(np.zeros(len(u.train_items), np.int64), u.train_items, n_items) for u in data]
-        local_t = _stack(locals_, local_names)
+        local_t = _stack(locals_, local_names, device)
         if config.user_epochs > 0:
             plans = [_plans(u, key, rng, training, config.user_epochs) for u, key, rng in zip(data, keys, rngs)]
-            _run_phase(model, local_t, shared, False, _schedule(plans, training.batch_size, training.negatives),
-                       training)
+            _run_phase(model, local_t, shared, False,
+                       _schedule(plans, training.batch_size, training.negatives, device), training)
         plans = [_plans(u, key, rng, training, config.local_epochs) for u, key, rng in zip(data, keys, rngs)]
         rows = _touched_rows(plans) if compact else None
         if rows is not None:
@@ -288,7 +295,10 @@ def cohort_round(
         copies = _global_copies(shared, model.item_table_names if compact else (), rows, len(chunk))
         trainable = {**local_t, **copies}
         loss_sums = _run_phase(model, trainable, {}, False,
-                               _schedule(plans, training.batch_size, training.negatives), training)
+                               _schedule(plans, training.batch_size, training.negatives, device), training)
+        final = {k: v.cpu().numpy() for k, v in copies.items()}  # one transfer per chunk
+        final_local = {k: v.cpu().numpy() for k, v in local_t.items()}
+        sums = loss_sums.cpu().numpy()
         for j, b in enumerate(chunk):
             n = len(users[b].train_items)
             examples = config.local_epochs * n * (1 + training.negatives)
@@ -296,18 +306,18 @@ def cohort_round(
             for k in global_names:
                 if rows is not None and k in model.item_table_names:
                     r = rows[j]
-                    delta_rows = (copies[k][j, :len(r)] - shared[k][r]).numpy()
+                    delta_rows = final[k][j, :len(r)] - start[k][r]
                     result.update_sum[k][r] += examples * delta_rows
                     if keep_updates:
-                        delta[k] = np.zeros_like(global_arrays[k], dtype=np.float32)
+                        delta[k] = np.zeros_like(start[k])
                         delta[k][r] = delta_rows
                 else:
-                    delta[k] = (copies[k][j] - shared[k]).numpy()
+                    delta[k] = final[k][j] - start[k]
                     result.update_sum[k] += examples * delta[k]
             result.weight += examples
-            loss = float(loss_sums[j]) / (n * config.local_epochs)
-            kept[b] = ({k: local_t[k][j].numpy().copy() for k in local_names}, examples, loss,
-                       {k: v.astype(np.float32) for k, v in delta.items()} if keep_updates else None)
+            loss = float(sums[j]) / (n * config.local_epochs)
+            kept[b] = ({k: final_local[k][j].copy() for k in local_names}, examples, loss,
+                       delta if keep_updates else None)
     for b in trained:  # report in the caller's order
         local, examples, loss, delta = kept[b]
         result.users.append(users[b].user)
@@ -326,6 +336,7 @@ def cohort_metrics(
     stored_locals: Sequence[Arrays | None],
     users: Sequence[UserData],
     chunk_size: int = 4096,
+    device: str | torch.device = "cpu",
 ) -> list[dict[str, float]]:
     """Each user's ranking metrics as :func:`~fedrec.core.local_update.user_metrics` computes them.
 
@@ -340,7 +351,7 @@ def cohort_metrics(
     n_items = users[0].n_items
     model = build_model(config.model, 1, n_items, config.dim)
     training = config.training
-    shared = {k: torch.from_numpy(np.asarray(global_arrays[k], dtype=np.float32))
+    shared = {k: torch.from_numpy(np.asarray(global_arrays[k], dtype=np.float32)).to(device)
               for k in model.global_parameter_names}
     rows: list[dict[str, float]] = [{} for _ in users]
     order = sorted(range(len(users)), key=lambda b: (-len(users[b].train_items), b))
@@ -350,15 +361,15 @@ def cohort_metrics(
         locals_ = [stored_locals[b] if stored_locals[b] is not None else
                    new_local_parameters(config.model, n_items, config.dim, config.seed, users[b].user)
                    for b in chunk]
-        local_t = _stack(locals_, model.local_parameter_names)
+        local_t = _stack(locals_, model.local_parameter_names, device)
         if config.reconstruct_epochs > 0:
             plans = []
             for u in data:
                 rng = np.random.default_rng([config.seed, u.user, 31])
                 key = positives_key(np.zeros(len(u.train_items), np.int64), u.train_items, n_items)
                 plans.append(_plans(u, key, rng, training, config.reconstruct_epochs))
-            _run_phase(model, local_t, shared, False, _schedule(plans, training.batch_size, training.negatives),
-                       training)
+            _run_phase(model, local_t, shared, False,
+                       _schedule(plans, training.batch_size, training.negatives, device), training)
         scores = _score_all(model, local_t, shared, n_items)
         for j, b in enumerate(chunk):
             rows[b] = evaluate_user(scores[j], users[b], config.eval_k)
@@ -368,14 +379,14 @@ def cohort_metrics(
 @torch.no_grad()
 def _score_all(model: Recommender, local_t: Tensors, shared: Tensors, n_items: int) -> NDArray[np.float32]:
     """``(B, n_items)`` logits of every user of the chunk for every item."""
-    items = torch.arange(n_items)
+    items = torch.arange(n_items, device=next(iter(shared.values())).device)
     zeros = torch.zeros_like(items)
 
     def score(local: Tensors) -> torch.Tensor:
         return functional_call(model, {**shared, **local}, (zeros, items))
 
     model.eval()
-    return vmap(score)(local_t).numpy()
+    return vmap(score)(local_t).cpu().numpy()
 
 
 def _plans(user: UserData, key: NDArray[np.int64], rng: np.random.Generator, config: TrainingConfig,

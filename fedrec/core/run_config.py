@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from fedrec.core.device import DEVICES
 from fedrec.core.models.registry import MODELS
 from fedrec.core.training import TrainingConfig
 
@@ -52,10 +53,14 @@ class RunConfig:
     # nodes, each training all its sampled users in one vectorised pass (core.cohort).
     executor: str = "per-client"
     cohort_nodes: int = 2
+    # where the cohort executor's tensors live: cpu, cuda or auto (cuda when visible)
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
             raise ValueError(f"unknown model {self.model!r}: choose one of {sorted(MODELS)}")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}: choose one of {DEVICES}")
         if self.executor not in EXECUTORS:
             raise ValueError(f"unknown executor {self.executor!r}: choose one of {EXECUTORS}")
         if self.aggregation not in AGGREGATIONS:

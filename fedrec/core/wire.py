@@ -11,6 +11,7 @@ METRICS = "metrics"  # MetricRecord in replies
 NUM_EXAMPLES = "num-examples"  # weight of a reply in aggregation
 TRAIN_LOSS = "train-loss"
 USERS_TRAINED = "users-trained"
+NODE_SECONDS = "node-seconds"  # a node's compute time for the instruction (overhead diagnostics)
 USERS_EVALUATED = "users-evaluated"
 USERS_RECONSTRUCTED = "users-reconstructed"
 SERVER_ROUND = "server-round"

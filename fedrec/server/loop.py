@@ -12,6 +12,7 @@ server-optimiser state; clients that lost their private vectors reconstruct them
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import random
@@ -29,7 +30,7 @@ from fedrec.core.models.base import global_state
 from fedrec.core.report import METRICS_FILE, append_jsonl, read_jsonl
 from fedrec.core.run_config import RunConfig
 from fedrec.core.sampling import sample_users
-from fedrec.core.wire import NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS, USERS_TRAINED
+from fedrec.core.wire import METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS, USERS_TRAINED
 from fedrec.server.checkpoint import (
     MODEL_FILE,
     Checkpoint,
@@ -89,6 +90,17 @@ def round_config(config: RunConfig, n_users: int | None, server_round: int, purp
     return ConfigRecord({SAMPLED_USERS: [int(u) for u in sampled]})
 
 
+def _slowest_node_seconds(replies: list[Message]) -> float:
+    """The largest finite ``node-seconds`` among the replies (0 when none reports one)."""
+    reported = []
+    for message in replies:
+        metrics = message.content.metric_records.get(METRICS) if message.has_content() else None
+        value = metrics.get(NODE_SECONDS) if metrics is not None else None
+        if isinstance(value, (int, float)) and math.isfinite(value) and value >= 0:
+            reported.append(float(value))
+    return max(reported, default=0.0)
+
+
 def _drop_rows_after(path: Path, last_round: int) -> None:
     """Forget logged rounds newer than the checkpoint: they will be run again."""
     rows = [row for row in read_jsonl(path) if int(row["round"]) <= last_round]
@@ -145,6 +157,8 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
             "round": server_round,
             "clients": int(train_metrics[USERS_TRAINED]) if train_metrics and USERS_TRAINED in train_metrics else 0,
             "nodes": sum(1 for m in replies if m.has_content()),
+            # the slowest node's own compute time: train_seconds minus this is the round's overhead
+            "node_seconds_max": _slowest_node_seconds(replies),
             "train_loss": float(train_metrics[TRAIN_LOSS]) if train_metrics and TRAIN_LOSS in train_metrics else None,
             "examples": int(train_metrics[NUM_EXAMPLES]) if train_metrics else 0,
         }

@@ -21,6 +21,7 @@ import torch
 from fedrec.core.aggregation import weighted_mean
 from fedrec.core.cohort import cohort_metrics, cohort_round
 from fedrec.core.data.split import LeaveOneOutSplit
+from fedrec.core.device import resolve_device
 from fedrec.core.evaluation import mean_metrics
 from fedrec.core.local_update import user_metrics, user_round
 from fedrec.core.models.base import global_state
@@ -31,12 +32,19 @@ from fedrec.server.loop import make_server_optimizer
 
 
 def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
-                   evaluate: bool = True) -> list[dict[str, Any]]:
+                   evaluate: bool = True, partitions: int = 1) -> list[dict[str, Any]]:
     """Train like ``fedrec simulate`` would and return one row per round.
 
     ``evaluate=False`` skips the evaluation rounds (benchmarks timing training alone).
+    With the cohort executor and ``partitions = P``, the users are dealt to P partitions
+    as to P cohort nodes (``u mod P``) and trained partition after partition; the row's
+    ``train_seconds`` is then the round's critical path had the partitions run in
+    parallel — the round minus the partitions' serial time plus the slowest one
+    (``serial_train_seconds`` keeps the measured total). That is the floor of P nodes
+    on P cores: no transport, no serialisation, no scheduling.
     """
     torch.set_num_threads(threads)
+    device = resolve_device(config.device)
     model = build_model(config.model, 1, split.n_items, config.dim, seed=config.seed)
     arrays = {k: v.detach().numpy().copy() for k, v in global_state(model).items()}
     optimizer = make_server_optimizer(config, split.n_items)
@@ -46,11 +54,21 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
         started = time.perf_counter()
         users = [int(u) for u in sample_users(split.n_users, config.clients_per_round, config.seed,
                                               server_round, "train")]
+        part_seconds: list[float] = []
         if config.executor == "cohort":
-            cohort = cohort_round(config, arrays, [local.get(u) for u in users],
-                                  [split.user_data(u, for_evaluation=False) for u in users], server_round)
-            local.update(zip(cohort.users, cohort.locals))
-            updates, weights, losses = [cohort.mean_update], [cohort.weight], [cohort.mean_loss]
+            updates, weights, losses = [], [], []
+            for part in range(partitions):
+                part_started = time.perf_counter()
+                mine = [u for u in users if u % partitions == part]
+                cohort = cohort_round(config, arrays, [local.get(u) for u in mine],
+                                      [split.user_data(u, for_evaluation=False) for u in mine], server_round,
+                                      device=device)
+                local.update(zip(cohort.users, cohort.locals))
+                if cohort.weight > 0:
+                    updates.append(cohort.mean_update)
+                    weights.append(cohort.weight)
+                    losses.append(cohort.mean_loss)
+                part_seconds.append(time.perf_counter() - part_started)
         else:
             updates, weights, losses = [], [], []
             for user in users:
@@ -63,15 +81,16 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
                 weights.append(result.num_examples)
                 losses.append(result.loss)
         arrays = optimizer.step(arrays, weighted_mean(updates, weights))
+        serial = time.perf_counter() - started
         row: dict[str, Any] = {"round": server_round, "train_loss": float(np.average(losses, weights=weights)),
-                               "clients": int(sum(1 for _ in users)),
-                               "train_seconds": time.perf_counter() - started}
+                               "clients": len(users), "serial_train_seconds": serial,
+                               "train_seconds": serial - sum(part_seconds) + max(part_seconds, default=0.0)}
         if evaluate and (server_round % config.eval_every == 0 or server_round == config.rounds):
             evaluated_users = [int(u) for u in split.evaluated_users()]
             stored = [local.get(u) for u in evaluated_users]
             data = [split.user_data(u) for u in evaluated_users]
             if config.executor == "cohort":
-                evaluated = cohort_metrics(config, arrays, stored, data)
+                evaluated = cohort_metrics(config, arrays, stored, data, device=device)
             else:
                 evaluated = [user_metrics(config, arrays, s, d) for s, d in zip(stored, data)]
             row.update(mean_metrics(evaluated))

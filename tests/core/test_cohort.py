@@ -136,3 +136,41 @@ def test_metrics_match_the_per_client_evaluation(model: str) -> None:
         assert set(row) == set(ref)
         for key in ref:
             assert row[key] == pytest.approx(ref[key], abs=1e-6), key
+
+
+def test_unknown_or_missing_devices_are_refused() -> None:
+    import torch
+
+    from fedrec.core.device import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu")
+    with pytest.raises(ValueError, match="unknown device"):
+        RunConfig(device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            resolve_device("cuda")
+
+
+@pytest.mark.parametrize("model", ["mf", "neumf"])
+def test_cuda_cohort_matches_the_cpu_cohort(model: str) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU on this machine")
+    split = _split()
+    config = RunConfig(model=model, dim=6, batch_size=4, local_epochs=2)
+    arrays = initial_global_arrays(config, split.n_items)
+    users = [split.user_data(u) for u in range(split.n_users)]
+    cpu = cohort_round(config, arrays, [None] * len(users), users, 1, keep_updates=True)
+    gpu = cohort_round(config, arrays, [None] * len(users), users, 1, keep_updates=True, device="cuda")
+    for a, b in zip(cpu.updates, gpu.updates):
+        for name in a:
+            np.testing.assert_allclose(a[name], b[name], atol=1e-4)
+    tested = [u for u in users if u.has_test]
+    rows_cpu = cohort_metrics(config, arrays, [None] * len(tested), tested)
+    rows_gpu = cohort_metrics(config, arrays, [None] * len(tested), tested, device="cuda")
+    for a, b in zip(rows_cpu, rows_gpu):
+        assert a == pytest.approx(b, abs=1e-6)

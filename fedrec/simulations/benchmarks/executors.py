@@ -9,7 +9,9 @@ dataset, measured in this one run on this machine:
   each training its users in one vectorised pass;
 * **floor** — the same cohort arithmetic with no Flower, Ray or serialisation
   (:func:`fedrec.simulations.torch_loop.run_torch_loop`, executor ``cohort``, in a fresh
-  process), the faster of one thread and as many threads as the cohort nodes use cores;
+  process, one thread): users dealt to ``--cohort-nodes`` partitions as to the nodes,
+  and a round's time is its critical path had the partitions run in parallel on as many
+  cores (the serial time is printed too);
 * **per-user loop** — the per-client arithmetic with no Flower (the same loop, executor
   ``per-client``): what a round costs when users are trained one after the other.
 
@@ -52,27 +54,29 @@ from fedrec.simulations.process_memory import PeakMemory
 GIB = 2**30
 
 
-def _mean_train_seconds(rows: list[dict[str, Any]]) -> float:
-    later = [float(r["train_seconds"]) for r in rows if int(r["round"]) >= 2]
-    return statistics.mean(later) if later else float(rows[-1]["train_seconds"])
+def _mean_train_seconds(rows: list[dict[str, Any]], key: str = "train_seconds") -> float:
+    later = [float(r[key]) for r in rows if int(r["round"]) >= 2]
+    return statistics.mean(later) if later else float(rows[-1][key])
 
 
-def _loop_in_child(config: RunConfig, threads: int, evaluate: bool) -> dict[str, Any]:
+def _loop_in_child(config: RunConfig, threads: int, evaluate: bool, partitions: int) -> dict[str, Any]:
     """Run the torch loop in this (fresh) process; report its rows and peak RSS."""
     from fedrec.client.partition import split_for
     from fedrec.simulations.torch_loop import run_torch_loop
 
     started = time.perf_counter()
-    rows = run_torch_loop(split_for(config), config, threads=threads, evaluate=evaluate)
+    rows = run_torch_loop(split_for(config), config, threads=threads, evaluate=evaluate, partitions=partitions)
     return {"rows": rows, "seconds": time.perf_counter() - started,
             "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def measure_loop(config: RunConfig, threads: int, evaluate: bool = False) -> dict[str, Any]:
+def measure_loop(config: RunConfig, threads: int = 1, evaluate: bool = False, partitions: int = 1) -> dict[str, Any]:
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        result = pool.apply(_loop_in_child, (config, threads, evaluate))
-    return {"seconds_per_round": _mean_train_seconds(result["rows"]), "peak_gib": result["peak_bytes"] / GIB,
-            "hr@10": result["rows"][-1].get("hr@10")}
+        result = pool.apply(_loop_in_child, (config, threads, evaluate, partitions))
+    rows = result["rows"]
+    return {"seconds_per_round": _mean_train_seconds(rows),
+            "serial_seconds_per_round": _mean_train_seconds(rows, "serial_train_seconds"),
+            "peak_gib": result["peak_bytes"] / GIB, "hr@10": rows[-1].get("hr@10")}
 
 
 def measure_flower(config: RunConfig, out_dir: Path, timeout_s: float) -> dict[str, Any]:
@@ -113,7 +117,6 @@ def main(
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     console = Console(width=240)
-    threads = cohort_nodes  # the floor uses as many cores as the cohort nodes do
     datasets = ([("ml-100k", data_dir)] if data_dir else []) + [(f"synthetic-{s}", "") for s in sizes.split(",") if s]
     results = []
     for dataset, folder in datasets:
@@ -124,12 +127,8 @@ def main(
                          checkpoint_every=rounds, cohort_nodes=cohort_nodes)
         row: dict[str, Any] = {"dataset": dataset, "users": n_users, "model": model, "rounds": rounds}
         console.print(f"[bold]{dataset}[/]: {n_users} users, all of them every round")
-        # the floor: the better of one thread and as many threads as the cohort nodes have cores
-        floors = {t: measure_loop(replace(base, executor="cohort"), t, evaluate=ml) for t in sorted({1, threads})}
-        best = min(floors, key=lambda t: floors[t]["seconds_per_round"])
-        row["floor"] = {**floors[best], "threads": best}
-        row["floor_by_threads"] = floors
-        console.print(f"  floor (cohort arithmetic, no Flower), by threads: {floors}")
+        row["floor"] = measure_loop(replace(base, executor="cohort"), evaluate=ml, partitions=cohort_nodes)
+        console.print(f"  floor (cohort arithmetic, no Flower): {row['floor']}")
         row["cohort"] = measure_flower(replace(base, executor="cohort"), out / f"{dataset}-cohort", timeout_s)
         console.print(f"  cohort executor: {row['cohort']}")
         if n_users <= per_user_loop_max_users:
@@ -144,16 +143,16 @@ def main(
         row["cohort_over_floor"] = _ratio(row["cohort"]["seconds_per_round"], row["floor"]["seconds_per_round"])
         results.append(row)
         (out / "executors.json").write_text(json.dumps(results, indent=2))
-    _print_table(console, results, threads)
+    _print_table(console, results, cohort_nodes)
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def _print_table(console: Console, results: list[dict[str, Any]], threads: int) -> None:
-    table = Table(title=f"seconds per round (all users train), {os.cpu_count()} cores, {threads} cohort nodes")
-    for column in ("dataset", "users", "per-client s", "cohort s", "floor s", "per-user loop s",
+def _print_table(console: Console, results: list[dict[str, Any]], nodes: int) -> None:
+    table = Table(title=f"seconds per round (all users train), {os.cpu_count()} cores, {nodes} cohort nodes")
+    for column in ("dataset", "users", "per-client s", "cohort s", "floor s", "floor 1-core s", "per-user loop s",
                    "per-client/cohort", "cohort/floor", "cohort peak GiB", "per-client peak GiB",
                    "floor peak GiB", "HR@10 per-client", "HR@10 cohort"):
         table.add_column(column, justify="right")
@@ -161,7 +160,8 @@ def _print_table(console: Console, results: list[dict[str, Any]], threads: int) 
         per_client, cohort, floor = r.get("per_client", {}), r["cohort"], r["floor"]
         table.add_row(
             r["dataset"], str(r["users"]), _fmt(per_client.get("seconds_per_round")),
-            _fmt(cohort["seconds_per_round"]), f'{_fmt(floor["seconds_per_round"])} ({floor["threads"]}t)',
+            _fmt(cohort["seconds_per_round"]), _fmt(floor["seconds_per_round"]),
+            _fmt(floor["serial_seconds_per_round"]),
             _fmt(r.get("per_user_loop", {}).get("seconds_per_round")),
             _fmt(r["per_client_over_cohort"], ".1f"), _fmt(r["cohort_over_floor"], ".2f"),
             _fmt(cohort["peak_gib"]), _fmt(per_client.get("peak_gib")), _fmt(floor["peak_gib"]),
