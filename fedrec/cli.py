@@ -45,6 +45,7 @@ def simulate(
     executor: str = typer.Option(DEFAULTS.executor, help="per-client (one node per user) or cohort "
                                  "(a few nodes, each training its sampled users in one vectorised pass)"),
     cohort_nodes: int = typer.Option(DEFAULTS.cohort_nodes, help="simulated nodes with --executor cohort"),
+    device: str = typer.Option(DEFAULTS.device, help="cpu, cuda or auto: where --executor cohort trains"),
     out: Optional[Path] = typer.Option(None, help="run directory (required unless --resume)"),
     resume: Optional[Path] = typer.Option(None, help="continue the checkpointed run in this directory"),
     quiet: bool = typer.Option(False, help="no progress bar"),
@@ -66,6 +67,7 @@ def simulate(
                 batch_size=batch_size, dim=dim, loss=loss, aggregation=aggregation,
                 server_lr=server_lr, seed=seed, eval_every=eval_every, eval_fraction=eval_fraction,
                 checkpoint_every=checkpoint_every, executor=executor, cohort_nodes=cohort_nodes,
+                device=device,
             )
             out_dir = out
         summary = run_simulation(config, out_dir, show_progress=not quiet)

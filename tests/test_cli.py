@@ -50,3 +50,13 @@ def test_train_central_writes_a_summary(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rounds"] == 2 and summary["config"]["mode"] == "central"
+
+
+def test_unknown_executor_or_device_is_a_clear_error(tmp_path: Path) -> None:
+    for flag, value, message in (("--executor", "threads", "unknown executor"), ("--device", "tpu", "unknown device"),
+                                 ("--cohort-nodes", "0", "cohort-nodes must be ≥ 1")):
+        result = runner.invoke(app, ["simulate", flag, value, "--out", str(tmp_path / "r")])
+        assert result.exit_code != 0
+        assert message in result.output
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "r").exists()  # refused before anything was written

@@ -167,9 +167,16 @@ class SimulationRuntime:
         num_supernodes: int,
         cpus_per_client: int,
         app_dir: Path | None = None,
+        gpus_per_client: float = 0.0,
     ) -> list[str]:
-        """``flwr run`` of ``app_dir`` (default: the minimal app) against our SuperLink."""
+        """``flwr run`` of ``app_dir`` (default: the minimal app) against our SuperLink.
+
+        Ray hides GPUs from an actor that reserved none, so a node that should train on
+        CUDA must reserve a share (``gpus_per_client``, fractions allowed).
+        """
         federation = f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus_per_client}"
+        if gpus_per_client > 0:
+            federation += f" client-resources-num-gpus={gpus_per_client:g}"
         return [
             _bin("flwr"), "run", str(app_dir or self.app_dir), CONNECTION_NAME,
             *[arg for k, v in run_config.items() for arg in ("--run-config", f"{k}={_toml_value(v)}")],

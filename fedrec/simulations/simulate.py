@@ -80,7 +80,8 @@ def _run_once(config: RunConfig, out_dir: Path, n_nodes: int, cpus_per_client: i
               started: float, timeout_s: float | None, attempt: int, log_offset: int) -> int:
     """One private runtime, one ``flwr run``; returns its exit code (0 even on a crash)."""
     with simulation_runtime(out_dir) as runtime:
-        command = runtime.flwr_run_command(config.to_user_config(), n_nodes, cpus_per_client)
+        command = runtime.flwr_run_command(config.to_user_config(), n_nodes, cpus_per_client,
+                                           gpus_per_client=_gpu_share(config, n_nodes))
         with (out_dir / FLOWER_LOG).open("ab") as log:
             process = subprocess.Popen(command, env=runtime.env, stdout=log, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, cwd=runtime.root, start_new_session=True)
@@ -95,6 +96,19 @@ def _run_once(config: RunConfig, out_dir: Path, n_nodes: int, cpus_per_client: i
             kept = runtime.keep_ray_logs(out_dir / "ray-logs" / f"attempt-{attempt}")
             print(f"Ray failed to start; {kept} of its log files kept in {out_dir / 'ray-logs'}")
     return int(process.returncode)
+
+
+def _gpu_share(config: RunConfig, n_nodes: int) -> float:
+    """Each cohort node's share of the GPU when the run asks for CUDA (0: CPU only)."""
+    if config.executor != "cohort" or config.device == "cpu":
+        return 0.0
+    import torch
+
+    if not torch.cuda.is_available():
+        if config.device == "cuda":
+            raise ValueError("device 'cuda' was asked for but this machine shows no CUDA GPU")
+        return 0.0
+    return 1.0 / n_nodes
 
 
 def _ray_failed_in_log(log_path: Path, offset: int) -> bool:
