@@ -51,6 +51,7 @@ def simulate(
     quiet: bool = typer.Option(False, help="no progress bar"),
 ) -> None:
     """Run a federated simulation (every user a client) and write the run directory."""
+    from fedrec.simulations.flower_runtime import Terminated
     from fedrec.simulations.simulate import resume_config, simulate as run_simulation
 
     try:
@@ -71,7 +72,7 @@ def simulate(
             )
             out_dir = out
         summary = run_simulation(config, out_dir, show_progress=not quiet)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, Terminated) as err:
         _fail(str(err))
     _print_summary(summary, out_dir)
 

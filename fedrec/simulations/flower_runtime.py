@@ -222,15 +222,44 @@ def _toml_value(value: object) -> str:
     return f'"{escaped}"'
 
 
+class Terminated(Exception):
+    """SIGTERM arrived while a runtime was up (raised so that clean-up code runs)."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` (main thread only), so ``finally`` blocks run.
+
+    Python's default SIGTERM action ends the process at once, which would leave the
+    SuperLink (its own session) and Ray running; with this, ``kill PID`` of a
+    ``fedrec simulate`` stops what it started.
+    """
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum: int, frame: object) -> None:
+        raise Terminated(f"received signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def simulation_runtime(log_dir: Path) -> Iterator[SimulationRuntime]:
-    """A started runtime; on exit the SuperLink group is stopped and the temp folder removed."""
+    """A started runtime; on exit (also on SIGTERM) the SuperLink group is stopped and the temp folder removed."""
     parent = os.environ.get(RUNTIME_PARENT_ENV) or ("/tmp" if os.path.isdir("/tmp") else None)
     root = Path(tempfile.mkdtemp(prefix="fr-", dir=parent))
     runtime = SimulationRuntime(root, log_dir)
-    try:
-        runtime.start_superlink()
-        yield runtime
-    finally:
-        runtime.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    with _sigterm_raises():
+        try:
+            runtime.start_superlink()
+            yield runtime
+        finally:
+            runtime.stop()
+            shutil.rmtree(root, ignore_errors=True)

@@ -36,3 +36,9 @@ def no_leftover_processes():
     yield
     leftover = flower_processes() - before - {os.getpid()}
     assert not leftover, f"processes left behind: {sorted(leftover)}"
+
+
+@pytest.fixture
+def live_runtime_processes():
+    """The function that lists this session's live runtime processes (for mid-run checks)."""
+    return flower_processes

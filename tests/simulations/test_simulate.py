@@ -78,3 +78,27 @@ def test_cohort_executor_in_flower_matches_the_same_arithmetic_without_flower(
     assert rows[0]["train_loss"] == pytest.approx(floor[0]["train_loss"], rel=1e-4)
     assert summary["hr@10"] == pytest.approx(floor[-1]["hr@10"], abs=0.002)
     assert summary["ndcg@10"] == pytest.approx(floor[-1]["ndcg@10"], abs=0.002)
+
+
+def test_a_terminated_simulation_stops_everything_it_started(tmp_path: Path, no_leftover_processes: None,
+                                                            live_runtime_processes) -> None:
+    """SIGTERM to `fedrec simulate` mid-run: it exits with an error and leaves no process behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "fedrec.cli", "simulate", "--rounds", "50", "--clients-per-round", "10",
+               "--dim", "8", "--quiet", "--out", str(out)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (out / METRICS_FILE).exists():  # a round ran: all is up
+        assert child.poll() is None, child.stdout.read() if child.stdout else ""
+        time.sleep(0.5)
+    assert (out / METRICS_FILE).exists(), "no round finished within 300 s"
+    assert live_runtime_processes(), "the runtime's processes should be alive before the signal"
+    child.send_signal(signal.SIGTERM)
+    output, _ = child.communicate(timeout=120)
+    assert child.returncode != 0
+    assert "received signal" in output and "Traceback" not in output

@@ -7,11 +7,11 @@ dataset, measured in this one run on this machine:
   (skipped above ``--per-client-max-users``, where a round takes many minutes);
 * **cohort** — ``fedrec simulate --executor cohort``: ``--cohort-nodes`` Flower nodes,
   each training its users in one vectorised pass;
-* **floor** — the same cohort arithmetic with no Flower, Ray or serialisation
-  (:func:`fedrec.simulations.torch_loop.run_torch_loop`, executor ``cohort``, in a fresh
-  process, one thread): users dealt to ``--cohort-nodes`` partitions as to the nodes,
-  and a round's time is its critical path had the partitions run in parallel on as many
-  cores (the serial time is printed too);
+* **floor** — the same cohort arithmetic with no Flower or Ray: ``--cohort-nodes`` plain
+  worker processes holding the same users as the nodes, fed through pipes
+  (:mod:`fedrec.simulations.parallel_floor`); and, for scale, the **one-core** cost of
+  the cohort arithmetic (:func:`fedrec.simulations.torch_loop.run_torch_loop`, executor
+  ``cohort``, one process, one thread);
 * **per-user loop** — the per-client arithmetic with no Flower (the same loop, executor
   ``per-client``): what a round costs when users are trained one after the other.
 
@@ -54,9 +54,9 @@ from fedrec.simulations.process_memory import PeakMemory
 GIB = 2**30
 
 
-def _mean_train_seconds(rows: list[dict[str, Any]], key: str = "train_seconds") -> float:
-    later = [float(r[key]) for r in rows if int(r["round"]) >= 2]
-    return statistics.mean(later) if later else float(rows[-1][key])
+def _mean_train_seconds(rows: list[dict[str, Any]]) -> float:
+    later = [float(r["train_seconds"]) for r in rows if int(r["round"]) >= 2]
+    return statistics.mean(later) if later else float(rows[-1]["train_seconds"])
 
 
 def _loop_in_child(config: RunConfig, threads: int, evaluate: bool, partitions: int) -> dict[str, Any]:
@@ -75,8 +75,22 @@ def measure_loop(config: RunConfig, threads: int = 1, evaluate: bool = False, pa
         result = pool.apply(_loop_in_child, (config, threads, evaluate, partitions))
     rows = result["rows"]
     return {"seconds_per_round": _mean_train_seconds(rows),
-            "serial_seconds_per_round": _mean_train_seconds(rows, "serial_train_seconds"),
             "peak_gib": result["peak_bytes"] / GIB, "hr@10": rows[-1].get("hr@10")}
+
+
+def measure_parallel_floor(config: RunConfig, partitions: int, evaluate: bool) -> dict[str, Any]:
+    from fedrec.simulations.parallel_floor import run_parallel_floor
+
+    marker = f"FEDREC_FLOOR_RUN={os.getpid()}-{time.time_ns()}"
+    key, value = marker.split("=")
+    os.environ[key] = value  # the spawned workers inherit it; this process's /proc environ does not change
+    try:
+        with PeakMemory(marker) as peak:
+            rows = run_parallel_floor(config, partitions, evaluate=evaluate)
+    finally:
+        os.environ.pop(key, None)
+    return {"seconds_per_round": _mean_train_seconds(rows), "peak_gib": peak.bytes / GIB,
+            "hr@10": rows[-1].get("hr@10")}
 
 
 def measure_flower(config: RunConfig, out_dir: Path, timeout_s: float) -> dict[str, Any]:
@@ -127,8 +141,10 @@ def main(
                          checkpoint_every=rounds, cohort_nodes=cohort_nodes)
         row: dict[str, Any] = {"dataset": dataset, "users": n_users, "model": model, "rounds": rounds}
         console.print(f"[bold]{dataset}[/]: {n_users} users, all of them every round")
-        row["floor"] = measure_loop(replace(base, executor="cohort"), evaluate=ml, partitions=cohort_nodes)
-        console.print(f"  floor (cohort arithmetic, no Flower): {row['floor']}")
+        row["floor"] = measure_parallel_floor(replace(base, executor="cohort"), cohort_nodes, evaluate=ml)
+        console.print(f"  floor ({cohort_nodes} plain processes, no Flower): {row['floor']}")
+        row["one_core"] = measure_loop(replace(base, executor="cohort"))
+        console.print(f"  cohort arithmetic on one core: {row['one_core']}")
         row["cohort"] = measure_flower(replace(base, executor="cohort"), out / f"{dataset}-cohort", timeout_s)
         console.print(f"  cohort executor: {row['cohort']}")
         if n_users <= per_user_loop_max_users:
@@ -152,7 +168,7 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 
 def _print_table(console: Console, results: list[dict[str, Any]], nodes: int) -> None:
     table = Table(title=f"seconds per round (all users train), {os.cpu_count()} cores, {nodes} cohort nodes")
-    for column in ("dataset", "users", "per-client s", "cohort s", "floor s", "floor 1-core s", "per-user loop s",
+    for column in ("dataset", "users", "per-client s", "cohort s", "floor s", "one-core s", "per-user loop s",
                    "per-client/cohort", "cohort/floor", "cohort peak GiB", "per-client peak GiB",
                    "floor peak GiB", "HR@10 per-client", "HR@10 cohort"):
         table.add_column(column, justify="right")
@@ -161,7 +177,7 @@ def _print_table(console: Console, results: list[dict[str, Any]], nodes: int) ->
         table.add_row(
             r["dataset"], str(r["users"]), _fmt(per_client.get("seconds_per_round")),
             _fmt(cohort["seconds_per_round"]), _fmt(floor["seconds_per_round"]),
-            _fmt(floor["serial_seconds_per_round"]),
+            _fmt(r["one_core"]["seconds_per_round"]),
             _fmt(r.get("per_user_loop", {}).get("seconds_per_round")),
             _fmt(r["per_client_over_cohort"], ".1f"), _fmt(r["cohort_over_floor"], ".2f"),
             _fmt(cohort["peak_gib"]), _fmt(per_client.get("peak_gib")), _fmt(floor["peak_gib"]),
