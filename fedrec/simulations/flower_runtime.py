@@ -18,6 +18,7 @@ The environment sets no telemetry and no per-run dependency installation.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -63,6 +64,36 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+def free_listening_port(rng: random.Random | None = None) -> int:
+    """A free port below the kernel's ephemeral range (for a server that binds it later).
+
+    A port from :func:`free_port` is in the ephemeral range, where any process's next
+    outgoing connection may take it before our server binds it; seen with Ray's GCS
+    server, which then died at start-up. Ports below the range are only ever taken by
+    listeners, and we check that none holds this one now.
+    """
+    rng = rng or random.Random()
+    low, _ = _ephemeral_range()
+    floor = 10_000 if low > 12_000 else 1_024
+    for _ in range(200):
+        port = rng.randrange(floor, low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 def flower_environment(flwr_home: Path, ray_tmp: Path) -> dict[str, str]:
@@ -142,7 +173,8 @@ class SimulationRuntime:
         # Ray's head node otherwise waits at most 30 s (fixed in its C++ core) for the GCS
         # server to publish the port it picked; on a loaded 2-core machine that deadline was
         # missed several times in a row. With the port given, Ray connects with retries.
-        self.env["RAY_GCS_SERVER_PORT"] = str(free_port())
+        # The port lies below the ephemeral range so no outgoing connection can take it.
+        self.env["RAY_GCS_SERVER_PORT"] = str(free_listening_port())
         self.superlink: subprocess.Popen | None = None
 
     def start_superlink(self) -> None:

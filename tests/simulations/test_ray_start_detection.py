@@ -30,3 +30,18 @@ def test_the_gcs_port_file_timeout_is_a_start_failure() -> None:
 def test_a_client_crash_is_not_retried_as_a_start_failure() -> None:
     assert not ray_failed_to_start(CLIENT_CRASH)
     assert not ray_failed_to_start("")
+
+
+def test_the_gcs_port_lies_below_the_ephemeral_range_and_is_free() -> None:
+    import random
+    import socket
+
+    from fedrec.simulations.flower_runtime import _ephemeral_range, free_listening_port
+
+    low, _ = _ephemeral_range()
+    rng = random.Random(4)
+    for _ in range(20):
+        port = free_listening_port(rng)
+        assert 1024 <= port < low
+        with socket.socket() as sock:
+            sock.bind(("0.0.0.0", port))  # still free
