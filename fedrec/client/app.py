@@ -34,7 +34,7 @@ from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordD
 from flwr.clientapp import ClientApp
 
 from fedrec.client.partition import node_users, split_for
-from fedrec.client.state import UserVectorStore
+from fedrec.client.state import CohortVectorStore, UserVectorStore
 from fedrec.core.aggregation import weighted_mean
 from fedrec.core.array_check import array_problem
 from fedrec.core.cohort import cohort_metrics, cohort_round
@@ -91,6 +91,13 @@ def _global_only(update: dict[str, np.ndarray], config: RunConfig, n_items: int)
     return ArrayRecord({name: Array(np.ascontiguousarray(update[name])) for name in global_names})
 
 
+def _cohort_store(context: Context, config: RunConfig, split: LeaveOneOutSplit) -> CohortVectorStore:
+    """The stacked vectors of all users this (cohort) node holds."""
+    _, local_names, shapes = _declared_split(config.model, split.n_items, config.dim)
+    held = node_users(context.node_config, split.n_users)
+    return CohortVectorStore(context.state, held, {name: shapes[name] for name in local_names})
+
+
 def _users_this_round(msg: Message, context: Context, n_users: int) -> list[int]:
     """The node's users, or (cohort executor) those of them the server sampled."""
     held = node_users(context.node_config, n_users)
@@ -137,10 +144,10 @@ def train(msg: Message, context: Context) -> Message:
     users = _users_this_round(msg, context, split.n_users)
     if config.executor == "cohort":
         data = [split.user_data(user, for_evaluation=False) for user in users]
-        cohort = cohort_round(config, global_arrays, [store.load(user) for user in users], data, server_round,
+        stacked = _cohort_store(context, config, split)
+        cohort = cohort_round(config, global_arrays, stacked.load_many(users), data, server_round,
                               device=resolve_device(config.device))
-        for user, local in zip(cohort.users, cohort.locals):
-            store.save(user, local)
+        stacked.save_many(cohort.users, cohort.locals)
         updates = [cohort.mean_update] if cohort.weight > 0 else []
         weights, losses, trained = [cohort.weight] if updates else [], [cohort.mean_loss], len(cohort.users)
     else:
@@ -178,7 +185,10 @@ def evaluate(msg: Message, context: Context) -> Message:
 
     data = [split.user_data(user) for user in _users_this_round(msg, context, split.n_users)]
     data = [d for d in data if d.has_test]
-    stored = [store.load(d.user) for d in data]
+    if config.executor == "cohort":
+        stored = _cohort_store(context, config, split).load_many([d.user for d in data])
+    else:
+        stored = [store.load(d.user) for d in data]
     reconstructed = sum(local is None for local in stored)
     if config.executor == "cohort":
         rows = cohort_metrics(config, global_arrays, stored, data, device=resolve_device(config.device))

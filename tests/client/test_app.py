@@ -136,8 +136,16 @@ def test_cohort_node_trains_exactly_its_sampled_users_like_per_client_nodes() ->
     assert metrics[NUM_EXAMPLES] == sum(r.num_examples for r in expected)
     for name, array in reply.content.array_records[ARRAYS].items():
         np.testing.assert_allclose(array.numpy(), mean[name], atol=1e-6)
-    store = UserVectorStore(context.state)
-    assert all(u in store for u in (1, 5, 9, 13)) and 2 not in store and 40 not in store
+    from fedrec.client.partition import node_users
+    from fedrec.client.state import CohortVectorStore
+
+    held = node_users(context.node_config, split.n_users)
+    store = CohortVectorStore(context.state, held, {"user_embedding.weight": (1, config.dim)})
+    trained, untouched = store.load_many([1, 5, 9, 13]), store.load_many([17, 21])
+    assert untouched == [None, None]  # held by this node but not sampled
+    for result, vector in zip(expected, trained):
+        assert vector is not None
+        np.testing.assert_allclose(vector["user_embedding.weight"], result.local["user_embedding.weight"], atol=1e-6)
 
 
 def test_a_node_refuses_a_malformed_sampled_user_list() -> None:
