@@ -35,13 +35,11 @@ from flwr.clientapp import ClientApp
 
 from fedrec.client.partition import node_users, split_for
 from fedrec.client.state import CohortVectorStore, UserVectorStore
-from fedrec.core.aggregation import weighted_mean
 from fedrec.core.array_check import array_problem
-from fedrec.core.cohort import cohort_metrics, cohort_round
+from fedrec.core.executors import evaluate_users, train_users
 from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.device import resolve_device
 from fedrec.core.evaluation import mean_metrics, metric_keys
-from fedrec.core.local_update import user_metrics, user_round
 from fedrec.core.models.registry import build_model
 from fedrec.core.run_config import RunConfig
 from fedrec.core.wire import (
@@ -91,8 +89,11 @@ def _global_only(update: dict[str, np.ndarray], config: RunConfig, n_items: int)
     return ArrayRecord({name: Array(np.ascontiguousarray(update[name])) for name in global_names})
 
 
-def _cohort_store(context: Context, config: RunConfig, split: LeaveOneOutSplit) -> CohortVectorStore:
-    """The stacked vectors of all users this (cohort) node holds."""
+def _vector_store(context: Context, config: RunConfig,
+                  split: LeaveOneOutSplit) -> UserVectorStore | CohortVectorStore:
+    """Where this node keeps its users' vectors: a record per user, or stacked (cohort)."""
+    if config.executor != "cohort":
+        return UserVectorStore(context.state)
     _, local_names, shapes = _declared_split(config.model, split.n_items, config.dim)
     held = node_users(context.node_config, split.n_users)
     return CohortVectorStore(context.state, held, {name: shapes[name] for name in local_names})
@@ -123,14 +124,15 @@ class _NodeRound:
     config: RunConfig
     split: LeaveOneOutSplit
     global_arrays: dict[str, np.ndarray]
-    store: UserVectorStore
+    store: UserVectorStore | CohortVectorStore
 
     @classmethod
     def open(cls, msg: Message, context: Context) -> "_NodeRound":
         torch.set_num_threads(1)  # one core per simulated client; Ray runs several at once
         config = RunConfig.from_user_config(context.run_config)
         split = split_for(config)
-        return cls(config, split, _received_arrays(msg, config, split.n_items), UserVectorStore(context.state))
+        arrays = _received_arrays(msg, config, split.n_items)
+        return cls(config, split, arrays, _vector_store(context, config, split))
 
 
 @app.train()
@@ -142,35 +144,17 @@ def train(msg: Message, context: Context) -> Message:
     server_round = _server_round(msg)
 
     users = _users_this_round(msg, context, split.n_users)
-    if config.executor == "cohort":
-        data = [split.user_data(user, for_evaluation=False) for user in users]
-        stacked = _cohort_store(context, config, split)
-        cohort = cohort_round(config, global_arrays, stacked.load_many(users), data, server_round,
-                              device=resolve_device(config.device))
-        stacked.save_many(cohort.users, cohort.locals)
-        updates = [cohort.mean_update] if cohort.weight > 0 else []
-        weights, losses, trained = [cohort.weight] if updates else [], [cohort.mean_loss], len(cohort.users)
-    else:
-        updates, weights, losses = [], [], []
-        for user in users:
-            data_u = split.user_data(user, for_evaluation=False)
-            if len(data_u.train_items) == 0:
-                continue
-            result = user_round(config, global_arrays, store.load(user), data_u, server_round)
-            store.save(user, result.local)
-            updates.append(result.update)
-            weights.append(result.num_examples)
-            losses.append(result.loss)
-        trained = len(updates)
-
-    if updates:
-        update = weighted_mean(updates, weights)
-        loss = float(np.average(losses, weights=weights))
+    result = train_users(config, global_arrays, store.load_many(users),
+                         [split.user_data(user, for_evaluation=False) for user in users], server_round,
+                         device=resolve_device(config.device))
+    store.save_many(result.users, result.locals)
+    if result.weight > 0:
+        update, loss = result.mean_update, result.mean_loss
     else:  # a node without training data contributes nothing (weight 0)
         update = {name: np.zeros_like(value) for name, value in global_arrays.items()}
         loss = 0.0
     metrics = MetricRecord(
-        {NUM_EXAMPLES: int(sum(weights)), TRAIN_LOSS: loss, USERS_TRAINED: trained,
+        {NUM_EXAMPLES: int(result.weight), TRAIN_LOSS: loss, USERS_TRAINED: len(result.users),
          NODE_SECONDS: time.perf_counter() - started}
     )
     content = RecordDict({ARRAYS: _global_only(update, config, split.n_items), METRICS: metrics})
@@ -185,15 +169,9 @@ def evaluate(msg: Message, context: Context) -> Message:
 
     data = [split.user_data(user) for user in _users_this_round(msg, context, split.n_users)]
     data = [d for d in data if d.has_test]
-    if config.executor == "cohort":
-        stored = _cohort_store(context, config, split).load_many([d.user for d in data])
-    else:
-        stored = [store.load(d.user) for d in data]
+    stored = store.load_many([d.user for d in data])
     reconstructed = sum(local is None for local in stored)
-    if config.executor == "cohort":
-        rows = cohort_metrics(config, global_arrays, stored, data, device=resolve_device(config.device))
-    else:
-        rows = [user_metrics(config, global_arrays, local, d) for local, d in zip(stored, data)]
+    rows = evaluate_users(config, global_arrays, stored, data, device=resolve_device(config.device))
 
     values = mean_metrics(rows) or {key: 0.0 for key in metric_keys(config.eval_k)}
     metrics = MetricRecord(

@@ -41,6 +41,13 @@ class UserVectorStore:
     def __contains__(self, user: int) -> bool:
         return self._key(user) in self._state
 
+    def load_many(self, users: list[int]) -> list[Arrays | None]:
+        return [self.load(user) for user in users]
+
+    def save_many(self, users: list[int], locals_: list[Arrays]) -> None:
+        for user, local in zip(users, locals_):
+            self.save(user, local)
+
 
 class CohortVectorStore:
     """Private parameters of a cohort node's users, stacked: one array per local parameter.

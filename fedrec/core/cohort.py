@@ -257,7 +257,7 @@ def cohort_round(
     if len(stored_locals) != len(users):
         raise ValueError("one stored-locals entry per user is required")
     if not users:
-        return _empty_result(global_arrays)
+        return empty_result(global_arrays)
     n_items = users[0].n_items
     model = build_model(config.model, 1, n_items, config.dim)
     global_names, local_names = model.global_parameter_names, model.local_parameter_names
@@ -273,7 +273,7 @@ def cohort_round(
     # (g ← g + λθ) makes every row's gradient non-zero. Each user then carries only its
     # touched rows of the item tables, which is the same arithmetic on fewer rows.
     compact = training.weight_decay == 0 and bool(model.item_table_names)
-    result = _empty_result(global_arrays)
+    result = empty_result(global_arrays)
     kept: dict[int, tuple[Arrays, int, float, Arrays | None]] = {}
     for chunk in _chunks(order, per_user_bytes, memory_budget_bytes, chunk_size):
         data = [users[b] for b in chunk]
@@ -402,6 +402,6 @@ def _plans(user: UserData, key: NDArray[np.int64], rng: np.random.Generator, con
     return plans
 
 
-def _empty_result(global_arrays: Arrays) -> CohortResult:
+def empty_result(global_arrays: Arrays) -> CohortResult:
     return CohortResult({k: np.zeros_like(v, dtype=np.float64) for k, v in global_arrays.items()},
                         0.0, [], [], [], [])

@@ -23,7 +23,11 @@ from fedrec.server.checkpoint import CHECKPOINT_DIR, STATE_FILE
 from fedrec.simulations.flower_runtime import ray_failed_to_start, simulation_runtime
 
 FLOWER_LOG = "flower.log"
-RUNTIME_START_ATTEMPTS = 3
+# Ray's head node sometimes fails to start its GCS server (the server exits before it
+# writes a log line; seen in about one start in ten on a busy 2-core machine, three in a
+# row once in CI). No round has run then, so a fresh runtime after a pause is safe.
+RUNTIME_START_ATTEMPTS = 5
+RUNTIME_RETRY_PAUSE_S = 5.0
 CONFIG_FILE = "run_config.json"
 
 
@@ -64,7 +68,9 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
                                attempt, log_offset)
         if not _ray_failed_in_log(out_dir / FLOWER_LOG, log_offset) or attempt == RUNTIME_START_ATTEMPTS:
             break
-        print(f"Ray's head node did not start in time (attempt {attempt} of {RUNTIME_START_ATTEMPTS}); starting a fresh runtime")
+        print(f"Ray's head node failed to start (attempt {attempt} of {RUNTIME_START_ATTEMPTS}); "
+              f"starting a fresh runtime in {RUNTIME_RETRY_PAUSE_S:.0f} s")
+        time.sleep(RUNTIME_RETRY_PAUSE_S)
     summary_path = out_dir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     # `flwr run --stream` exits 0 even when the simulation crashed: judge by the summary

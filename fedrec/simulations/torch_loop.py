@@ -19,11 +19,10 @@ import numpy as np
 import torch
 
 from fedrec.core.aggregation import weighted_mean
-from fedrec.core.cohort import cohort_metrics, cohort_round
+from fedrec.core.executors import evaluate_users, train_users
 from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.device import resolve_device
 from fedrec.core.evaluation import mean_metrics
-from fedrec.core.local_update import user_metrics, user_round
 from fedrec.core.models.base import global_state
 from fedrec.core.models.registry import build_model
 from fedrec.core.run_config import RunConfig
@@ -55,31 +54,19 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
         users = [int(u) for u in sample_users(split.n_users, config.clients_per_round, config.seed,
                                               server_round, "train")]
         part_seconds: list[float] = []
-        if config.executor == "cohort":
-            updates, weights, losses = [], [], []
-            for part in range(partitions):
-                part_started = time.perf_counter()
-                mine = [u for u in users if u % partitions == part]
-                cohort = cohort_round(config, arrays, [local.get(u) for u in mine],
-                                      [split.user_data(u, for_evaluation=False) for u in mine], server_round,
-                                      device=device)
-                local.update(zip(cohort.users, cohort.locals))
-                if cohort.weight > 0:
-                    updates.append(cohort.mean_update)
-                    weights.append(cohort.weight)
-                    losses.append(cohort.mean_loss)
-                part_seconds.append(time.perf_counter() - part_started)
-        else:
-            updates, weights, losses = [], [], []
-            for user in users:
-                data = split.user_data(user, for_evaluation=False)
-                if len(data.train_items) == 0:
-                    continue
-                result = user_round(config, arrays, local.get(user), data, server_round)
-                local[user] = result.local
-                updates.append(result.update)
-                weights.append(result.num_examples)
-                losses.append(result.loss)
+        updates, weights, losses = [], [], []
+        for part in range(partitions if config.executor == "cohort" else 1):
+            part_started = time.perf_counter()
+            mine = [u for u in users if u % partitions == part] if config.executor == "cohort" else users
+            result = train_users(config, arrays, [local.get(u) for u in mine],
+                                 [split.user_data(u, for_evaluation=False) for u in mine], server_round,
+                                 device=device)
+            local.update(zip(result.users, result.locals))
+            if result.weight > 0:
+                updates.append(result.mean_update)
+                weights.append(result.weight)
+                losses.append(result.mean_loss)
+            part_seconds.append(time.perf_counter() - part_started)
         arrays = optimizer.step(arrays, weighted_mean(updates, weights))
         serial = time.perf_counter() - started
         row: dict[str, Any] = {"round": server_round, "train_loss": float(np.average(losses, weights=weights)),
@@ -89,10 +76,7 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
             evaluated_users = [int(u) for u in split.evaluated_users()]
             stored = [local.get(u) for u in evaluated_users]
             data = [split.user_data(u) for u in evaluated_users]
-            if config.executor == "cohort":
-                evaluated = cohort_metrics(config, arrays, stored, data, device=device)
-            else:
-                evaluated = [user_metrics(config, arrays, s, d) for s, d in zip(stored, data)]
+            evaluated = evaluate_users(config, arrays, stored, data, device=device)
             row.update(mean_metrics(evaluated))
         row["wall_seconds"] = time.perf_counter() - started
         rows.append(row)

@@ -10,6 +10,7 @@ import pytest
 
 from fedrec.core.report import METRICS_FILE, SUMMARY_FILE, read_jsonl
 from fedrec.simulations.flower_runtime import ray_failed_to_start, simulation_runtime
+from fedrec.simulations.simulate import RUNTIME_START_ATTEMPTS
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -21,7 +22,7 @@ def test_flwr_run_dot_trains_and_writes_the_run_directory(tmp_path: Path, no_lef
     # 50 simulated nodes for 1000 synthetic users: each node is a site holding 20 users
     run_config = {"out-dir": str(out), "rounds": 2, "clients-per-round": 5, "dim": 8,
                   "eval-every": 2, "eval-fraction": 0.5}
-    for _attempt in range(3):  # fresh runtimes if Ray's head node missed its start-up deadline
+    for _attempt in range(RUNTIME_START_ATTEMPTS):  # fresh runtimes if Ray's head node failed to start
         with simulation_runtime(tmp_path) as runtime:
             command = runtime.flwr_run_command(run_config, num_supernodes=50, cpus_per_client=1, app_dir=REPO)
             done = subprocess.run(command, env=runtime.env, cwd=REPO, capture_output=True, text=True, timeout=600)
