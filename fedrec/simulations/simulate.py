@@ -64,11 +64,20 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
     started = time.perf_counter()
     for attempt in range(1, RUNTIME_START_ATTEMPTS + 1):
         log_offset = (out_dir / FLOWER_LOG).stat().st_size if (out_dir / FLOWER_LOG).exists() else 0
+        rows_before = _row_count(out_dir / METRICS_FILE)
         returncode = _run_once(config, out_dir, n_nodes, cpus_per_client, show_progress, started, timeout_s,
                                attempt, log_offset)
-        if not _ray_failed_in_log(out_dir / FLOWER_LOG, log_offset) or attempt == RUNTIME_START_ATTEMPTS:
+        if attempt == RUNTIME_START_ATTEMPTS or (out_dir / SUMMARY_FILE).is_file():
             break
-        print(f"Ray's head node failed to start (attempt {attempt} of {RUNTIME_START_ATTEMPTS}); "
+        if _ray_failed_in_log(out_dir / FLOWER_LOG, log_offset):
+            reason = "Ray's head node failed to start"
+        elif _row_count(out_dir / METRICS_FILE) == rows_before and not _error_in_log(out_dir / FLOWER_LOG, log_offset):
+            # seen once at 100k users: the run ended during the ServerApp's set-up, before any
+            # round, with no error logged (the SuperLink stopped hearing from the simulation)
+            reason = "the simulation ended before its first round without an error"
+        else:
+            break
+        print(f"{reason} (attempt {attempt} of {RUNTIME_START_ATTEMPTS}); "
               f"starting a fresh runtime in {RUNTIME_RETRY_PAUSE_S:.0f} s")
         time.sleep(RUNTIME_RETRY_PAUSE_S)
     summary_path = out_dir / SUMMARY_FILE
@@ -115,6 +124,20 @@ def _gpu_share(config: RunConfig, n_nodes: int) -> float:
             raise ValueError("device 'cuda' was asked for but this machine shows no CUDA GPU")
         return 0.0
     return 1.0 / n_nodes
+
+
+def _row_count(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def _error_in_log(log_path: Path, offset: int) -> bool:
+    """Whether this attempt's part of the log holds a traceback or an error line."""
+    if not log_path.exists():
+        return False
+    with log_path.open("rb") as handle:
+        handle.seek(offset)
+        text = handle.read().decode("utf-8", errors="replace")
+    return "Traceback" in text or "ERROR" in text
 
 
 def _ray_failed_in_log(log_path: Path, offset: int) -> bool:
