@@ -36,11 +36,9 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
 
     ``evaluate=False`` skips the evaluation rounds (benchmarks timing training alone).
     With the cohort executor and ``partitions = P``, the users are dealt to P partitions
-    as to P cohort nodes (``u mod P``) and trained partition after partition; the row's
-    ``train_seconds`` is then the round's critical path had the partitions run in
-    parallel — the round minus the partitions' serial time plus the slowest one
-    (``serial_train_seconds`` keeps the measured total). That is the floor of P nodes
-    on P cores: no transport, no serialisation, no scheduling.
+    as to P cohort nodes (``u mod P``) and the partitions' mean updates are averaged by
+    their example counts, as the strategy averages the nodes' replies. (The floor that
+    runs partitions in parallel processes is :mod:`fedrec.simulations.parallel_floor`.)
     """
     torch.set_num_threads(threads)
     device = resolve_device(config.device)
@@ -53,10 +51,8 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
         started = time.perf_counter()
         users = [int(u) for u in sample_users(split.n_users, config.clients_per_round, config.seed,
                                               server_round, "train")]
-        part_seconds: list[float] = []
         updates, weights, losses = [], [], []
         for part in range(partitions if config.executor == "cohort" else 1):
-            part_started = time.perf_counter()
             mine = [u for u in users if u % partitions == part] if config.executor == "cohort" else users
             result = train_users(config, arrays, [local.get(u) for u in mine],
                                  [split.user_data(u, for_evaluation=False) for u in mine], server_round,
@@ -66,12 +62,9 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
                 updates.append(result.mean_update)
                 weights.append(result.weight)
                 losses.append(result.mean_loss)
-            part_seconds.append(time.perf_counter() - part_started)
         arrays = optimizer.step(arrays, weighted_mean(updates, weights))
-        serial = time.perf_counter() - started
         row: dict[str, Any] = {"round": server_round, "train_loss": float(np.average(losses, weights=weights)),
-                               "clients": len(users), "serial_train_seconds": serial,
-                               "train_seconds": serial - sum(part_seconds) + max(part_seconds, default=0.0)}
+                               "clients": len(users), "train_seconds": time.perf_counter() - started}
         if evaluate and (server_round % config.eval_every == 0 or server_round == config.rounds):
             evaluated_users = [int(u) for u in split.evaluated_users()]
             stored = [local.get(u) for u in evaluated_users]
