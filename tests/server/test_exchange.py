@@ -27,14 +27,18 @@ class _FakeGrid:
         return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=f"m{i}"), index=i) for i in ready]
 
 
-def test_collects_every_reply_soon_after_it_is_ready() -> None:
+def test_collects_every_reply_polling_every_10_ms(monkeypatch) -> None:
+    from fedrec.server import loop
+
+    sleeps: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(loop.time, "sleep", lambda s: (sleeps.append(s), real_sleep(s)))
     grid = _FakeGrid([0.0, 0.05, 0.12])
-    started = time.monotonic()
     replies = send_and_receive(grid, ["a", "b", "c"], timeout=5.0)
-    elapsed = time.monotonic() - started
     assert sorted(r.index for r in replies) == [0, 1, 2]
-    assert 0.12 <= elapsed < 0.3  # Flower's own loop would wait for its next 0.1 s tick
-    assert grid.pulls >= 3
+    # Flower's own loop sleeps 0.1 s (3 s over gRPC) between pulls; ours waits 10 ms
+    assert sleeps and set(sleeps) == {loop.POLL_INTERVAL_S} and loop.POLL_INTERVAL_S == 0.01
+    assert grid.pulls == len(sleeps) + 1
 
 
 def test_returns_what_arrived_when_the_timeout_passes() -> None:
