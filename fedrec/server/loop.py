@@ -168,7 +168,8 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
     for server_round in range(first_round, config.rounds + 1):
         started = time.perf_counter()
         record = numpy_to_arrays(arrays)
-        instructions = list(strategy.configure_train(server_round, record, round_config(config, n_users, server_round, "train"), grid))
+        instructions = list(strategy.configure_train(
+            server_round, record, round_config(config, n_users, server_round, "train"), grid))
         bytes_down = _content_bytes(instructions)
         replies = send_and_receive(grid, instructions, config.round_timeout)
         bytes_up = _content_bytes(replies)

@@ -69,9 +69,10 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
                                attempt, log_offset)
         if attempt == RUNTIME_START_ATTEMPTS or (out_dir / SUMMARY_FILE).is_file():
             break
-        if _ray_failed_in_log(out_dir / FLOWER_LOG, log_offset):
+        log_text = _attempt_log(out_dir / FLOWER_LOG, log_offset)
+        if ray_failed_to_start(log_text):
             reason = "Ray's head node failed to start"
-        elif _row_count(out_dir / METRICS_FILE) == rows_before and not _error_in_log(out_dir / FLOWER_LOG, log_offset):
+        elif _row_count(out_dir / METRICS_FILE) == rows_before and not _has_error(log_text):
             # seen once at 100k users: the run ended during the ServerApp's set-up, before any
             # round, with no error logged (the SuperLink stopped hearing from the simulation)
             reason = "the simulation ended before its first round without an error"
@@ -106,7 +107,7 @@ def _run_once(config: RunConfig, out_dir: Path, n_nodes: int, cpus_per_client: i
                 if process.poll() is None:
                     process.kill()
                     process.wait()
-        if _ray_failed_in_log(out_dir / FLOWER_LOG, log_offset):
+        if ray_failed_to_start(_attempt_log(out_dir / FLOWER_LOG, log_offset)):
             runtime.stop()  # Ray's processes flush their logs when stopped
             kept = runtime.keep_ray_logs(out_dir / "ray-logs" / f"attempt-{attempt}")
             print(f"Ray failed to start; {kept} of its log files kept in {out_dir / 'ray-logs'}")
@@ -130,23 +131,17 @@ def _row_count(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.is_file() else 0
 
 
-def _error_in_log(log_path: Path, offset: int) -> bool:
-    """Whether this attempt's part of the log holds a traceback or an error line."""
+def _attempt_log(log_path: Path, offset: int) -> str:
+    """The part of the Flower log written by this attempt (from byte ``offset``)."""
     if not log_path.exists():
-        return False
+        return ""
     with log_path.open("rb") as handle:
         handle.seek(offset)
-        text = handle.read().decode("utf-8", errors="replace")
-    return "Traceback" in text or "ERROR" in text
+        return handle.read().decode("utf-8", errors="replace")
 
 
-def _ray_failed_in_log(log_path: Path, offset: int) -> bool:
-    """Whether this attempt's part of the log shows Ray failing to start."""
-    if not log_path.exists():
-        return False
-    with log_path.open("rb") as handle:
-        handle.seek(offset)
-        return ray_failed_to_start(handle.read().decode("utf-8", errors="replace"))
+def _has_error(log_text: str) -> bool:
+    return "Traceback" in log_text or "ERROR" in log_text
 
 
 def _follow(process: subprocess.Popen, out_dir: Path, config: RunConfig, show_progress: bool,

@@ -35,9 +35,9 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
     """Train like ``fedrec simulate`` would and return one row per round.
 
     ``evaluate=False`` skips the evaluation rounds (benchmarks timing training alone).
-    With the cohort executor and ``partitions = P``, the users are dealt to P partitions
-    as to P cohort nodes (``u mod P``) and the partitions' mean updates are averaged by
-    their example counts, as the strategy averages the nodes' replies. (The floor that
+    With ``partitions = P`` the users are dealt to P partitions as to P nodes
+    (``u mod P``) and the partitions' mean updates are averaged by their example counts,
+    as the strategy averages the nodes' replies. (The floor that
     runs partitions in parallel processes is :mod:`fedrec.simulations.parallel_floor`.)
     """
     torch.set_num_threads(threads)
@@ -52,8 +52,8 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
         users = [int(u) for u in sample_users(split.n_users, config.clients_per_round, config.seed,
                                               server_round, "train")]
         updates, weights, losses = [], [], []
-        for part in range(partitions if config.executor == "cohort" else 1):
-            mine = [u for u in users if u % partitions == part] if config.executor == "cohort" else users
+        for part in range(partitions):
+            mine = [u for u in users if u % partitions == part]
             result = train_users(config, arrays, [local.get(u) for u in mine],
                                  [split.user_data(u, for_evaluation=False) for u in mine], server_round,
                                  device=device)

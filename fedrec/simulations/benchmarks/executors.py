@@ -68,20 +68,20 @@ def _mean_train_seconds(rows: list[dict[str, Any]]) -> float:
     return statistics.mean(later) if later else float(rows[-1]["train_seconds"])
 
 
-def _loop_in_child(config: RunConfig, threads: int, evaluate: bool, partitions: int) -> dict[str, Any]:
+def _loop_in_child(config: RunConfig, threads: int, evaluate: bool) -> dict[str, Any]:
     """Run the torch loop in this (fresh) process; report its rows and peak RSS."""
     from fedrec.client.partition import split_for
     from fedrec.simulations.torch_loop import run_torch_loop
 
     started = time.perf_counter()
-    rows = run_torch_loop(split_for(config), config, threads=threads, evaluate=evaluate, partitions=partitions)
+    rows = run_torch_loop(split_for(config), config, threads=threads, evaluate=evaluate)
     return {"rows": rows, "seconds": time.perf_counter() - started,
             "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
-def measure_loop(config: RunConfig, threads: int = 1, evaluate: bool = False, partitions: int = 1) -> dict[str, Any]:
+def measure_loop(config: RunConfig, threads: int = 1, evaluate: bool = False) -> dict[str, Any]:
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        result = pool.apply(_loop_in_child, (config, threads, evaluate, partitions))
+        result = pool.apply(_loop_in_child, (config, threads, evaluate))
     rows = result["rows"]
     return {"seconds_per_round": _round_seconds(rows), "mean_seconds_per_round": _mean_train_seconds(rows),
             "train_seconds": [r["train_seconds"] for r in rows],
