@@ -1,0 +1,1 @@
+"""Differential privacy: accounting, record- and user-level mechanisms, the ledger."""
