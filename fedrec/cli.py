@@ -21,6 +21,15 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _privacy_targets(epsilon: float | None, noise_multiplier: float | None) -> dict[str, float]:
+    """--epsilon / --noise-multiplier as run-config values (0 means "not given" there)."""
+    if epsilon is not None and not epsilon > 0:
+        raise ValueError(f"--epsilon must be > 0, got {epsilon}: ε is the privacy budget")
+    if noise_multiplier is not None and not noise_multiplier > 0:
+        raise ValueError(f"--noise-multiplier must be > 0, got {noise_multiplier}")
+    return {"epsilon": epsilon or 0.0, "noise_multiplier": noise_multiplier or 0.0}
+
+
 @app.command()
 def simulate(
     dataset: str = typer.Option(DEFAULTS.dataset, help="synthetic, ml-100k or a path to a CSV file"),
@@ -46,6 +55,14 @@ def simulate(
                                  "(a few nodes, each training its sampled users in one vectorised pass)"),
     cohort_nodes: int = typer.Option(DEFAULTS.cohort_nodes, help="simulated nodes with --executor cohort"),
     device: str = typer.Option(DEFAULTS.device, help="cpu, cuda or auto: where --executor cohort trains"),
+    dp: str = typer.Option(DEFAULTS.dp, help="off, record (Opacus DP-SGD on each client), user-local "
+                           "(clients noise their own updates) or user-central (the server noises the sum)"),
+    epsilon: Optional[float] = typer.Option(None, help="privacy budget ε per unit; σ is derived when "
+                                            "--noise-multiplier is not given"),
+    delta: float = typer.Option(DEFAULTS.delta, help="δ; must be below 1/number of units"),
+    clip: float = typer.Option(DEFAULTS.clip, help="L2 clip norm C of one unit's contribution"),
+    noise_multiplier: Optional[float] = typer.Option(None, help="σ (noise std = σ·C); ε is then tracked"),
+    accountant: str = typer.Option(DEFAULTS.accountant, help="rdp or prv (Opacus accountants)"),
     out: Optional[Path] = typer.Option(None, help="run directory (required unless --resume)"),
     resume: Optional[Path] = typer.Option(None, help="continue the checkpointed run in this directory"),
     quiet: bool = typer.Option(False, help="no progress bar"),
@@ -68,7 +85,8 @@ def simulate(
                 batch_size=batch_size, dim=dim, loss=loss, aggregation=aggregation,
                 server_lr=server_lr, seed=seed, eval_every=eval_every, eval_fraction=eval_fraction,
                 checkpoint_every=checkpoint_every, executor=executor, cohort_nodes=cohort_nodes,
-                device=device,
+                device=device, dp=dp, delta=delta, clip=clip, accountant=accountant,
+                **_privacy_targets(epsilon, noise_multiplier),
             )
             out_dir = out
         summary = run_simulation(config, out_dir, show_progress=not quiet)

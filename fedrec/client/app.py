@@ -30,10 +30,11 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedrec.client.partition import node_users, split_for
+from fedrec.client.privacy_state import PrivacyHistoryStore
 from fedrec.client.state import CohortVectorStore, UserVectorStore
 from fedrec.core.array_check import array_problem
 from fedrec.core.executors import evaluate_users, train_users
@@ -41,6 +42,7 @@ from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.device import resolve_device
 from fedrec.core.evaluation import mean_metrics, metric_keys
 from fedrec.core.models.registry import build_model
+from fedrec.core.privacy.client_round import Release, private_train_users
 from fedrec.core.run_config import RunConfig
 from fedrec.core.wire import (
     ARRAYS,
@@ -48,6 +50,13 @@ from fedrec.core.wire import (
     METRICS,
     NODE_SECONDS,
     NUM_EXAMPLES,
+    PRIVACY,
+    PRIVACY_EPSILON,
+    PRIVACY_NOISE,
+    PRIVACY_RATE,
+    PRIVACY_REFUSED,
+    PRIVACY_STEPS,
+    PRIVACY_USERS,
     SAMPLED_USERS,
     SERVER_ROUND,
     TRAIN_LOSS,
@@ -144,8 +153,10 @@ def train(msg: Message, context: Context) -> Message:
     server_round = _server_round(msg)
 
     users = _users_this_round(msg, context, split.n_users)
-    result = train_users(config, global_arrays, store.load_many(users),
-                         [split.user_data(user, for_evaluation=False) for user in users], server_round,
+    data = [split.user_data(user, for_evaluation=False) for user in users]
+    if config.dp != "off":
+        return _train_private(msg, context, node, data, server_round, started)
+    result = train_users(config, global_arrays, store.load_many(users), data, server_round,
                          device=resolve_device(config.device))
     store.save_many(result.users, result.locals)
     if result.weight > 0:
@@ -159,6 +170,46 @@ def train(msg: Message, context: Context) -> Message:
     )
     content = RecordDict({ARRAYS: _global_only(update, config, split.n_items), METRICS: metrics})
     return Message(content=content, reply_to=msg)
+
+
+def _train_private(msg: Message, context: Context, node: _NodeRound, data: list, server_round: int,
+                   started: float) -> Message:
+    """A DP round (:mod:`fedrec.core.privacy.client_round`): each user weighs 1 in the mean.
+
+    The reply carries the (private) mean update, the number of users that trained as
+    its weight, and per user what it spent or that it refused; no example counts and no
+    training loss, which would be releases no accountant covers.
+    """
+    config, global_arrays, store = node.config, node.global_arrays, node.store
+    histories = PrivacyHistoryStore(context.state)
+    users = [d.user for d in data]
+    result, releases, new_histories = private_train_users(
+        config, global_arrays, store.load_many(users), data, server_round, histories.load_many(users))
+    store.save_many(result.users, result.locals)
+    if config.dp != "user-central":
+        for user, history in zip(users, new_histories):
+            if history:
+                histories.save(user, history)
+    if result.weight > 0:
+        update = {k: (v / result.weight).astype(np.float32) for k, v in result.update_sum.items()}
+    else:
+        update = {name: np.zeros_like(value) for name, value in global_arrays.items()}
+    metrics = MetricRecord({NUM_EXAMPLES: int(result.weight), USERS_TRAINED: len(result.users),
+                            NODE_SECONDS: time.perf_counter() - started})
+    content = RecordDict({ARRAYS: _global_only(update, config, node.split.n_items), METRICS: metrics,
+                          PRIVACY: _privacy_record(releases)})
+    return Message(content=content, reply_to=msg)
+
+
+def _privacy_record(releases: list[Release]) -> ConfigRecord:
+    return ConfigRecord({
+        PRIVACY_USERS: [r.user for r in releases],
+        PRIVACY_REFUSED: [int(r.refused) for r in releases],
+        PRIVACY_NOISE: [float(r.noise_multiplier) for r in releases],
+        PRIVACY_RATE: [float(r.sample_rate) for r in releases],
+        PRIVACY_STEPS: [int(r.steps) for r in releases],
+        PRIVACY_EPSILON: [float(r.epsilon) for r in releases],
+    })
 
 
 @app.evaluate()

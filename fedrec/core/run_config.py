@@ -11,11 +11,16 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 from fedrec.core.device import DEVICES
+from fedrec.core.privacy.accounting import ACCOUNTANTS
 from fedrec.core.models.registry import MODELS
 from fedrec.core.training import TrainingConfig
 
 AGGREGATIONS = ("fedavg", "fedavg-slr", "fedadam")
 EXECUTORS = ("per-client", "cohort")
+# off: nothing is private. record: each example's gradient (Opacus, on the client).
+# user-local: each client clips and noises its own update. user-central: clients clip,
+# the server noises the sum (fedrec.core.privacy.plan has the details).
+DP_MODES = ("off", "record", "user-local", "user-central")
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,14 @@ class RunConfig:
     cohort_nodes: int = 2
     # where the cohort executor's tensors live: cpu, cuda or auto (cuda when visible)
     device: str = "cpu"
+    # differential privacy (fedrec.core.privacy.plan): epsilon 0 = no target/budget,
+    # noise-multiplier 0 = derived from epsilon; clip is C of the mode's unit.
+    dp: str = "off"
+    epsilon: float = 0.0
+    delta: float = 1e-5
+    clip: float = 1.0
+    noise_multiplier: float = 0.0
+    accountant: str = "rdp"
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -79,6 +92,30 @@ class RunConfig:
         if self.reconstruct_epochs < 0 or self.eval_negatives < 1 or self.num_items < 0:
             raise ValueError("reconstruct-epochs ≥ 0, eval-negatives ≥ 1 and num-items ≥ 0 are required")
         self.training  # validates the training hyper-parameters
+        self._check_privacy()
+
+    def _check_privacy(self) -> None:
+        """What can be checked without the data (δ against the number of units and σ
+        against ε are checked by :func:`fedrec.core.privacy.plan.check_against_data`)."""
+        if self.dp not in DP_MODES:
+            raise ValueError(f"unknown dp mode {self.dp!r}: choose one of {DP_MODES}")
+        if self.accountant not in ACCOUNTANTS:
+            raise ValueError(f"unknown accountant {self.accountant!r}: choose one of {ACCOUNTANTS}")
+        if self.dp == "off":
+            return
+        if not self.epsilon >= 0:
+            raise ValueError(f"epsilon must be > 0, got {self.epsilon}: ε is the privacy budget")
+        if not self.noise_multiplier >= 0:
+            raise ValueError(f"noise-multiplier must be > 0, got {self.noise_multiplier}")
+        if self.epsilon == 0 and self.noise_multiplier == 0:
+            raise ValueError(f"dp {self.dp} needs --epsilon (a budget; σ is derived) or "
+                             "--noise-multiplier (σ; ε is tracked), or both")
+        if not 0 < self.delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {self.delta}")
+        if not self.clip > 0:
+            raise ValueError(f"clip must be > 0, got {self.clip}: it bounds each unit's contribution")
+        if self.dp == "record" and self.executor == "cohort":
+            raise ValueError("dp record trains each user through Opacus: use --executor per-client")
 
     @property
     def training(self) -> TrainingConfig:

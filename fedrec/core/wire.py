@@ -18,3 +18,14 @@ SERVER_ROUND = "server-round"
 SAMPLED_USERS = "sampled-users"  # cohort executor: the users the server sampled this round
 
 USER_STATE_PREFIX = "fedrec.user."  # context.state key of one user's local parameters
+
+# Under a DP mode a train reply carries a ConfigRecord PRIVACY with one entry per user
+# that was due to train: parallel lists under these keys (refused: 1 if its budget was spent).
+PRIVACY = "privacy"
+PRIVACY_USERS = "users"
+PRIVACY_REFUSED = "refused"
+PRIVACY_NOISE = "noise-multiplier"
+PRIVACY_RATE = "sample-rate"
+PRIVACY_STEPS = "steps"
+PRIVACY_EPSILON = "epsilon"
+PRIVACY_STATE_PREFIX = "fedrec.privacy."  # context.state key of one user's accountant history

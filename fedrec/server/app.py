@@ -21,6 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import leave_one_out
 from fedrec.core.itempop import evaluate_itempop
+from fedrec.core.privacy.plan import preflight
 from fedrec.core.report import CURVES_FILE, SUMMARY_FILE, build_summary, plot_curves, write_json_atomic
 from fedrec.core.run_config import RunConfig
 from fedrec.server.loop import run_rounds
@@ -55,7 +56,8 @@ def main(grid: Grid, context: Context) -> None:
         n_items, n_users = data.n_items, data.n_users
         split = leave_one_out(data, seed=config.seed, eval_negatives=config.eval_negatives)
         itempop = evaluate_itempop(split, config.eval_k)
-    rows = run_rounds(grid, config, run_dir, n_items, n_users)
+        logger.info(preflight(config, split))
+    rows = run_rounds(grid, config, run_dir, n_items, n_users, run_id=str(context.run_id))
     k = config.eval_k
     summary = build_summary(rows, k, itempop, config.to_user_config(), time.perf_counter() - started)
     write_json_atomic(run_dir / SUMMARY_FILE, summary)

@@ -30,6 +30,7 @@ from fedrec.core.models.base import global_state
 from fedrec.core.report import METRICS_FILE, append_jsonl, read_jsonl
 from fedrec.core.run_config import RunConfig
 from fedrec.core.sampling import sample_users
+from fedrec.server.privacy import ServerPrivacy, poisson_sample
 from fedrec.core.wire import METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS, USERS_TRAINED
 from fedrec.server.checkpoint import (
     MODEL_FILE,
@@ -57,11 +58,13 @@ def make_server_optimizer(config: RunConfig, n_items: int) -> ServerOptimizer:
     return ServerOptimizer(config.aggregation, config.server_lr, scaled=frozenset(model.item_table_names))
 
 
-def make_strategy(config: RunConfig, n_nodes: int, n_items: int) -> FedOptOnUpdates:
-    """Per-client: Flower samples ``clients-per-round`` of the (one-user) nodes.
+def make_strategy(config: RunConfig, n_nodes: int, n_items: int,
+                  privacy: ServerPrivacy | None = None) -> FedOptOnUpdates:
+    """Per-client: Flower samples ``clients-per-round`` of the (one-user) nodes
+    (user-central DP: each node with probability ``q``, see :mod:`fedrec.server.privacy`).
 
     Cohort: every node is asked each round and trains those of its users that the
-    server sampled (:func:`fedrec.core.sampling.sample_users`).
+    server sampled (:func:`fedrec.core.sampling.sample_users`; Poisson under user-central).
     """
     if config.executor == "cohort":
         clients, evaluate_fraction, evaluate_nodes = n_nodes, 1.0, n_nodes
@@ -69,22 +72,29 @@ def make_strategy(config: RunConfig, n_nodes: int, n_items: int) -> FedOptOnUpda
         clients = min(config.clients_per_round, n_nodes)
         evaluate_fraction = config.eval_fraction
         evaluate_nodes = max(1, int(round(n_nodes * config.eval_fraction)))
-    return FedOptOnUpdates(
+    strategy = FedOptOnUpdates(
         make_server_optimizer(config, n_items),
+        privacy,
         fraction_train=clients / n_nodes,
         min_train_nodes=clients,
         fraction_evaluate=evaluate_fraction,
         min_evaluate_nodes=evaluate_nodes,
         min_available_nodes=clients,
     )
+    strategy.poisson_nodes = privacy is not None and privacy.central and config.executor != "cohort"
+    return strategy
 
 
 def round_config(config: RunConfig, n_users: int | None, server_round: int, purpose: str) -> ConfigRecord:
-    """What an instruction carries besides the model: in cohort mode, the sampled users."""
+    """What an instruction carries besides the model: in cohort mode, the sampled users
+    (under user-central DP, each user with probability ``clients-per-round / n``, secretly)."""
     if config.executor != "cohort":
         return ConfigRecord()
     if n_users is None:
         raise ValueError("the cohort executor needs the number of users: the server must read the dataset")
+    if purpose == "train" and config.dp == "user-central":
+        return ConfigRecord({SAMPLED_USERS: poisson_sample(list(range(n_users)),
+                                                           min(1.0, config.clients_per_round / n_users))})
     k = config.clients_per_round if purpose == "train" else max(1, int(round(n_users * config.eval_fraction)))
     sampled = sample_users(n_users, k, config.seed, server_round, purpose)
     return ConfigRecord({SAMPLED_USERS: [int(u) for u in sampled]})
@@ -142,8 +152,12 @@ def _content_bytes(messages: list[Message]) -> int:
 
 
 def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
-               n_users: int | None = None) -> list[dict[str, Any]]:
-    """Train for ``config.rounds`` rounds (minus those already done when resuming)."""
+               n_users: int | None = None, run_id: str = "") -> list[dict[str, Any]]:
+    """Train for ``config.rounds`` rounds (minus those already done when resuming).
+
+    Under a DP mode, ``privacy.db`` gets each round's mechanism applications
+    (:mod:`fedrec.server.privacy`) and each metrics row its anchor and refusals.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     arrays = initial_global_arrays(config, n_items)
     optimizer_state: dict[str, dict[str, np.ndarray]] = {}
@@ -162,10 +176,31 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
     # Flower's node sampling draws from `random`; a resumed run continues with fresh draws
     random.seed(config.seed * 1_000_003 + first_round)
     n_nodes = len(list(grid.get_node_ids()))
-    strategy = make_strategy(config, n_nodes, n_items)
+    privacy = None
+    if config.dp != "off":
+        n_units = n_users if config.executor == "cohort" and n_users is not None else n_nodes
+        privacy = ServerPrivacy.open(config, n_units, run_dir, run_id or run_dir.name)
+    strategy = make_strategy(config, n_nodes, n_items, privacy)
     strategy.optimizer.state = optimizer_state
     metrics_path = run_dir / METRICS_FILE
+    try:
+        _train_rounds(grid, config, run_dir, arrays, strategy, privacy, first_round, n_users)
+    finally:
+        if privacy is not None:
+            privacy.close()
+    return read_jsonl(metrics_path)
+
+
+def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str, np.ndarray],
+                  strategy: FedOptOnUpdates, privacy: ServerPrivacy | None, first_round: int,
+                  n_users: int | None) -> None:
+    metrics_path = run_dir / METRICS_FILE
+    user_config = config.to_user_config()
     for server_round in range(first_round, config.rounds + 1):
+        if privacy is not None and privacy.central and not privacy.central_round_allowed():
+            logger.warning("round %d not run: it would take the server's ε past the budget %g",
+                           server_round, config.epsilon)
+            break
         started = time.perf_counter()
         record = numpy_to_arrays(arrays)
         instructions = list(strategy.configure_train(
@@ -186,6 +221,8 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
             "train_loss": float(train_metrics[TRAIN_LOSS]) if train_metrics and TRAIN_LOSS in train_metrics else None,
             "examples": int(train_metrics[NUM_EXAMPLES]) if train_metrics else 0,
         }
+        if privacy is not None:  # committed to privacy.db before this row is written
+            row.update(privacy.record_round(server_round, replies))
         if server_round % config.eval_every == 0 or server_round == config.rounds:
             record = numpy_to_arrays(arrays)
             eval_messages = list(strategy.configure_evaluate(
@@ -202,4 +239,3 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
         if server_round % config.checkpoint_every == 0 or server_round == config.rounds:
             save_checkpoint(run_dir, Checkpoint(server_round, arrays, strategy.optimizer.state, user_config))
     save_arrays(run_dir / MODEL_FILE, arrays)
-    return read_jsonl(metrics_path)

@@ -17,6 +17,8 @@ from typing import Any
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedrec.core.data.loaders import load_dataset
+from fedrec.core.data.split import leave_one_out
+from fedrec.core.privacy.plan import preflight
 from fedrec.core.report import METRICS_FILE, SUMMARY_FILE, read_jsonl
 from fedrec.core.run_config import RunConfig
 from fedrec.server.checkpoint import CHECKPOINT_DIR, STATE_FILE
@@ -39,7 +41,12 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     saved = json.loads(state_path.read_text())["config"]
     saved.update(overrides)
     saved.update({"resume": True, "out-dir": str(run_dir.resolve())})
-    return RunConfig.from_user_config(saved)
+    config = RunConfig.from_user_config(saved)
+    if config.dp in ("record", "user-local"):
+        raise ValueError(f"cannot resume {run_dir}: under dp {config.dp} each client keeps its own accountant "
+                         "in the simulated node's state, which ended with the previous run; resuming would "
+                         "restart every client's ε from zero")
+    return config
 
 
 def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_progress: bool = True,
@@ -56,7 +63,12 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
                 )
     else:  # the summary of the earlier, shorter run is no longer the run's result
         (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
-    n_users = load_dataset(config.dataset, config.data_dir, config.seed).n_users
+    data = load_dataset(config.dataset, config.data_dir, config.seed)
+    n_users = data.n_users
+    # refuse a DP configuration the data makes meaningless before anything starts
+    privacy_line = preflight(config, leave_one_out(data, seed=config.seed, eval_negatives=config.eval_negatives))
+    if show_progress or config.dp == "off":
+        print(privacy_line, flush=True)
     # per-client: one simulated node per user; cohort: a few nodes, each holding many users
     n_nodes = n_users if config.executor == "per-client" else min(config.cohort_nodes, n_users)
     (out_dir / CONFIG_FILE).write_text(json.dumps(config.to_user_config(), indent=2, sort_keys=True))

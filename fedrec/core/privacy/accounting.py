@@ -21,11 +21,9 @@ its own releases.
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from typing import Iterable, Sequence
-
-from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
 
 ACCOUNTANTS = ("rdp", "prv")
 
@@ -69,9 +67,13 @@ def epsilon(history: Sequence[Step], delta: float, accountant: str) -> float:
 
 @lru_cache(maxsize=4096)
 def _epsilon_cached(runs: tuple[Step, ...], delta: float, accountant: str) -> float:
+    from opacus.accountants import PRVAccountant, RDPAccountant  # heavy: only when accounting
+
     engine = RDPAccountant() if accountant == "rdp" else PRVAccountant()
     engine.history = list(runs)
-    return float(engine.get_epsilon(delta))
+    with warnings.catch_warnings():  # "optimal order is the largest alpha": ε is still a valid bound
+        warnings.simplefilter("ignore", UserWarning)
+        return float(engine.get_epsilon(delta))
 
 
 @lru_cache(maxsize=1024)
@@ -83,6 +85,10 @@ def noise_for_epsilon(target_epsilon: float, delta: float, sample_rate: float, s
         raise ValueError(f"epsilon must be > 0, got {target_epsilon}")
     if steps < 1 or not 0 < sample_rate <= 1:
         raise ValueError(f"need steps ≥ 1 and a sampling rate in (0, 1], got {steps}, {sample_rate}")
-    return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                      sample_rate=sample_rate, steps=steps, accountant=accountant,
-                                      epsilon_tolerance=0.01 * target_epsilon))
+    from opacus.accountants.utils import get_noise_multiplier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
+                                          sample_rate=sample_rate, steps=steps, accountant=accountant,
+                                          epsilon_tolerance=0.01 * target_epsilon))

@@ -22,7 +22,17 @@ touching clients would also work but reveals the touched items, so we do not off
 FedAdam on the same updates stayed far below (0.35 after 50 rounds with Adam clients).
 
 Sampling: ``configure_train`` samples ``clients-per-round`` nodes uniformly without
-replacement (Flower's FedAvg sampling), not Poisson.
+replacement (Flower's FedAvg sampling), except under ``user-central`` DP, where each
+node is sampled independently with ``q = clients-per-round / n`` (Poisson), which is
+what the accountant describes.
+
+Under a DP mode (``privacy`` given) every trained user weighs 1 and the aggregation is
+:mod:`fedrec.core.privacy.aggregation` (plain mean of private updates, or the noised sum
+of clipped ones over the expected count). Flower's DP wrappers
+(``DifferentialPrivacyServerSideFixedClipping`` and friends, ``fixedclipping_mod``) do
+not fit: they clip and noise the *model* a client returns and divide by the sampled
+count, while our clients return updates of the global part only and our noise must be
+divided by the expected count under Poisson sampling; they also keep no accountant.
 """
 
 from __future__ import annotations
@@ -31,14 +41,17 @@ from collections.abc import Iterable
 from logging import ERROR, WARNING
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedrec.core.aggregation import ServerOptimizer, weighted_mean
 from fedrec.core.array_check import array_problem
-from fedrec.core.wire import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES
+from fedrec.core.privacy.aggregation import central_noised_mean, exceeds_clip, private_mean
+from fedrec.core.privacy.mechanisms import secure_generator
+from fedrec.core.wire import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, PRIVACY
+from fedrec.server.privacy import ServerPrivacy, parse_releases, poisson_sample
 
 COUNT_METRICS_SUFFIX = ("users-trained", "users-evaluated", "users-reconstructed")
 
@@ -74,7 +87,8 @@ def numpy_to_arrays(arrays: dict[str, np.ndarray]) -> ArrayRecord:
 class FedOptOnUpdates(FedAvg):
     """Aggregates updates of the global part and applies a server optimiser."""
 
-    def __init__(self, optimizer: ServerOptimizer, **fedavg_kwargs: object) -> None:
+    def __init__(self, optimizer: ServerOptimizer, privacy: ServerPrivacy | None = None,
+                 **fedavg_kwargs: object) -> None:
         super().__init__(
             weighted_by_key=NUM_EXAMPLES,
             arrayrecord_key=ARRAYS,
@@ -84,12 +98,19 @@ class FedOptOnUpdates(FedAvg):
             **fedavg_kwargs,  # type: ignore[arg-type]
         )
         self.optimizer = optimizer
+        self.privacy = privacy
         self._current: dict[str, np.ndarray] | None = None
+        self.poisson_nodes = False  # set by the loop: user-central with one user per node
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._current = arrays_to_numpy(arrays)
+        if self.privacy is not None and self.poisson_nodes:
+            nodes = poisson_sample(sorted(grid.get_node_ids()), self.privacy.rate)
+            config["server-round"] = server_round
+            record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+            return self._construct_messages(record, nodes, MessageType.TRAIN)
         return super().configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
@@ -102,10 +123,31 @@ class FedOptOnUpdates(FedAvg):
         contents = [m.content for m in usable]
         weights = [float(c.metric_records[METRICS][NUM_EXAMPLES]) for c in contents]
         metrics = aggregate_reply_metrics(contents, NUM_EXAMPLES) if contents else None
+        if self.privacy is not None:
+            return self._aggregate_private(server_round, contents, weights, metrics)
         if not contents or sum(weights) <= 0:
             return None, metrics
         updates = [arrays_to_numpy(c.array_records[ARRAYS]) for c in contents]
-        new_global = self.optimizer.step(self._current, weighted_mean(updates, weights))
+        return self._step(server_round, weighted_mean(updates, weights), metrics)
+
+    def _aggregate_private(self, server_round: int, contents: list[RecordDict], weights: list[float],
+                           metrics: MetricRecord | None) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Mean of private updates, or (user-central) the noised sum over the expected count."""
+        assert self.privacy is not None and self._current is not None
+        updates = [arrays_to_numpy(c.array_records[ARRAYS]) for c in contents]
+        if self.privacy.central:  # noise is released even when nobody was sampled
+            mean = central_noised_mean(updates, weights, self._current, self.privacy.noise_multiplier,
+                                       self.privacy.config.clip, self.privacy.expected_units, secure_generator())
+        elif sum(weights) > 0:
+            mean = private_mean(updates, weights, self._current)
+        else:
+            return None, metrics
+        return self._step(server_round, mean, metrics)
+
+    def _step(self, server_round: int, mean: dict[str, np.ndarray],
+              metrics: MetricRecord | None) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        assert self._current is not None
+        new_global = self.optimizer.step(self._current, mean)
         diverged = [name for name, value in new_global.items() if not np.all(np.isfinite(value))]
         if diverged:  # finite updates times the server learning rate overflowed
             log(ERROR, "round %d: the aggregated model is not finite in %s; keeping the previous "
@@ -127,7 +169,29 @@ class FedOptOnUpdates(FedAvg):
             reason = "no update arrays"
         else:
             reason = array_problem(arrays_to_numpy(record), {k: v.shape for k, v in self._current.items()})
+        if reason is None and self.privacy is not None:
+            reason = self._privacy_problem(message, float(weight))
         if reason:
             log(WARNING, "round %d: dropped the update of node %d: %s", server_round, node, reason)
             return False
         return True
+
+    def _privacy_problem(self, message: Message, weight: float) -> str | None:
+        """Why a DP reply cannot be used: no privacy report, or an update longer than clipping allows."""
+        assert self.privacy is not None
+        if self.privacy.central:
+            update = arrays_to_numpy(message.content.array_records[ARRAYS])
+            if exceeds_clip(update, weight, self.privacy.config.clip):
+                return f"its update is longer than {weight:g} users clipped to C={self.privacy.config.clip:g}"
+            return None
+        record = message.content.config_records.get(PRIVACY)
+        if record is None:
+            return "no privacy report (per-user σ, q, steps, ε) with a DP update"
+        try:
+            releases = parse_releases(record)
+        except ValueError as err:
+            return str(err)
+        trained = sum(1 for release in releases if not release[1])
+        if trained != weight:
+            return f"its privacy report lists {trained} users that trained, its weight says {weight:g}"
+        return None

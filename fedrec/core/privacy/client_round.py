@@ -1,0 +1,131 @@
+"""A client's round under a DP mode: train, apply the mode's mechanism, account, budget.
+
+For each user the client holds (no Flower here; the ClientApp and the pure-torch loop
+call :func:`private_train_users`):
+
+* ``record`` — DP-SGD through Opacus (:mod:`fedrec.core.privacy.record_level`); the
+  user's accountant history gains ``(σ, q, steps)``;
+* ``user-local`` — the ordinary local round, then ``clip(Δ, C) + N(0, σ²C²)``; the
+  history gains ``(σ, 1, 1)``;
+* ``user-central`` — the ordinary local round, then ``clip(Δ, C)``; the server adds the
+  noise and keeps the accountant, so the client's history does not change.
+
+Budget: before training, a user whose history plus this round's steps would exceed the
+ε budget **refuses** (trains nothing, releases nothing) and says so in its
+:class:`Release`. The ε reported after a round is that user's accountant on its whole
+history — every round it took part in, never restarted.
+
+Randomness: record sampling and all noise come from the OS (:func:`secure_generator`);
+pass ``generator`` only in tests. The ordinary local training of the user-level modes
+keeps its seeded generator: the guarantee rests on clipping and noise, not on it.
+Every user weighs 1 in the node's mean update (see :mod:`fedrec.core.privacy.aggregation`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from fedrec.core.cohort import CohortResult, empty_result
+from fedrec.core.data.split import UserData
+from fedrec.core.local_update import LocalResult, user_round
+from fedrec.core.privacy import plan
+from fedrec.core.privacy.accounting import Step, epsilon
+from fedrec.core.privacy.mechanisms import add_gaussian_noise, clip_update, secure_generator
+from fedrec.core.privacy.record_steps import record_sample_rate, record_steps_per_round
+from fedrec.core.run_config import RunConfig
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class Release:
+    """What one user spent (or refused to spend) this round."""
+
+    user: int
+    refused: bool
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+    epsilon: float  # the user's ε after this round (its ε so far when it refused)
+
+
+def planned_step(config: RunConfig, n_records: int) -> Step:
+    """The ``(σ, q, steps)`` this user's round would apply (client-side accounting modes)."""
+    if config.dp == "record":
+        return (plan.record_noise(config, n_records), record_sample_rate(n_records, config.batch_size),
+                record_steps_per_round(n_records, config.batch_size, config.local_epochs, config.user_epochs))
+    if config.dp == "user-local":
+        return (plan.local_noise(config), 1.0, 1)
+    raise ValueError(f"dp {config.dp} is not accounted on the client")
+
+
+def private_user_round(config: RunConfig, global_arrays: Arrays, stored_local: Arrays | None, user: UserData,
+                       server_round: int, history: list[Step],
+                       generator: np.random.Generator | None = None) -> tuple[LocalResult | None, Release, list[Step]]:
+    """One user's private round: ``(result or None if refused, release, new history)``."""
+    generator = generator if generator is not None else secure_generator()
+    if config.dp == "user-central":
+        one = user_round(config, global_arrays, stored_local, user, server_round)
+        clipped, _ = clip_update(one.update, config.clip)
+        return (LocalResult(clipped, one.local, one.num_examples, one.loss),
+                Release(user.user, False, 0.0, 0.0, 0, 0.0), history)
+    step = planned_step(config, len(user.train_items))
+    spent_before = epsilon(history, config.delta, config.accountant)
+    after = epsilon([*history, step], config.delta, config.accountant)
+    budget = plan.budget(config)
+    if budget is not None and after > budget * (1 + 1e-9):
+        return None, Release(user.user, True, step[0], step[1], 0, spent_before), history
+    if config.dp == "user-local":
+        one = user_round(config, global_arrays, stored_local, user, server_round)
+        clipped, _ = clip_update(one.update, config.clip)
+        noised = add_gaussian_noise(clipped, step[0] * config.clip, generator)
+        result = LocalResult(noised, one.local, one.num_examples, one.loss)
+        applied = [step]
+    else:
+        from fedrec.core.local_update import new_local_parameters
+        from fedrec.core.privacy.record_level import RecordDP, train_user_private
+
+        local = stored_local
+        if local is None:
+            local = new_local_parameters(config.model, user.n_items, config.dim, config.seed, user.user)
+        result, applied = train_user_private(
+            config.model, config.dim, global_arrays, local, user, config.training, config.local_epochs,
+            config.user_epochs, generator, RecordDP(noise_multiplier=step[0], clip=config.clip,
+                                                     accountant=config.accountant))
+    new_history = [*history, *applied]
+    steps = sum(s for _, _, s in applied)
+    return result, Release(user.user, False, step[0], step[1], steps,
+                           epsilon(new_history, config.delta, config.accountant)), new_history
+
+
+def private_train_users(config: RunConfig, global_arrays: Arrays, stored: Sequence[Arrays | None],
+                        users: Sequence[UserData], server_round: int, histories: Sequence[list[Step]],
+                        generator: np.random.Generator | None = None,
+                        ) -> tuple[CohortResult, list[Release], list[list[Step]]]:
+    """Every user's private round; the node's result weighs each trained user 1."""
+    if not len(stored) == len(users) == len(histories):
+        raise ValueError("one stored-locals entry and one history per user are required")
+    result = empty_result(global_arrays)
+    releases: list[Release] = []
+    new_histories: list[list[Step]] = []
+    for local, user, history in zip(stored, users, histories):
+        if len(user.train_items) == 0:
+            new_histories.append(history)
+            continue
+        one, release, history = private_user_round(config, global_arrays, local, user, server_round, history,
+                                                   generator)
+        releases.append(release)
+        new_histories.append(history)
+        if one is None:
+            continue
+        for name, value in one.update.items():
+            result.update_sum[name] += value
+        result.weight += 1
+        result.users.append(user.user)
+        result.locals.append(one.local)
+        result.num_examples.append(one.num_examples)
+        result.losses.append(one.loss)
+    return result, releases, new_histories

@@ -1,0 +1,145 @@
+"""The server's side of a DP run: central noise and accounting, the ledger, refusals.
+
+* ``user-central``: the server samples units by Poisson (each independently with
+  ``q = clients-per-round / n``, from OS entropy, so nobody can replay who was
+  sampled), adds the noise to the sum of clipped updates
+  (:mod:`fedrec.core.privacy.aggregation`) and keeps the accountant: ``(σ, q, 1)``
+  per round, one ledger row ``who = server`` per round. A round that would take ε past
+  the budget is not run.
+* ``record`` / ``user-local``: clients account for themselves and report, per user,
+  ``(σ, q, steps, ε)`` or a refusal; the server writes one ledger row per user that
+  trained and counts the refusals.
+
+Rows are appended (and committed) as soon as a round is aggregated, before its line in
+``metrics.jsonl``; that line then carries the ledger's size and head hash as an
+anchor, so deleting the newest rows is detectable too.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flwr.app import ConfigRecord, Message
+
+from fedrec.core.privacy import plan
+from fedrec.core.privacy.accounting import Step, epsilon
+from fedrec.core.privacy.ledger import LEDGER_FILE, LedgerEntry, PrivacyLedger, read_ledger
+from fedrec.core.run_config import RunConfig
+from fedrec.core.wire import (
+    PRIVACY,
+    PRIVACY_EPSILON,
+    PRIVACY_NOISE,
+    PRIVACY_RATE,
+    PRIVACY_REFUSED,
+    PRIVACY_STEPS,
+    PRIVACY_USERS,
+)
+
+logger = logging.getLogger("fedrec.server")
+SERVER = "server"
+
+
+def poisson_sample(candidates: list[int], rate: float) -> list[int]:
+    """Each candidate independently with probability ``rate`` (OS entropy)."""
+    draw = random.SystemRandom()
+    return [c for c in candidates if draw.random() < rate]
+
+
+@dataclass
+class ServerPrivacy:
+    """Ledger, server accountant (user-central) and refusal counts of a DP run."""
+
+    config: RunConfig
+    n_units: int
+    run_id: str
+    ledger: PrivacyLedger
+    history: list[Step] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, config: RunConfig, n_units: int, run_dir: Path, run_id: str) -> "ServerPrivacy":
+        """Open (or create) ``privacy.db``; a resumed run reloads the server's history from it."""
+        path = run_dir / LEDGER_FILE
+        history: list[Step] = []
+        if config.resume and path.exists():
+            history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in read_ledger(path) if r.who == SERVER]
+        return cls(config, n_units, run_id, PrivacyLedger(path), history)
+
+    # --- user-central -------------------------------------------------------------
+    @property
+    def central(self) -> bool:
+        return self.config.dp == "user-central"
+
+    @property
+    def rate(self) -> float:
+        return plan.central_rate(self.config, self.n_units)
+
+    @property
+    def noise_multiplier(self) -> float:
+        return plan.central_noise(self.config, self.n_units)
+
+    @property
+    def expected_units(self) -> float:
+        return self.rate * self.n_units
+
+    def central_round_allowed(self) -> bool:
+        """False when one more round would take the server's ε past the budget."""
+        budget = plan.budget(self.config)
+        if budget is None:
+            return True
+        after = epsilon([*self.history, (self.noise_multiplier, self.rate, 1)], self.config.delta,
+                        self.config.accountant)
+        return after <= budget * (1 + 1e-9)
+
+    # --- ledger ---------------------------------------------------------------------
+    def record_round(self, server_round: int, replies: list[Message]) -> dict[str, object]:
+        """Write this round's ledger rows; return the metrics-row fields (anchor, refusals)."""
+        entries: list[LedgerEntry] = []
+        refused = 0
+        budget = plan.budget(self.config)
+        if self.central:
+            self.history.append((self.noise_multiplier, self.rate, 1))
+            entries.append(self._entry(server_round, SERVER, self.noise_multiplier, self.rate, 1,
+                                       epsilon(self.history, self.config.delta, self.config.accountant), budget))
+        else:
+            for message in replies:
+                if not message.has_content():
+                    continue
+                record = message.content.config_records.get(PRIVACY)
+                if record is None:
+                    logger.warning("round %d: node %d replied without its privacy report", server_round,
+                                   message.metadata.src_node_id)
+                    continue
+                for release in parse_releases(record):
+                    user, was_refused, sigma, rate, steps, eps = release
+                    if was_refused:
+                        refused += 1
+                        logger.warning("round %d: client %d refused to train: its next round would exceed "
+                                       "ε=%g (spent %.4g)", server_round, user, budget or 0.0, eps)
+                        continue
+                    entries.append(self._entry(server_round, f"client:{user}", sigma, rate, steps, eps, budget))
+        if entries:
+            self.ledger.append(entries)
+        rows, head = self.ledger.head()
+        return {"ledger_rows": rows, "ledger_head": head, "dp_refused": refused,
+                "epsilon_max": max((e.epsilon for e in entries), default=None)}
+
+    def _entry(self, server_round: int, who: str, sigma: float, rate: float, steps: int, eps: float,
+               budget: float | None) -> LedgerEntry:
+        return LedgerEntry(run_id=self.run_id, round=server_round, unit=plan.UNIT[self.config.dp],
+                           mode=self.config.dp, who=who, noise_multiplier=sigma, sample_rate=rate, steps=steps,
+                           clip_norm=self.config.clip, delta=self.config.delta, accountant=self.config.accountant,
+                           epsilon=eps, budget=budget)
+
+    def close(self) -> None:
+        self.ledger.close()
+
+
+def parse_releases(record: ConfigRecord) -> list[tuple[int, bool, float, float, int, float]]:
+    keys = (PRIVACY_USERS, PRIVACY_REFUSED, PRIVACY_NOISE, PRIVACY_RATE, PRIVACY_STEPS, PRIVACY_EPSILON)
+    columns = [record.get(k) for k in keys]
+    if any(not isinstance(c, list) for c in columns) or len({len(c) for c in columns}) != 1:
+        raise ValueError("malformed privacy report: expected equal-length lists " + ", ".join(keys))
+    return [(int(u), bool(r), float(s), float(q), int(n), float(e)) for u, r, s, q, n, e in zip(*columns)]
