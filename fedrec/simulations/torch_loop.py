@@ -8,6 +8,12 @@ functions the ClientApp calls, with the same per-user seeds — averages the upd
 steps the server optimiser; evaluation calls the ClientApp's scoring path for every
 user. No Flower, no Ray, no serialisation: its wall time is the floor that the
 simulation's overhead is measured against.
+
+Under a DP mode it runs the same private arithmetic as the apps
+(:func:`fedrec.core.privacy.client_round.private_train_users` on the clients,
+:mod:`fedrec.core.privacy.aggregation` on the server, Poisson sampling of users under
+``user-central``) and reports each round's largest ε (``epsilon_max``: the server's for
+``user-central``, the largest client's otherwise) and the refusals; it writes no ledger.
 """
 
 from __future__ import annotations
@@ -26,8 +32,14 @@ from fedrec.core.evaluation import mean_metrics
 from fedrec.core.models.base import global_state
 from fedrec.core.models.registry import build_model
 from fedrec.core.run_config import RunConfig
+from fedrec.core.privacy import plan
+from fedrec.core.privacy.accounting import Step, epsilon
+from fedrec.core.privacy.aggregation import central_noised_mean
+from fedrec.core.privacy.client_round import private_train_users
+from fedrec.core.privacy.mechanisms import secure_generator
 from fedrec.core.sampling import sample_users
 from fedrec.server.loop import make_server_optimizer
+from fedrec.server.privacy import poisson_sample
 
 
 def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
@@ -47,8 +59,16 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
     optimizer = make_server_optimizer(config, split.n_items)
     local: dict[int, dict[str, np.ndarray]] = {}
     rows = []
+    private = _PrivateLoop(config, split.n_users) if config.dp != "off" else None
     for server_round in range(1, config.rounds + 1):
         started = time.perf_counter()
+        if private is not None:
+            if not private.round_allowed():
+                break
+            arrays, row = private.round(split, arrays, local, optimizer, server_round)
+            row["train_seconds"] = time.perf_counter() - started
+            rows.append(_evaluated(row, split, config, arrays, local, evaluate, server_round, device, started))
+            continue
         users = [int(u) for u in sample_users(split.n_users, config.clients_per_round, config.seed,
                                               server_round, "train")]
         updates, weights, losses = [], [], []
@@ -65,12 +85,66 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
         arrays = optimizer.step(arrays, weighted_mean(updates, weights))
         row: dict[str, Any] = {"round": server_round, "train_loss": float(np.average(losses, weights=weights)),
                                "clients": len(users), "train_seconds": time.perf_counter() - started}
-        if evaluate and (server_round % config.eval_every == 0 or server_round == config.rounds):
-            evaluated_users = [int(u) for u in split.evaluated_users()]
-            stored = [local.get(u) for u in evaluated_users]
-            data = [split.user_data(u) for u in evaluated_users]
-            evaluated = evaluate_users(config, arrays, stored, data, device=device)
-            row.update(mean_metrics(evaluated))
-        row["wall_seconds"] = time.perf_counter() - started
-        rows.append(row)
+        rows.append(_evaluated(row, split, config, arrays, local, evaluate, server_round, device, started))
     return rows
+
+
+def _evaluated(row: dict[str, Any], split: LeaveOneOutSplit, config: RunConfig, arrays: dict[str, np.ndarray],
+               local: dict[int, dict[str, np.ndarray]], evaluate: bool, server_round: int,
+               device: torch.device, started: float) -> dict[str, Any]:
+    """``row`` with the ranking metrics on evaluation rounds, and its wall time."""
+    if evaluate and (server_round % config.eval_every == 0 or server_round == config.rounds):
+        evaluated_users = [int(u) for u in split.evaluated_users()]
+        stored = [local.get(u) for u in evaluated_users]
+        data = [split.user_data(u) for u in evaluated_users]
+        row.update(mean_metrics(evaluate_users(config, arrays, stored, data, device=device)))
+    row["wall_seconds"] = time.perf_counter() - started
+    return row
+
+
+class _PrivateLoop:
+    """The DP round of the apps, in process: client mechanisms, accountants, server noise."""
+
+    def __init__(self, config: RunConfig, n_users: int) -> None:
+        self.config = config
+        self.n_users = n_users
+        self.histories: dict[int, list[Step]] = {}
+        self.server_history: list[Step] = []
+
+    def round_allowed(self) -> bool:
+        if self.config.dp != "user-central" or plan.budget(self.config) is None:
+            return True
+        step = (plan.central_noise(self.config, self.n_users), plan.central_rate(self.config, self.n_users), 1)
+        spent = epsilon([*self.server_history, step], self.config.delta, self.config.accountant)
+        return spent <= self.config.epsilon * (1 + 1e-9)
+
+    def round(self, split: LeaveOneOutSplit, arrays: dict[str, np.ndarray], local: dict[int, dict[str, np.ndarray]],
+              optimizer: Any, server_round: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        config = self.config
+        if config.dp == "user-central":
+            users = poisson_sample(list(range(self.n_users)), plan.central_rate(config, self.n_users))
+        else:
+            users = [int(u) for u in sample_users(self.n_users, config.clients_per_round, config.seed,
+                                                  server_round, "train")]
+        result, releases, histories = private_train_users(
+            config, arrays, [local.get(u) for u in users], [split.user_data(u, for_evaluation=False) for u in users],
+            server_round, [self.histories.get(u, []) for u in users])
+        local.update(zip(result.users, result.locals))
+        if config.dp != "user-central":
+            self.histories.update((u, h) for u, h in zip(users, histories) if h)
+        sums = [result.update_sum] if result.weight > 0 else []
+        if config.dp == "user-central":
+            sigma, rate = plan.central_noise(config, self.n_users), plan.central_rate(config, self.n_users)
+            mean = central_noised_mean(sums, [1.0] * len(sums), arrays, sigma, config.clip, rate * self.n_users,
+                                       secure_generator())
+            self.server_history.append((sigma, rate, 1))
+            eps = epsilon(self.server_history, config.delta, config.accountant)
+        else:
+            mean = ({k: (v / result.weight).astype(np.float32) for k, v in result.update_sum.items()}
+                    if result.weight > 0 else None)
+            eps = max((r.epsilon for r in releases), default=0.0)
+        if mean is not None:
+            arrays = optimizer.step(arrays, mean)
+        refused = sum(r.refused for r in releases)
+        return arrays, {"round": server_round, "clients": len(result.users), "dp_refused": refused,
+                        "epsilon_max": eps, "train_loss": None}

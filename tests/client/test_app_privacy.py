@@ -1,0 +1,85 @@
+"""The ClientApp under DP, in-process: accountant state across rounds, refusals, replies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+
+from fedrec.client import app as client_app
+from fedrec.core.privacy.mechanisms import update_norm
+from fedrec.core.run_config import RunConfig
+from fedrec.core.wire import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    NUM_EXAMPLES,
+    PRIVACY,
+    PRIVACY_EPSILON,
+    PRIVACY_REFUSED,
+    PRIVACY_STEPS,
+    SERVER_ROUND,
+    TRAIN_LOSS,
+)
+from fedrec.server.loop import initial_global_arrays
+from fedrec.server.strategy.fedopt_updates import arrays_to_numpy, numpy_to_arrays
+
+N_ITEMS = 500  # synthetic catalogue
+
+
+def _context(config: RunConfig, partition: int = 3) -> Context:
+    return Context(run_id=1, node_id=partition + 1, node_config={"partition-id": partition, "num-partitions": 1000},
+                   state=RecordDict(), run_config=config.to_user_config())
+
+
+def _train(config: RunConfig, context: Context, server_round: int) -> Message:
+    arrays = initial_global_arrays(config, N_ITEMS)
+    content = RecordDict({ARRAYS: numpy_to_arrays(arrays), CONFIG: ConfigRecord({SERVER_ROUND: server_round})})
+    return client_app.train(Message(content=content, dst_node_id=1, message_type=MessageType.TRAIN), context)
+
+
+def test_user_local_epsilon_accumulates_across_rounds_and_the_budget_refuses() -> None:
+    # σ = 2 per release; budget 3.5 at δ=1e-5 allows two releases (ε 2.4, 3.5-) but not a third
+    config = RunConfig(dim=8, dp="user-local", noise_multiplier=2.0, epsilon=3.8, clip=0.5)
+    context = _context(config)
+    spent = []
+    for server_round in (1, 2, 3):
+        reply = _train(config, context, server_round)
+        report = reply.content.config_records[PRIVACY]
+        spent.append((report[PRIVACY_REFUSED][0], report[PRIVACY_EPSILON][0]))
+    assert spent[0][0] == 0 and spent[1][0] == 0 and spent[1][1] > spent[0][1] > 0
+    assert spent[2] == (1, spent[1][1])  # refused, ε unchanged
+    refused = reply.content
+    assert refused.metric_records[METRICS][NUM_EXAMPLES] == 0
+    assert all(np.count_nonzero(v) == 0 for v in arrays_to_numpy(refused.array_records[ARRAYS]).values())
+
+
+def test_user_local_reply_is_noised_densely_and_reveals_no_counts_or_loss() -> None:
+    config = RunConfig(dim=8, dp="user-local", noise_multiplier=1.0, clip=0.5)
+    reply = _train(config, _context(config), 1)
+    update = arrays_to_numpy(reply.content.array_records[ARRAYS])
+    assert all(np.count_nonzero(v) == v.size for v in update.values())  # every item row noised
+    assert update_norm(update) > 0.5  # noise σC per entry on ~4500 entries, far beyond C
+    metrics = reply.content.metric_records[METRICS]
+    assert metrics[NUM_EXAMPLES] == 1 and TRAIN_LOSS not in metrics
+
+
+def test_user_central_reply_is_clipped_and_keeps_no_client_accountant() -> None:
+    config = RunConfig(dim=8, dp="user-central", epsilon=8.0, clip=0.01)
+    context = _context(config)
+    reply = _train(config, context, 1)
+    update = arrays_to_numpy(reply.content.array_records[ARRAYS])
+    assert update_norm(update) <= 0.01 * (1 + 1e-5)
+    assert reply.content.config_records[PRIVACY][PRIVACY_STEPS] == [0]
+    assert not any(key.startswith("fedrec.privacy.") for key in context.state.keys())
+
+
+@pytest.mark.parametrize("mode", ["record", "user-local"])
+def test_the_accountant_state_lives_in_the_node_state(mode: str) -> None:
+    config = RunConfig(dim=8, dp=mode, noise_multiplier=1.5, batch_size=8)
+    context = _context(config)
+    first = _train(config, context, 1).content.config_records[PRIVACY][PRIVACY_EPSILON][0]
+    second = _train(config, context, 2).content.config_records[PRIVACY][PRIVACY_EPSILON][0]
+    assert second > first > 0  # never restarts from zero
+    fresh = _train(config, _context(config), 2).content.config_records[PRIVACY][PRIVACY_EPSILON][0]
+    assert fresh == pytest.approx(first)  # a node without state starts where the first round did
