@@ -67,8 +67,7 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
     n_users = data.n_users
     # refuse a DP configuration the data makes meaningless before anything starts
     privacy_line = preflight(config, leave_one_out(data, seed=config.seed, eval_negatives=config.eval_negatives))
-    if show_progress or config.dp == "off":
-        print(privacy_line, flush=True)
+    print(privacy_line, flush=True)
     # per-client: one simulated node per user; cohort: a few nodes, each holding many users
     n_nodes = n_users if config.executor == "per-client" else min(config.cohort_nodes, n_users)
     (out_dir / CONFIG_FILE).write_text(json.dumps(config.to_user_config(), indent=2, sort_keys=True))
