@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -246,6 +246,7 @@ def cohort_round(
     memory_budget_bytes: int = DEFAULT_MEMORY_BUDGET_BYTES,
     chunk_size: int = DEFAULT_CHUNK_USERS,
     device: str | torch.device = "cpu",
+    update_transform: Callable[[Arrays], Arrays] | None = None,
 ) -> CohortResult:
     """Train every user of ``users`` as :func:`~fedrec.core.local_update.user_round` would.
 
@@ -253,6 +254,10 @@ def cohort_round(
     seeded vector). Users without training items are skipped, as on a client. The
     stacked tensors live on ``device``; batches are planned on the CPU (the users'
     generators), and results come back once per chunk.
+
+    ``update_transform`` (the user-level DP mechanisms): each user's dense ``Δ_b`` is
+    replaced by ``transform(Δ_b)`` before it is summed, and every user weighs 1
+    (``Σ_b transform(Δ_b)``, weight = number of users).
     """
     if len(stored_locals) != len(users):
         raise ValueError("one stored-locals entry per user is required")
@@ -302,19 +307,26 @@ def cohort_round(
         for j, b in enumerate(chunk):
             n = len(users[b].train_items)
             examples = config.local_epochs * n * (1 + training.negatives)
-            delta = {}
-            for k in global_names:
-                if rows is not None and k in model.item_table_names:
-                    r = rows[j]
-                    delta_rows = final[k][j, :len(r)] - start[k][r]
-                    result.update_sum[k][r] += examples * delta_rows
-                    if keep_updates:
-                        delta[k] = np.zeros_like(start[k])
-                        delta[k][r] = delta_rows
-                else:
-                    delta[k] = final[k][j] - start[k]
-                    result.update_sum[k] += examples * delta[k]
-            result.weight += examples
+            delta: Arrays = {}
+            if update_transform is not None:
+                delta = update_transform(_dense_delta(final, start, rows[j] if rows is not None else None,
+                                                      j, global_names, model.item_table_names))
+                for k in global_names:
+                    result.update_sum[k] += delta[k]
+                result.weight += 1
+            else:
+                for k in global_names:
+                    if rows is not None and k in model.item_table_names:
+                        r = rows[j]
+                        delta_rows = final[k][j, :len(r)] - start[k][r]
+                        result.update_sum[k][r] += examples * delta_rows
+                        if keep_updates:
+                            delta[k] = np.zeros_like(start[k])
+                            delta[k][r] = delta_rows
+                    else:
+                        delta[k] = final[k][j] - start[k]
+                        result.update_sum[k] += examples * delta[k]
+                result.weight += examples
             loss = float(sums[j]) / (n * config.local_epochs)
             kept[b] = ({k: final_local[k][j].copy() for k in local_names}, examples, loss,
                        delta if keep_updates else None)
@@ -328,6 +340,19 @@ def cohort_round(
             assert delta is not None
             result.updates = (result.updates or []) + [delta]
     return result
+
+
+def _dense_delta(final: Arrays, start: Arrays, rows: NDArray[np.int64] | None, j: int,
+                 global_names: tuple[str, ...], item_tables: tuple[str, ...]) -> Arrays:
+    """User ``j``'s full ``Δ`` (zeros on the item rows it did not carry)."""
+    delta = {}
+    for k in global_names:
+        if rows is not None and k in item_tables:
+            delta[k] = np.zeros_like(start[k])
+            delta[k][rows] = final[k][j, :len(rows)] - start[k][rows]
+        else:
+            delta[k] = final[k][j] - start[k]
+    return delta
 
 
 def cohort_metrics(

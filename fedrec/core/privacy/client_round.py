@@ -108,6 +108,8 @@ def private_train_users(config: RunConfig, global_arrays: Arrays, stored: Sequen
     """Every user's private round; the node's result weighs each trained user 1."""
     if not len(stored) == len(users) == len(histories):
         raise ValueError("one stored-locals entry and one history per user are required")
+    if config.executor == "cohort":
+        return _cohort_private(config, global_arrays, stored, users, server_round, histories, generator)
     result = empty_result(global_arrays)
     releases: list[Release] = []
     new_histories: list[list[Step]] = []
@@ -129,3 +131,43 @@ def private_train_users(config: RunConfig, global_arrays: Arrays, stored: Sequen
         result.num_examples.append(one.num_examples)
         result.losses.append(one.loss)
     return result, releases, new_histories
+
+
+def _cohort_private(config: RunConfig, global_arrays: Arrays, stored: Sequence[Arrays | None],
+                    users: Sequence[UserData], server_round: int, histories: Sequence[list[Step]],
+                    generator: np.random.Generator | None) -> tuple[CohortResult, list[Release], list[list[Step]]]:
+    """User-level modes with the cohort executor: one vectorised pass over the users whose
+    budget allows the round, each user's ``Δ`` clipped (and, user-local, noised) before the sum."""
+    if config.dp == "record":
+        raise ValueError("dp record trains each user through Opacus: use --executor per-client")
+    from fedrec.core.cohort import cohort_round
+
+    generator = generator if generator is not None else secure_generator()
+    budget = plan.budget(config)
+    allowed, releases, new_histories = [], {}, list(histories)
+    for b, (user, history) in enumerate(zip(users, histories)):
+        if len(user.train_items) == 0:
+            continue
+        if config.dp == "user-central":
+            allowed.append(b)
+            releases[b] = Release(user.user, False, 0.0, 0.0, 0, 0.0)
+            continue
+        step = planned_step(config, len(user.train_items))
+        after = epsilon([*history, step], config.delta, config.accountant)
+        if budget is not None and after > budget * (1 + 1e-9):
+            releases[b] = Release(user.user, True, step[0], step[1], 0,
+                                  epsilon(history, config.delta, config.accountant))
+            continue
+        allowed.append(b)
+        new_histories[b] = [*history, step]
+        releases[b] = Release(user.user, False, step[0], step[1], 1, after)
+
+    def mechanism(update: Arrays) -> Arrays:
+        clipped, _ = clip_update(update, config.clip)
+        if config.dp == "user-central":
+            return clipped
+        return add_gaussian_noise(clipped, plan.local_noise(config) * config.clip, generator)
+
+    result = cohort_round(config, global_arrays, [stored[b] for b in allowed], [users[b] for b in allowed],
+                          server_round, update_transform=mechanism)
+    return result, [releases[b] for b in sorted(releases)], new_histories
