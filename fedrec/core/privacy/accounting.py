@@ -25,6 +25,8 @@ import warnings
 from functools import lru_cache
 from typing import Iterable, Sequence
 
+import numpy as np
+
 ACCOUNTANTS = ("rdp", "prv")
 
 # one run of identical steps: (noise multiplier σ, sampling rate q, number of steps)
@@ -92,9 +94,8 @@ SEARCH_ORDERS = "integers"
 
 
 @lru_cache(maxsize=8192)
-def _rdp_step_curve(sigma: float, rate: float, orders: str) -> "np.ndarray":
+def _rdp_step_curve(sigma: float, rate: float, orders: str) -> np.ndarray:
     """RDP of one subsampled-Gaussian step at every order (Mironov et al. 2019, via Opacus)."""
-    import numpy as np
     from opacus.accountants import RDPAccountant
     from opacus.accountants.analysis.rdp import compute_rdp
 

@@ -34,7 +34,7 @@ from fedrec.core.local_update import LocalResult, user_round
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.mechanisms import add_gaussian_noise, clip_update, secure_generator
-from fedrec.core.privacy.record_steps import record_sample_rate, record_steps_per_round
+from fedrec.core.privacy.record_steps import sample_rate as record_sample_rate, steps_per_round as record_steps_per_round
 from fedrec.core.run_config import RunConfig
 
 Arrays = dict[str, np.ndarray]

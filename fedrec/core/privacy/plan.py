@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from fedrec.core.privacy.accounting import epsilon, noise_for_epsilon
-from fedrec.core.privacy.record_steps import record_sample_rate, record_steps_per_round
+from fedrec.core.privacy.record_steps import sample_rate as record_sample_rate, steps_per_round as record_steps_per_round
 from fedrec.core.run_config import RunConfig
 
 if TYPE_CHECKING:

@@ -1,0 +1,409 @@
+"""Record-level DP local training: DP-SGD through Opacus' ``PrivacyEngine``.
+
+A *record* is one of the user's training positives (an interaction). One user trains
+as in :func:`fedrec.core.local_update.train_user`, but every optimiser step is a
+Poisson-subsampled Gaussian mechanism over the user's records (Abadi et al. 2016):
+
+1. **Sample**: each of the ``n`` records joins the batch ``B`` independently with
+   probability ``q = 1/⌈n/b⌉`` (``b`` the batch size; Opacus derives ``q`` from the
+   number of batches of a plain epoch, see :func:`sample_rate`).
+2. **Pair**: each sampled positive ``i`` gets ``k = config.negatives`` negatives ``j``
+   drawn with the caller's ``rng`` among items the user has not trained on; the
+   example's loss ``ℓ_i`` is its positive's loss over its ``1 + k`` scores (``bce``:
+   the mean of the ``1 + k`` BCE terms; ``bpr``: the mean of ``-log σ(s_i - s_j)``
+   over the ``k`` pairs), so one example's gradient depends on one record only.
+3. **Clip** each example's gradient ``g_i = ∇ℓ_i`` over **all trained parameters
+   jointly** — the user vector included — to L2 norm ``C``:
+   ``ḡ_i = g_i · min(1, C/‖g_i‖)``.
+4. **Noise**: ``g̃ = (Σ_{i∈B} ḡ_i + N(0, σ²C² I)) / (n·q)``, with noise on *every*
+   coordinate of every trained parameter: every row of every item table gets noise
+   whether or not the batch touched it (the update is dense).
+5. **Step**: the optimiser (SGD or Adam, :func:`~fedrec.core.training.make_optimizer`)
+   applies ``g̃``. The user vector moves only through ``g̃``.
+
+A round is FedRecon's two phases (Singhal et al. 2021), each with a fresh optimiser
+and both private: ``user_epochs`` epochs with the global part frozen (only the user's
+parameters are trained, clipped and noised), then ``local_epochs`` epochs over all
+parameters. An epoch is ``⌊1/q⌋`` steps (Opacus' sampler; ``= ⌈n/b⌉`` up to one
+step lost to floating point). :func:`steps_per_round` says what a round costs
+before it runs; the steps Opacus' accountant hook actually recorded come back with
+the result, as ``(σ, q, steps)`` runs for :func:`fedrec.core.privacy.accounting.epsilon`.
+Neighbouring datasets differ by one record of one user (add/remove).
+
+The forward gives every layer a leading batch dimension equal to the number of
+examples: users ``(|B|, 1+k)`` (the one user index, repeated), items ``(|B|, 1+k)``
+(column 0 the positive) → scores ``(|B|, 1+k)``, so Opacus' per-sample gradients of
+the embedding tables sum over an example's ``1 + k`` lookups.
+
+Randomness: Poisson sampling and noise come from ``torch.Generator`` objects seeded
+from ``rng``. The apps pass an ``rng`` seeded from OS entropy
+(:func:`fedrec.core.privacy.mechanisms.secure_generator`), so nobody can replay the
+noise; tests pass a seeded one to be reproducible. Opacus' ``secure_mode`` (a CSPRNG
+and noise robust to floating-point attacks) is not used: it needs ``torchcsprng``.
+
+Per-sample gradient modes (``grad_sample_mode``). Measured with ``python -m
+fedrec.simulations.benchmarks.dp_step_cost`` (one client model: 1682 items as ML-100K,
+d=32, 4 negatives, bce, Adam; one step on a fixed batch of ``b`` positives; torch at 1
+thread; median of 200 interleaved steps; a shared 2-core machine under load ≈ 4, so
+ratios moved by up to ±30% between runs), ms per step (ratio to the same step
+without DP):
+
+    =====  ===  =====  ============  ============  ===========  ====================
+    model    b  no DP  hooks         functorch     ghost        ghost, Opacus' norms
+    =====  ===  =====  ============  ============  ===========  ====================
+    mf      16  0.87   7.1 (8.2×)    9.8 (11.3×)   2.8 (3.2×)   3.6 (4.1×)
+    mf      64  1.14   13.4 (11.7×)  21.2 (18.5×)  4.4 (3.9×)   9.1 (7.9×)
+    neumf   16  1.95   10.9 (5.6×)   18.5 (9.5×)   9.7 (5.0×)   10.5 (5.4×)
+    neumf   64  2.37   29.4 (12.4×)  38.7 (16.3×)  10.8 (4.6×)  13.6 (5.8×)
+    =====  ===  =====  ============  ============  ===========  ====================
+
+* ``hooks`` and ``functorch`` materialise every example's gradient of every item
+  table, ``(b, n_items, d)``, to clip it: the cost grows with ``b · n_items``.
+* ``ghost`` (Opacus' fast gradient clipping: per-example *norms* from the layers'
+  activations and output gradients, then a second backward pass of the loss
+  re-weighted by the clip factors) never builds them. Opacus' embedding norm sampler
+  sorts ``(example, row)`` pairs (``torch.unique(dim=0)``, slow on CPU); fedrec
+  plugs :func:`lookup_norm_sample` in instead (the same norms from the ``(1+k)²``
+  Gram matrix of an example's lookups) on the wrapped module only; Opacus' registry
+  is left as it is.
+
+All three modes agree with a per-example autograd loop for all four models (tests;
+the benchmark repeats the check at ML-100K sizes: relative error ≤ 2e-6), so the
+default is the fastest, ``ghost``. It misses the 2× target: the same arithmetic
+without Opacus' hooks (forward, two backward passes, noise, Adam) already costs
+1.4–2.2× a plain step, and Opacus' per-module hooks, norm samplers and gradient
+copies add about as much again.
+
+Caveats. ``LocalResult.loss`` and ``num_examples`` are raw statistics of the records
+(not noised): the record-level guarantee covers the update Δ and the new local
+parameters, not those two numbers. As in Opacus, ``q``, the number of steps and the
+divisor ``n·q`` are computed from the user's record count ``n``, which is treated as
+public. With Adam, noise-only coordinates (rows no example touched) move by the order
+of ``lr`` per step whatever σ, since Adam rescales the noise to unit size; SGD moves
+them by ``lr·σ·C/(n·q)`` (std).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from opacus import PrivacyEngine
+from opacus.grad_sample import GradSampleModuleFastGradientClipping
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from fedrec.core.data.split import UserData
+from fedrec.core.local_update import LocalResult
+from fedrec.core.models.base import Recommender, global_state, load_parameters, local_state
+from fedrec.core.models.registry import build_model
+from fedrec.core.privacy.record_steps import sample_rate, steps_per_epoch, steps_per_round  # noqa: F401 (re-exported)
+from fedrec.core.privacy.accounting import Step, check_accountant
+from fedrec.core.training import TrainingConfig, make_optimizer, positives_key, sample_negatives
+
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
+DEFAULT_GRAD_SAMPLE_MODE = "ghost"
+
+
+@dataclass(frozen=True)
+class RecordDP:
+    """Record-level DP-SGD settings, validated once.
+
+    Attributes:
+        noise_multiplier: σ; the noise added to the sum of clipped gradients has std σ·C.
+            σ = 0 is allowed (tests, ε = ∞) but must be asked for explicitly.
+        clip: C, the L2 bound on one example's gradient over all trained parameters.
+        accountant: "rdp" or "prv" (the accountant Opacus' engine records steps with).
+        grad_sample_mode: how Opacus computes per-example gradients ("hooks",
+            "functorch", or "ghost" clipping).
+    """
+
+    noise_multiplier: float
+    clip: float
+    accountant: str
+    grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0):
+            raise ValueError(f"noise_multiplier σ must be finite and ≥ 0, got {self.noise_multiplier}")
+        if not (np.isfinite(self.clip) and self.clip > 0):
+            raise ValueError(f"clip C must be finite and > 0, got {self.clip}")
+        check_accountant(self.accountant)
+        if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
+            raise ValueError(
+                f"unknown grad_sample_mode {self.grad_sample_mode!r}: choose one of {GRAD_SAMPLE_MODES}"
+            )
+
+
+def record_losses(scores: torch.Tensor, loss: str) -> torch.Tensor:
+    """``(b,)`` loss of each record from its ``(b, 1+k)`` logits (column 0 the positive).
+
+    ``bce``: ``mean_c BCE(s_c, y_c)`` with ``y = (1, 0, …, 0)``;
+    ``bpr``: ``mean_j -log σ(s_0 - s_j)`` over the ``k`` negatives.
+    The batch mean of these is :func:`fedrec.core.training.batch_loss`.
+    """
+    if loss == "bce":
+        labels = torch.zeros_like(scores)
+        labels[:, 0] = 1.0
+        return F.binary_cross_entropy_with_logits(scores, labels, reduction="none").mean(dim=1)
+    if loss == "bpr":
+        return -F.logsigmoid(scores[:, :1] - scores[:, 1:]).mean(dim=1)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+class RecordLoss(nn.Module):
+    """The criterion over a batch of records' scores ``(b, 1+k)``.
+
+    ``reduction`` is ``"mean"`` (``Σ_i ℓ_i / max(b, 1)``: 0, not NaN, on an empty
+    Poisson batch), ``"sum"`` or ``"none"`` (the ``(b,)`` per-record losses, which
+    Opacus' ghost clipping asks for).
+    """
+
+    def __init__(self, loss: str, reduction: str = "mean") -> None:
+        super().__init__()
+        self.loss = loss
+        self.reduction = reduction
+
+    def forward(self, scores: torch.Tensor) -> torch.Tensor:
+        per_record = record_losses(scores, self.loss)
+        if self.reduction == "none":
+            return per_record
+        total = per_record.sum()
+        return total if self.reduction == "sum" else total / max(len(per_record), 1)
+
+
+def record_examples(
+    positives: torch.Tensor, negatives: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one user's examples: ``(users, items)``, both ``(b, 1+k)``.
+
+    ``positives (b,)``, ``negatives (b, k)``; column 0 of ``items`` is the positive.
+    Users are all 0 (a client model holds one user).
+    """
+    items = torch.cat([positives[:, None], negatives], dim=1)
+    return torch.zeros_like(items), items
+
+
+def draw_negatives(
+    positives: torch.Tensor, key: NDArray[np.int64], n_items: int, k: int, rng: np.random.Generator
+) -> torch.Tensor:
+    """``(b, k)`` negatives for the sampled positives, among items the user never trained on."""
+    users = np.zeros(len(positives), dtype=np.int64)
+    return torch.from_numpy(sample_negatives(users, key, n_items, k, rng))
+
+
+def lookup_norm_sample(
+    layer: nn.Embedding, activations: list[torch.Tensor], backprops: torch.Tensor
+) -> dict[nn.Parameter, torch.Tensor]:
+    """Per-example gradient norms of an embedding table, from each example's lookups.
+
+    Example ``i`` looks up rows ``r_{i,1..T}`` and its lookups receive output gradients
+    ``g_{i,t}`` (``activations[0] (b, T)``, ``backprops (b, T, d)``). Its gradient of the
+    table is ``G_i = Σ_t e_{r_it} g_itᵀ``, so
+    ``‖G_i‖²_F = Σ_{t,s} [r_it = r_is] ⟨g_it, g_is⟩`` (lookups of ``padding_idx`` get
+    no gradient). ``O(b·T²·d)``, with no ``(b, rows, d)`` tensor and no sort — the same
+    norms as Opacus' ghost-clipping embedding sampler, which sorts ``(example, row)``
+    pairs with ``torch.unique(dim=0)`` (slow on CPU). Signature of an Opacus norm sampler.
+    """
+    rows = activations[0].reshape(len(backprops), -1)
+    grads = backprops.reshape(len(backprops), -1, layer.embedding_dim)
+    same_row = rows[:, :, None] == rows[:, None, :]
+    if layer.padding_idx is not None:
+        same_row &= (rows != layer.padding_idx)[:, :, None]
+    gram = torch.bmm(grads, grads.transpose(1, 2))
+    return {layer.weight: (gram * same_row).sum(dim=(1, 2)).clamp(min=0).sqrt()}
+
+
+class PrivatePhase:
+    """One private training phase: Opacus' module, optimiser, criterion and Poisson loader.
+
+    ``trainable`` are the parameters trained (the rest of ``model`` is frozen for the
+    phase); each per-example gradient over them is clipped jointly to ``C``. Use as a
+    context manager: on exit the model is unwrapped and every parameter trainable again.
+    """
+
+    def __init__(
+        self,
+        model: Recommender,
+        trainable: list[nn.Parameter],
+        records: NDArray[np.int64],
+        config: TrainingConfig,
+        dp: RecordDP,
+        rng: np.random.Generator,
+        opacus_embedding_norms: bool = False,
+    ) -> None:
+        if len(records) == 0:
+            raise ValueError("a private phase needs at least one record")
+        self.model = model
+        self.config = config
+        self.dp = dp
+        self.n_records = len(records)
+        chosen = {id(p) for p in trainable}
+        for p in model.parameters():
+            p.requires_grad_(id(p) in chosen)
+        sampling_seed, noise_seed = (int(s) for s in rng.integers(0, 2**63 - 1, size=2))
+        loader = DataLoader(
+            TensorDataset(torch.from_numpy(np.asarray(records, dtype=np.int64))),
+            batch_size=config.batch_size,
+            generator=torch.Generator().manual_seed(sampling_seed),
+        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            self.engine = PrivacyEngine(accountant=dp.accountant)
+        module: nn.Module = model
+        if dp.grad_sample_mode == "ghost":
+            module = GradSampleModuleFastGradientClipping(
+                model, batch_first=True, loss_reduction="mean", max_grad_norm=dp.clip
+            )
+            if not opacus_embedding_norms:
+                module.NORM_SAMPLERS = {**module.NORM_SAMPLERS, nn.Embedding: lookup_norm_sample}
+        made = self.engine.make_private(
+            module=module,
+            optimizer=make_optimizer(trainable, config),
+            criterion=RecordLoss(config.loss),
+            data_loader=loader,
+            noise_multiplier=dp.noise_multiplier,
+            max_grad_norm=dp.clip,
+            poisson_sampling=True,
+            grad_sample_mode=dp.grad_sample_mode,
+            noise_generator=torch.Generator().manual_seed(noise_seed),
+        )
+        if dp.grad_sample_mode == "ghost":
+            self.module, self.optimizer, self.criterion, self.loader = made
+        else:
+            self.module, self.optimizer, self.loader = made
+        self.sample_rate = self.loader.sample_rate
+        if self.sample_rate != sample_rate(self.n_records, config.batch_size):
+            raise RuntimeError(
+                f"Opacus samples at q={self.sample_rate}, fedrec accounts "
+                f"q={sample_rate(self.n_records, config.batch_size)}"
+            )
+        # the public constant the noised sum is divided by: n·q exactly (Opacus truncates it
+        # to an int, which is 0 for batch size 1 and some n)
+        self.optimizer.expected_batch_size = self.n_records * self.sample_rate
+
+    def __enter__(self) -> PrivatePhase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.module.to_standard_module()
+        for p in self.model.parameters():
+            p.requires_grad_(True)
+
+    def batches(self) -> Iterator[torch.Tensor]:
+        """One Poisson epoch: ``⌊1/q⌋`` batches of sampled positives ``(|B|,)`` (maybe empty)."""
+        for (positives,) in self.loader:
+            yield positives
+
+    def step(self, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """One DP-SGD step on the examples of ``positives (b,)``, ``negatives (b, k)``.
+
+        Returns the ``(b,)`` per-record losses before the step (detached). An empty
+        batch (Poisson sampling draws one with probability ``(1-q)^n``) is still a
+        step: its clipped sum is 0, the noise is added and the step is recorded.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        if len(positives) == 0:
+            return self._empty_step()
+        users, items = record_examples(positives, negatives)
+        scores = self.module(users, items)
+        if self.dp.grad_sample_mode == "ghost":
+            loss = self.criterion(scores)  # Opacus' wrapper: two backward passes, clipped sum
+            per_record = loss.loss_per_sample
+        else:
+            per_record = record_losses(scores, self.config.loss)
+            loss = per_record.sum() / len(per_record)
+        loss.backward()
+        self.optimizer.step()
+        return per_record.detach()
+
+    def _empty_step(self) -> torch.Tensor:
+        """A step on an empty batch: zero per-example gradients, then noise as usual.
+
+        Opacus' functorch and ghost paths fail on a zero-length batch (vmap and the
+        norm samplers cannot reshape it), so no forward runs: the per-example gradients
+        (hooks/functorch) or the clipped sum (ghost) are set to their empty values and
+        the optimiser adds the noise, divides by ``n·q`` and records the step.
+        """
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if self.dp.grad_sample_mode == "ghost":
+                    p.grad = torch.zeros_like(p)
+                else:
+                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+        self.optimizer.step()
+        return torch.zeros(0)
+
+    @property
+    def history(self) -> list[Step]:
+        """The ``(σ, q, steps)`` runs Opacus' accountant hook recorded so far."""
+        return [(float(s), float(q), int(n)) for s, q, n in self.engine.accountant.history]
+
+
+def train_user_private(
+    model_name: str,
+    dim: int,
+    global_arrays: dict[str, NDArray[np.float32]],
+    local_arrays: dict[str, NDArray[np.float32]],
+    user: UserData,
+    config: TrainingConfig,
+    local_epochs: int,
+    user_epochs: int,
+    rng: np.random.Generator,
+    dp: RecordDP,
+) -> tuple[LocalResult, list[Step]]:
+    """One user's round with record-level DP; returns the result and the steps applied.
+
+    Phase 1 (``user_epochs``): the user's parameters only, global part frozen. Phase 2
+    (``local_epochs``): all parameters. Both are DP-SGD over the user's records (see
+    the module docstring); the returned ``(σ, q, steps)`` runs are what Opacus'
+    accountant recorded and add up to :func:`steps_per_round`. ``LocalResult.update``
+    is ``Δ = x' − x`` of the global part (dense: every row carries noise when σ > 0),
+    ``num_examples`` the examples of phase 2 (sampled positives × (1 + k)), ``loss``
+    the mean per-record loss of phase 2. A user with no records gets a zero update,
+    0 examples and no steps.
+    """
+    records = np.asarray(user.train_items, dtype=np.int64)
+    if len(records) == 0:
+        zero = {k: np.zeros_like(v, dtype=np.float32) for k, v in global_arrays.items()}
+        local = {k: np.array(v, dtype=np.float32, copy=True) for k, v in local_arrays.items()}
+        return LocalResult(zero, local, 0, 0.0), []
+    model = build_model(model_name, 1, user.n_items, dim)
+    load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
+    load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
+    model.train()
+    key = positives_key(np.zeros(len(records), dtype=np.int64), records, user.n_items)
+    history: list[Step] = []
+    loss_sum, records_seen = 0.0, 0
+    phases = ((list(local_state(model).values()), user_epochs), (list(model.parameters()), local_epochs))
+    for index, (trainable, epochs) in enumerate(phases):
+        if epochs == 0:
+            continue
+        with PrivatePhase(model, trainable, records, config, dp, rng) as phase:
+            for _ in range(epochs):
+                for positives in phase.batches():
+                    negatives = draw_negatives(positives, key, user.n_items, config.negatives, rng)
+                    losses = phase.step(positives, negatives)
+                    if index == 1:
+                        loss_sum += float(losses.sum())
+                        records_seen += len(losses)
+            history += phase.history
+    expected = steps_per_round(len(records), config.batch_size, local_epochs, user_epochs)
+    if sum(steps for _, _, steps in history) != expected:
+        raise RuntimeError(f"Opacus recorded {history}, fedrec planned {expected} steps")
+    new_global = _arrays(global_state(model))
+    update = {k: new_global[k] - global_arrays[k] for k in global_arrays}
+    loss = loss_sum / records_seen if records_seen else 0.0
+    return LocalResult(update, _arrays(local_state(model)), records_seen * (1 + config.negatives), loss), history
+
+
+def _arrays(state: dict[str, torch.Tensor]) -> dict[str, NDArray[np.float32]]:
+    return {k: v.detach().numpy().astype(np.float32, copy=True) for k, v in state.items()}

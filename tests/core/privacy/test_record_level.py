@@ -1,0 +1,361 @@
+"""Record-level DP local training (fedrec/core/privacy/record_level.py).
+
+Reference tests check Opacus' clipped, noised step against a per-example autograd
+loop; the rest check what the privacy argument rests on: the user vector moves only
+through the clipped and noised gradient, noise reaches every row, and the steps
+returned are the steps taken.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+from fedrec.core.data.split import NO_ITEM, UserData
+from fedrec.core.local_update import new_local_parameters, train_user
+from fedrec.core.models.base import global_state, load_parameters
+from fedrec.core.models.registry import MODELS, build_model
+from fedrec.core.privacy.accounting import epsilon
+from fedrec.core.privacy.record_level import (
+    DEFAULT_GRAD_SAMPLE_MODE,
+    GRAD_SAMPLE_MODES,
+    PrivatePhase,
+    RecordDP,
+    lookup_norm_sample,
+    record_examples,
+    record_losses,
+    sample_rate,
+    steps_per_epoch,
+    steps_per_round,
+    train_user_private,
+)
+from fedrec.core.training import TrainingConfig, batch_loss
+
+N_ITEMS = 30
+DIM = 8
+
+pytestmark = [
+    # Opacus hooks embedding tables, whose inputs are indices: torch notes it on every backward
+    pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning"),
+    # Opacus' functorch path asks for autocast to int64 for the same reason
+    pytest.mark.filterwarnings("ignore:In CPU autocast:UserWarning"),
+]
+
+
+def _user(n_records: int, n_items: int = N_ITEMS) -> UserData:
+    assert n_records <= n_items
+    items = np.arange(n_records, dtype=np.int64) * 7 % n_items  # distinct: 7 is prime to 30 and 200
+    return UserData(0, n_items, items, NO_ITEM, NO_ITEM, None)
+
+
+def _start(model_name: str, n_items: int = N_ITEMS, dim: int = DIM) -> tuple[dict, dict]:
+    model = build_model(model_name, 1, n_items, dim, seed=3)
+    global_arrays = {k: v.detach().numpy().copy() for k, v in global_state(model).items()}
+    return global_arrays, new_local_parameters(model_name, n_items, dim, seed=3, user=0)
+
+
+def _sgd(lr: float, batch_size: int, loss: str = "bce", negatives: int = 2) -> TrainingConfig:
+    return TrainingConfig(lr=lr, batch_size=batch_size, negatives=negatives, loss=loss, optimizer="sgd")
+
+
+def _norm(arrays: dict[str, np.ndarray]) -> float:
+    return float(np.sqrt(sum(np.sum(v.astype(np.float64) ** 2) for v in arrays.values())))
+
+
+def _diff(new: dict[str, np.ndarray], old: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {k: new[k] - old[k] for k in old}
+
+
+# ---------------------------------------------------------------- settings and rates
+
+
+def test_settings_that_make_no_sense_fail() -> None:
+    for bad in (dict(noise_multiplier=-1.0), dict(clip=0.0), dict(clip=float("inf")),
+                dict(accountant="gdp"), dict(grad_sample_mode="ew")):
+        with pytest.raises(ValueError):
+            RecordDP(**{"noise_multiplier": 1.0, "clip": 1.0, "accountant": "rdp", **bad})
+    assert RecordDP(1.0, 1.0, "rdp").grad_sample_mode == DEFAULT_GRAD_SAMPLE_MODE
+
+
+def test_sample_rate_and_steps_are_opacus_own() -> None:
+    assert sample_rate(64, 16) == 0.25
+    assert sample_rate(2, 16) == 1.0
+    assert sample_rate(10, 4) == pytest.approx(1 / 3)
+    # Opacus' sampler makes int(1/q) steps; 1/(1/93) rounds below 93
+    assert steps_per_epoch(93, 1) == 92 == len(UniformWithReplacementSampler(num_samples=93, sample_rate=1 / 93))
+    assert steps_per_round(10, 4, local_epochs=2, user_epochs=1) == 9
+    assert steps_per_round(0, 4, local_epochs=2, user_epochs=1) == 0
+
+
+@pytest.mark.parametrize("n_records,batch_size", [(2, 16), (10, 4), (64, 16), (93, 1), (7, 7)])
+def test_the_loader_samples_at_the_accounted_rate(n_records: int, batch_size: int) -> None:
+    model = build_model("mf", 1, 100, 4)
+    with PrivatePhase(model, list(model.parameters()), np.arange(n_records), _sgd(0.1, batch_size),
+                      RecordDP(1.0, 1.0, "rdp"), np.random.default_rng(0)) as phase:
+        assert phase.loader.sample_rate == sample_rate(n_records, batch_size)
+        assert phase.engine.accountant.history == []
+        assert sum(1 for _ in phase.batches()) == steps_per_epoch(n_records, batch_size)
+        # the noised sum is divided by the expected batch n·q (not Opacus' truncation of it)
+        assert phase.optimizer.expected_batch_size == pytest.approx(n_records * sample_rate(n_records, batch_size))
+
+
+def test_record_losses_average_to_the_non_private_batch_loss() -> None:
+    model = build_model("neumf", 1, N_ITEMS, DIM)
+    positives = torch.tensor([1, 4, 9])
+    negatives = torch.tensor([[2, 3], [5, 5], [0, 7]])
+    users, items = record_examples(positives, negatives)
+    for loss in ("bce", "bpr"):
+        private = record_losses(model(users, items), loss).mean()
+        plain = batch_loss(model, torch.zeros(3, dtype=torch.long), positives, negatives, loss)
+        assert private.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+# ---------------------------------------------------------------- (e) reference: per-example loop
+
+
+def _loop_clipped_sum(model, trainable, positives, negatives, loss: str, clip: float):
+    """Σ_i clip(∇ℓ_i) over ``trainable`` jointly, and the per-example norms, by autograd."""
+    users, items = record_examples(positives, negatives)
+    total = [torch.zeros_like(p) for p in trainable]
+    norms = []
+    for i in range(len(positives)):
+        ell = record_losses(model(users[i:i + 1], items[i:i + 1]), loss)[0]
+        grads = torch.autograd.grad(ell, trainable)
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
+        norms.append(float(norm))
+        factor = min(1.0, clip / (float(norm) + 1e-6))
+        total = [t + factor * g for t, g in zip(total, grads)]
+    return total, np.array(norms)
+
+
+@pytest.mark.parametrize("mode", GRAD_SAMPLE_MODES)
+@pytest.mark.parametrize("model_name,part", [(name, "all") for name in sorted(MODELS)] + [("neumf", "local")])
+def test_clipped_step_matches_a_per_example_loop(mode: str, model_name: str, part: str) -> None:
+    """σ = 0, SGD with lr 1: the step is exactly −Σ_i clip(g_i) / (n·q), for every mode."""
+    model = build_model(model_name, 1, 12, 4, seed=1)
+    reference = build_model(model_name, 1, 12, 4, seed=1)
+    # repeated items inside one example (5 twice, 3 as positive of one, negative of another)
+    positives = torch.tensor([3, 5, 8, 1, 10])
+    negatives = torch.tensor([[5, 5], [3, 0], [2, 9], [7, 7], [11, 3]])
+    names = model.local_parameter_names if part == "local" else tuple(n for n, _ in model.named_parameters())
+    params = dict(reference.named_parameters())
+    _, norms = _loop_clipped_sum(reference, [params[n] for n in names], positives, negatives, "bce", 1.0)
+    clip = float(np.median(norms))  # some examples clipped, some not
+    expected, _ = _loop_clipped_sum(reference, [params[n] for n in names], positives, negatives, "bce", clip)
+
+    trainable = dict(model.named_parameters())
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with PrivatePhase(model, [trainable[n] for n in names], np.arange(5), _sgd(1.0, 5),
+                      RecordDP(0.0, clip, "rdp", mode), np.random.default_rng(0)) as phase:
+        assert phase.optimizer.expected_batch_size == 5
+        phase.step(positives, negatives)
+    for name, p in model.named_parameters():
+        moved = before[name] - p.detach()
+        if name in names:
+            want = expected[names.index(name)] / 5
+            torch.testing.assert_close(moved, want, rtol=1e-4, atol=1e-6)
+        else:
+            assert torch.equal(moved, torch.zeros_like(moved)), f"{name} is frozen in this phase"
+
+
+@pytest.mark.parametrize("mode", ["hooks", "functorch"])
+def test_per_sample_gradients_match_a_per_example_loop(mode: str) -> None:
+    """Opacus' per-example gradients of every table, for 2-D indices with repeats."""
+    model = build_model("neumf", 1, 12, 4, seed=2)
+    reference = build_model("neumf", 1, 12, 4, seed=2)
+    positives = torch.tensor([3, 5, 8])
+    negatives = torch.tensor([[5, 5], [3, 0], [2, 2]])
+    users, items = record_examples(positives, negatives)
+    with PrivatePhase(model, list(model.parameters()), np.arange(3), _sgd(1.0, 3),
+                      RecordDP(0.0, 1.0, "rdp", mode), np.random.default_rng(0)) as phase:
+        per_record = record_losses(phase.module(users, items), "bce")
+        (per_record.sum() / len(per_record)).backward()
+        got = {n: p.grad_sample.clone() for n, p in model.named_parameters()}
+    params = dict(reference.named_parameters())
+    for i in range(3):
+        ell = record_losses(reference(users[i:i + 1], items[i:i + 1]), "bce")[0]
+        grads = torch.autograd.grad(ell, list(params.values()))
+        for name, g in zip(params, grads):
+            torch.testing.assert_close(got[name][i], g, rtol=1e-4, atol=1e-6)
+
+
+def test_lookup_norms_match_dense_per_example_gradients() -> None:
+    """fedrec's ghost norm sampler for tables equals ‖per-example dense gradient‖."""
+    table = torch.nn.Embedding(9, 3, padding_idx=8)
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.tensor([[1, 1, 4], [2, 8, 2], [0, 5, 7], [3, 3, 3]])
+    grads = torch.randn(4, 3, 3, generator=generator)
+    dense = torch.zeros(4, 9, 3)
+    for i in range(4):
+        for t in range(3):
+            if rows[i, t] != 8:
+                dense[i, rows[i, t]] += grads[i, t]
+    norms = lookup_norm_sample(table, [rows], grads)[table.weight]
+    torch.testing.assert_close(norms, dense.reshape(4, -1).norm(dim=1))
+
+
+# ---------------------------------------------------------------- (a), (b) the user vector
+
+
+def test_user_vector_moves_only_through_the_clipped_gradient() -> None:
+    """σ = 0 and a tiny C: every step moves all parameters jointly by ≤ lr·C (q = 1 here)."""
+    user = _user(4)
+    global_arrays, local_arrays = _start("mf")
+    config, clip = _sgd(0.5, batch_size=8), 1e-5
+    result, steps = train_user_private("mf", DIM, global_arrays, local_arrays, user, config,
+                                       local_epochs=2, user_epochs=1, rng=np.random.default_rng(0),
+                                       dp=RecordDP(0.0, clip, "rdp"))
+    n_steps = sum(s for _, _, s in steps)
+    assert n_steps == 3 and all(q == 1.0 for _, q, _ in steps)
+    # float32 rounding: at most half a unit in the last place per coordinate per step
+    rounding = n_steps * 0.5 * _norm({k: np.spacing(v) for k, v in {**global_arrays, **local_arrays}.items()})
+    bound = config.lr * n_steps * clip + rounding
+    user_move = _norm(_diff(result.local, local_arrays))
+    assert user_move <= bound
+    assert _norm(result.update) <= bound
+    assert np.hypot(user_move, _norm(result.update)) <= bound
+    assert user_move > 0.1 * config.lr * clip  # it did train
+
+    # the bound means something: the raw gradient of one record is ≥ 1000·C, and the same
+    # round without DP moves the user vector by O(lr)
+    model = build_model("mf", 1, N_ITEMS, DIM)
+    load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
+    load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
+    users, items = record_examples(torch.from_numpy(user.train_items[:1]), torch.tensor([[1, 3]]))
+    (raw,) = torch.autograd.grad(record_losses(model(users, items), "bce")[0], [model.user_embedding.weight])
+    assert raw.norm() >= 1000 * clip
+    plain = train_user("mf", DIM, global_arrays, local_arrays, user, config, 2, np.random.default_rng(0),
+                       user_epochs=1)
+    assert _norm(_diff(plain.local, local_arrays)) > 100 * bound
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])  # the two optimiser classes Opacus picks
+def test_noise_reaches_the_user_vector(mode: str) -> None:
+    """σ ≫ 1: the user vector random-walks with per-coordinate std lr·σ·C·√T/(n·q)."""
+    sigma, clip, dim, n_steps = 100.0, 1.0, 32, 16
+    config = _sgd(0.01, batch_size=8)
+    changes = []
+    for seed in range(3):
+        global_arrays, local_arrays = _start("mf", dim=dim)
+        result, steps = train_user_private("mf", dim, global_arrays, local_arrays, _user(4), config,
+                                           local_epochs=n_steps, user_epochs=0,
+                                           rng=np.random.default_rng(seed), dp=RecordDP(sigma, clip, "rdp", mode))
+        assert steps == [(sigma, 1.0, n_steps)]
+        changes.append(_diff(result.local, local_arrays)["user_embedding.weight"].ravel())
+    expected_std = config.lr * sigma * clip * np.sqrt(n_steps) / 4  # n·q = 4
+    observed_std = float(np.sqrt(np.mean(np.concatenate(changes) ** 2)))
+    assert 0.7 < observed_std / expected_std < 1.35
+
+
+# ---------------------------------------------------------------- (c) dense noise
+
+
+@pytest.mark.parametrize("mode", GRAD_SAMPLE_MODES)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_noise_lands_on_every_row_of_every_table(mode: str, optimizer: str) -> None:
+    n_items = 200
+    user = _user(3, n_items)
+    global_arrays, local_arrays = _start("neumf", n_items=n_items)
+    config = TrainingConfig(lr=0.01, batch_size=4, negatives=2, optimizer=optimizer)
+    result, _ = train_user_private("neumf", DIM, global_arrays, local_arrays, user, config, 1, 0,
+                                   np.random.default_rng(0), RecordDP(1.0, 1.0, "rdp", mode))
+    for name, delta in result.update.items():
+        assert np.count_nonzero(delta) == delta.size, f"{name}: rows without noise"
+
+    # control: without noise, rows no example touched do not move (SGD), so the rows
+    # above were untouched ones
+    if optimizer == "sgd":
+        quiet, _ = train_user_private("neumf", DIM, global_arrays, local_arrays, user, config, 1, 0,
+                                      np.random.default_rng(0), RecordDP(0.0, 1.0, "rdp", mode))
+        untouched = np.flatnonzero(~quiet.update["gmf_item_embedding.weight"].any(axis=1))
+        assert len(untouched) > n_items - 3 * (1 + config.negatives) - 1
+
+
+# ---------------------------------------------------------------- (d) accounting
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_steps_feed_the_accountant_and_epsilon_grows(accountant: str) -> None:
+    user = _user(10)
+    config = _sgd(0.05, batch_size=4)
+    dp = RecordDP(1.2, 1.0, accountant)
+    global_arrays, local_arrays = _start("gmf")
+    history = []
+    epsilons = []
+    for round_ in range(2):
+        result, steps = train_user_private("gmf", DIM, global_arrays, local_arrays, user, config,
+                                           local_epochs=2, user_epochs=1,
+                                           rng=np.random.default_rng([0, round_]), dp=dp)
+        q = sample_rate(len(user.train_items), config.batch_size)
+        assert all(sigma == 1.2 and rate == q for sigma, rate, _ in steps)
+        assert sum(s for _, _, s in steps) == steps_per_round(len(user.train_items), 4, 2, 1) == 9
+        history += steps
+        epsilons.append(epsilon(history, 1e-5, accountant))
+        global_arrays = {k: global_arrays[k] + result.update[k] for k in global_arrays}
+        local_arrays = result.local
+    assert 0 < epsilons[0] < epsilons[1] < np.inf
+
+
+# ---------------------------------------------------------------- (f) empty batches
+
+
+@pytest.mark.parametrize("mode", GRAD_SAMPLE_MODES)
+def test_empty_poisson_batches_are_noise_only_steps(mode: str) -> None:
+    config = _sgd(0.1, batch_size=1)  # q = 1/20: a batch is empty with probability ≈ 0.36
+    model = build_model("mlp", 1, N_ITEMS, DIM)
+    records = np.arange(20)
+    with PrivatePhase(model, list(model.parameters()), records, config, RecordDP(0.0, 1.0, "rdp", mode),
+                      np.random.default_rng(0)) as phase:
+        sizes = [len(b) for b in phase.batches()]
+        assert 0 in sizes and len(sizes) == 20
+        before = [p.detach().clone() for p in model.parameters()]
+        assert len(phase.step(torch.zeros(0, dtype=torch.long), torch.zeros(0, 2, dtype=torch.long))) == 0
+        assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))  # σ = 0: nothing moves
+        assert phase.history == [(0.0, 0.05, 1)]
+    with PrivatePhase(model, list(model.parameters()), records, config, RecordDP(1.0, 1.0, "rdp", mode),
+                      np.random.default_rng(0)) as phase:
+        phase.step(torch.zeros(0, dtype=torch.long), torch.zeros(0, 2, dtype=torch.long))
+        assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # noise only
+        assert phase.history == [(1.0, 0.05, 1)]
+    global_arrays, local_arrays = _start("mlp")
+    result, steps = train_user_private("mlp", DIM, global_arrays, local_arrays, _user(20), config, 1, 1,
+                                       np.random.default_rng(0), RecordDP(1.0, 1.0, "rdp", mode))
+    # 40 steps, each empty with probability 0.95^20 ≈ 0.36
+    assert steps == [(1.0, 0.05, 20), (1.0, 0.05, 20)]
+    assert all(np.isfinite(v).all() for v in result.update.values())
+
+
+def test_a_user_without_records_sends_nothing() -> None:
+    global_arrays, local_arrays = _start("neumf")
+    result, steps = train_user_private("neumf", DIM, global_arrays, local_arrays, _user(0), _sgd(0.1, 4),
+                                       2, 1, np.random.default_rng(0), RecordDP(1.0, 1.0, "rdp"))
+    assert steps == [] and result.num_examples == 0
+    assert all(not v.any() for v in result.update.values())
+    assert all(np.array_equal(result.local[k], local_arrays[k]) for k in local_arrays)
+
+
+# ---------------------------------------------------------------- (g), (h) every model
+
+
+@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("loss", ["bce", "bpr"])
+def test_every_model_trains_privately_and_ships_only_its_global_part(model_name: str, loss: str) -> None:
+    global_arrays, local_arrays = _start(model_name)
+    config = TrainingConfig(lr=0.01, batch_size=4, negatives=2, loss=loss, optimizer="adam")
+    run = lambda: train_user_private(model_name, DIM, global_arrays, local_arrays, _user(9), config,  # noqa: E731
+                                     1, 1, np.random.default_rng(5), RecordDP(0.8, 1.0, "rdp"))
+    result, steps = run()
+    model = build_model(model_name, 1, N_ITEMS, DIM)
+    assert list(result.update) == list(model.global_parameter_names)
+    assert list(result.local) == list(model.local_parameter_names)
+    assert all(result.update[k].shape == global_arrays[k].shape for k in global_arrays)
+    assert all(np.isfinite(v).all() and v.dtype == np.float32 for v in [*result.update.values(),
+                                                                        *result.local.values()])
+    assert sum(s for _, _, s in steps) == steps_per_round(9, 4, 1, 1)
+    assert np.isfinite(result.loss) and result.loss > 0
+    assert result.num_examples % (1 + config.negatives) == 0
+    assert _norm(_diff(result.local, local_arrays)) > 0
+    again, _ = run()  # the same generator gives the same round
+    assert all(np.array_equal(again.update[k], result.update[k]) for k in result.update)
