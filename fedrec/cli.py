@@ -63,6 +63,9 @@ def simulate(
     clip: float = typer.Option(DEFAULTS.clip, help="L2 clip norm C of one unit's contribution"),
     noise_multiplier: Optional[float] = typer.Option(None, help="σ (noise std = σ·C); ε is then tracked"),
     accountant: str = typer.Option(DEFAULTS.accountant, help="rdp or prv (Opacus accountants)"),
+    adaptive_clip: bool = typer.Option(DEFAULTS.adaptive_clip, help="user-central: C follows --clip-quantile of "
+                                       "the update norms (Andrew et al. 2021); --clip is the start"),
+    clip_quantile: float = typer.Option(DEFAULTS.clip_quantile),
     out: Optional[Path] = typer.Option(None, help="run directory (required unless --resume)"),
     resume: Optional[Path] = typer.Option(None, help="continue the checkpointed run in this directory"),
     quiet: bool = typer.Option(False, help="no progress bar"),
@@ -86,6 +89,7 @@ def simulate(
                 server_lr=server_lr, seed=seed, eval_every=eval_every, eval_fraction=eval_fraction,
                 checkpoint_every=checkpoint_every, executor=executor, cohort_nodes=cohort_nodes,
                 device=device, dp=dp, delta=delta, clip=clip, accountant=accountant,
+                adaptive_clip=adaptive_clip, clip_quantile=clip_quantile,
                 **_privacy_targets(epsilon, noise_multiplier),
             )
             out_dir = out

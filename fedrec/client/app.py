@@ -25,7 +25,7 @@ before it leaves (:func:`_global_only`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -47,6 +47,8 @@ from fedrec.core.run_config import RunConfig
 from fedrec.core.wire import (
     ARRAYS,
     CONFIG,
+    DP_CLIP,
+    DP_WITHIN_CLIP,
     METRICS,
     NODE_SECONDS,
     NUM_EXAMPLES,
@@ -183,7 +185,13 @@ def _train_private(msg: Message, context: Context, node: _NodeRound, data: list,
     config, global_arrays, store = node.config, node.global_arrays, node.store
     histories = PrivacyHistoryStore(context.state)
     users = [d.user for d in data]
-    result, releases, new_histories = private_train_users(
+    instruction = msg.content.config_records.get(CONFIG)
+    if config.dp == "user-central" and instruction is not None and DP_CLIP in instruction:
+        clip = float(instruction[DP_CLIP])  # adaptive clipping: the server's clip for this round
+        if not clip > 0 or not np.isfinite(clip):
+            raise ValueError(f"refusing the round: {DP_CLIP}={clip!r} is not a positive clip norm")
+        config = replace(config, clip=clip)
+    result, releases, new_histories, within_clip = private_train_users(
         config, global_arrays, store.load_many(users), data, server_round, histories.load_many(users))
     store.save_many(result.users, result.locals)
     if config.dp != "user-central":
@@ -195,7 +203,7 @@ def _train_private(msg: Message, context: Context, node: _NodeRound, data: list,
     else:
         update = {name: np.zeros_like(value) for name, value in global_arrays.items()}
     metrics = MetricRecord({NUM_EXAMPLES: int(result.weight), USERS_TRAINED: len(result.users),
-                            NODE_SECONDS: time.perf_counter() - started})
+                            NODE_SECONDS: time.perf_counter() - started, DP_WITHIN_CLIP: within_clip})
     content = RecordDict({ARRAYS: _global_only(update, config, node.split.n_items), METRICS: metrics,
                           PRIVACY: _privacy_record(releases)})
     return Message(content=content, reply_to=msg)

@@ -68,6 +68,9 @@ class RunConfig:
     clip: float = 1.0
     noise_multiplier: float = 0.0
     accountant: str = "rdp"
+    # user-central only: let C follow the clip-quantile of update norms (Andrew et al. 2021)
+    adaptive_clip: bool = False
+    clip_quantile: float = 0.5
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -114,6 +117,10 @@ class RunConfig:
             raise ValueError(f"delta must be in (0, 1), got {self.delta}")
         if not self.clip > 0:
             raise ValueError(f"clip must be > 0, got {self.clip}: it bounds each unit's contribution")
+        if self.adaptive_clip and self.dp != "user-central":
+            raise ValueError("adaptive-clip works with dp user-central only (the server adapts C from noised bits)")
+        if not 0 < self.clip_quantile < 1:
+            raise ValueError(f"clip-quantile must be in (0, 1), got {self.clip_quantile}")
         if self.dp == "record" and self.executor == "cohort":
             raise ValueError("dp record trains each user through Opacus: use --executor per-client")
 

@@ -29,3 +29,5 @@ PRIVACY_RATE = "sample-rate"
 PRIVACY_STEPS = "steps"
 PRIVACY_EPSILON = "epsilon"
 PRIVACY_STATE_PREFIX = "fedrec.privacy."  # context.state key of one user's accountant history
+DP_CLIP = "dp-clip"  # user-central with adaptive clipping: this round's clip norm (server → client)
+DP_WITHIN_CLIP = "dp-within-clip"  # user-central: users of the reply whose ‖Δ‖ ≤ C (adaptive clipping's bits)

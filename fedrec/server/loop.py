@@ -31,7 +31,7 @@ from fedrec.core.report import METRICS_FILE, append_jsonl, read_jsonl
 from fedrec.core.run_config import RunConfig
 from fedrec.core.sampling import sample_users
 from fedrec.server.privacy import ServerPrivacy, poisson_sample
-from fedrec.core.wire import METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS, USERS_TRAINED
+from fedrec.core.wire import DP_CLIP, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS, USERS_TRAINED
 from fedrec.server.checkpoint import (
     MODEL_FILE,
     Checkpoint,
@@ -85,19 +85,24 @@ def make_strategy(config: RunConfig, n_nodes: int, n_items: int,
     return strategy
 
 
-def round_config(config: RunConfig, n_users: int | None, server_round: int, purpose: str) -> ConfigRecord:
+def round_config(config: RunConfig, n_users: int | None, server_round: int, purpose: str,
+                 privacy: ServerPrivacy | None = None) -> ConfigRecord:
     """What an instruction carries besides the model: in cohort mode, the sampled users
-    (under user-central DP, each user with probability ``clients-per-round / n``, secretly)."""
+    (under user-central DP, each user with probability ``clients-per-round / n``, secretly);
+    with adaptive clipping, this round's clip norm."""
+    record = ConfigRecord()
+    if purpose == "train" and privacy is not None and privacy.adaptive is not None:
+        record[DP_CLIP] = float(privacy.clip)
     if config.executor != "cohort":
-        return ConfigRecord()
+        return record
     if n_users is None:
         raise ValueError("the cohort executor needs the number of users: the server must read the dataset")
     if purpose == "train" and config.dp == "user-central":
-        return ConfigRecord({SAMPLED_USERS: poisson_sample(list(range(n_users)),
-                                                           min(1.0, config.clients_per_round / n_users))})
+        record[SAMPLED_USERS] = poisson_sample(list(range(n_users)), min(1.0, config.clients_per_round / n_users))
+        return record
     k = config.clients_per_round if purpose == "train" else max(1, int(round(n_users * config.eval_fraction)))
-    sampled = sample_users(n_users, k, config.seed, server_round, purpose)
-    return ConfigRecord({SAMPLED_USERS: [int(u) for u in sampled]})
+    record[SAMPLED_USERS] = [int(u) for u in sample_users(n_users, k, config.seed, server_round, purpose)]
+    return record
 
 
 POLL_INTERVAL_S = 0.01
@@ -202,9 +207,11 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
                            server_round, config.epsilon)
             break
         started = time.perf_counter()
+        if privacy is not None:
+            privacy.begin_round()
         record = numpy_to_arrays(arrays)
         instructions = list(strategy.configure_train(
-            server_round, record, round_config(config, n_users, server_round, "train"), grid))
+            server_round, record, round_config(config, n_users, server_round, "train", privacy), grid))
         bytes_down = _content_bytes(instructions)
         replies = send_and_receive(grid, instructions, config.round_timeout)
         bytes_up = _content_bytes(replies)

@@ -26,6 +26,8 @@ from flwr.app import ConfigRecord, Message
 
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
+from fedrec.core.privacy.adaptive_clip import AdaptiveClip
+from fedrec.core.privacy.mechanisms import secure_generator
 from fedrec.core.privacy.ledger import LEDGER_FILE, LedgerEntry, PrivacyLedger, read_ledger
 from fedrec.core.run_config import RunConfig
 from fedrec.core.wire import (
@@ -57,15 +59,44 @@ class ServerPrivacy:
     run_id: str
     ledger: PrivacyLedger
     history: list[Step] = field(default_factory=list)
+    adaptive: AdaptiveClip | None = None
+    round_clip: float = 0.0  # the clip norm of the round being run (adaptive clipping moves it)
 
     @classmethod
     def open(cls, config: RunConfig, n_units: int, run_dir: Path, run_id: str) -> "ServerPrivacy":
-        """Open (or create) ``privacy.db``; a resumed run reloads the server's history from it."""
+        """Open (or create) ``privacy.db``; a resumed run reloads the server's history
+        (and, with adaptive clipping, the last clip norm) from it."""
         path = run_dir / LEDGER_FILE
         history: list[Step] = []
+        clip = config.clip
         if config.resume and path.exists():
-            history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in read_ledger(path) if r.who == SERVER]
-        return cls(config, n_units, run_id, PrivacyLedger(path), history)
+            server_rows = [r for r in read_ledger(path) if r.who == SERVER]
+            history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in server_rows]
+            clip = server_rows[-1].clip_norm if server_rows else clip
+        privacy = cls(config, n_units, run_id, PrivacyLedger(path), history, round_clip=clip)
+        if config.adaptive_clip:
+            privacy.adaptive = AdaptiveClip.for_round_size(clip, config.clip_quantile, privacy.expected_units)
+            privacy.adaptive.update_noise_multiplier(privacy.noise_multiplier)  # refuse 2σ_b ≤ σ now
+        return privacy
+
+    @property
+    def clip(self) -> float:
+        """The clip norm clients must apply this round."""
+        return self.adaptive.clip if self.adaptive is not None else self.config.clip
+
+    @property
+    def update_noise_multiplier(self) -> float:
+        """σ on the update sum: σ itself, or σ_Δ when adaptive clipping spends part of σ on the bits."""
+        sigma = self.noise_multiplier
+        return self.adaptive.update_noise_multiplier(sigma) if self.adaptive is not None else sigma
+
+    def begin_round(self) -> None:
+        self.round_clip = self.clip
+
+    def adapt_clip(self, centred_bits: float) -> None:
+        """Adaptive clipping's step from ``Σ(b − ½)`` of this round's users (no-op otherwise)."""
+        if self.adaptive is not None:
+            self.adaptive.step(centred_bits, self.expected_units, secure_generator())
 
     # --- user-central -------------------------------------------------------------
     @property
@@ -130,7 +161,7 @@ class ServerPrivacy:
                budget: float | None) -> LedgerEntry:
         return LedgerEntry(run_id=self.run_id, round=server_round, unit=plan.UNIT[self.config.dp],
                            mode=self.config.dp, who=who, noise_multiplier=sigma, sample_rate=rate, steps=steps,
-                           clip_norm=self.config.clip, delta=self.config.delta, accountant=self.config.accountant,
+                           clip_norm=self.round_clip, delta=self.config.delta, accountant=self.config.accountant,
                            epsilon=eps, budget=budget)
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ Under a DP mode it runs the same private arithmetic as the apps
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from fedrec.core.models.registry import build_model
 from fedrec.core.run_config import RunConfig
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
+from fedrec.core.privacy.adaptive_clip import AdaptiveClip
 from fedrec.core.privacy.aggregation import central_noised_mean
 from fedrec.core.privacy.client_round import private_train_users
 from fedrec.core.privacy.mechanisms import secure_generator
@@ -110,6 +112,10 @@ class _PrivateLoop:
         self.n_users = n_users
         self.histories: dict[int, list[Step]] = {}
         self.server_history: list[Step] = []
+        self.adaptive = None
+        if config.dp == "user-central" and config.adaptive_clip:
+            self.adaptive = AdaptiveClip.for_round_size(config.clip, config.clip_quantile,
+                                                        plan.central_rate(config, n_users) * n_users)
 
     def round_allowed(self) -> bool:
         if self.config.dp != "user-central" or plan.budget(self.config) is None:
@@ -126,7 +132,9 @@ class _PrivateLoop:
         else:
             users = [int(u) for u in sample_users(self.n_users, config.clients_per_round, config.seed,
                                                   server_round, "train")]
-        result, releases, histories = private_train_users(
+        if self.adaptive is not None:
+            config = replace(config, clip=self.adaptive.clip)
+        result, releases, histories, within_clip = private_train_users(
             config, arrays, [local.get(u) for u in users], [split.user_data(u, for_evaluation=False) for u in users],
             server_round, [self.histories.get(u, []) for u in users])
         local.update(zip(result.users, result.locals))
@@ -135,8 +143,11 @@ class _PrivateLoop:
         sums = [result.update_sum] if result.weight > 0 else []
         if config.dp == "user-central":
             sigma, rate = plan.central_noise(config, self.n_users), plan.central_rate(config, self.n_users)
-            mean = central_noised_mean(sums, [1.0] * len(sums), arrays, sigma, config.clip, rate * self.n_users,
-                                       secure_generator())
+            update_sigma = self.adaptive.update_noise_multiplier(sigma) if self.adaptive is not None else sigma
+            mean = central_noised_mean(sums, [1.0] * len(sums), arrays, update_sigma, config.clip,
+                                       rate * self.n_users, secure_generator())
+            if self.adaptive is not None:
+                self.adaptive.step(within_clip - result.weight / 2, rate * self.n_users, secure_generator())
             self.server_history.append((sigma, rate, 1))
             eps = epsilon(self.server_history, config.delta, config.accountant)
         else:
@@ -147,4 +158,4 @@ class _PrivateLoop:
             arrays = optimizer.step(arrays, mean)
         refused = sum(r.refused for r in releases)
         return arrays, {"round": server_round, "clients": len(result.users), "dp_refused": refused,
-                        "epsilon_max": eps, "train_loss": None}
+                        "epsilon_max": eps, "train_loss": None, "clip": config.clip}

@@ -115,3 +115,28 @@ def test_a_budget_stops_the_server_before_it_overshoots(tmp_path: Path) -> None:
 def test_poisson_sampling_includes_each_candidate_independently() -> None:
     counts = [len(poisson_sample(list(range(1000)), 0.1)) for _ in range(50)]
     assert 80 < np.mean(counts) < 120 and len(set(counts)) > 5  # random size, mean q·n
+
+
+def test_adaptive_clipping_moves_c_and_the_ledger_keeps_each_rounds_clip(tmp_path: Path) -> None:
+    from fedrec.core.wire import DP_CLIP, DP_WITHIN_CLIP
+    from fedrec.server.loop import round_config
+
+    config = RunConfig(dp="user-central", noise_multiplier=1.0, clip=1.0, clients_per_round=100,
+                       adaptive_clip=True, clip_quantile=0.5)
+    strategy = _strategy(config, tmp_path, n_units=1000)
+    privacy = strategy.privacy
+    privacy.begin_round()
+    assert round_config(config, None, 1, "train", privacy)[DP_CLIP] == 1.0
+    replies = []
+    for node in range(100):  # every user clipped: ‖Δ‖ > C, so C must grow
+        reply = _reply(0.5 / np.sqrt(250), 1, node=node)
+        reply.content.metric_records[METRICS][DP_WITHIN_CLIP] = 0
+        replies.append(reply)
+    strategy.aggregate_train(1, replies)
+    assert privacy.clip > 1.0
+    privacy.record_round(1, replies)
+    privacy.begin_round()
+    privacy.record_round(2, [])
+    rows = read_ledger(tmp_path / "privacy.db")
+    assert rows[0].clip_norm == 1.0 and rows[1].clip_norm == pytest.approx(privacy.clip)
+    privacy.close()

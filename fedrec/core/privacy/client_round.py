@@ -24,7 +24,7 @@ Every user weighs 1 in the node's mean update (see :mod:`fedrec.core.privacy.agg
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -40,6 +40,17 @@ from fedrec.core.run_config import RunConfig
 Arrays = dict[str, np.ndarray]
 
 
+class PrivateRound(NamedTuple):
+    """A node's private round: the summed result, each due user's release, the new
+    histories (same order as the users given), and how many users' updates were within
+    the clip norm (user-central: the bits of adaptive clipping)."""
+
+    result: CohortResult
+    releases: list["Release"]
+    histories: list[list[Step]]
+    within_clip: int
+
+
 @dataclass(frozen=True)
 class Release:
     """What one user spent (or refused to spend) this round."""
@@ -50,6 +61,7 @@ class Release:
     sample_rate: float
     steps: int
     epsilon: float  # the user's ε after this round (its ε so far when it refused)
+    within_clip: bool = False  # user-central: ‖Δ‖ ≤ C (adaptive clipping's bit)
 
 
 def planned_step(config: RunConfig, n_records: int) -> Step:
@@ -65,13 +77,15 @@ def planned_step(config: RunConfig, n_records: int) -> Step:
 def private_user_round(config: RunConfig, global_arrays: Arrays, stored_local: Arrays | None, user: UserData,
                        server_round: int, history: list[Step],
                        generator: np.random.Generator | None = None) -> tuple[LocalResult | None, Release, list[Step]]:
-    """One user's private round: ``(result or None if refused, release, new history)``."""
+    """One user's private round: ``(result or None if refused, release, new history)``.
+
+    Under user-central the release's ``within_clip`` says whether ``‖Δ‖ ≤ C``."""
     generator = generator if generator is not None else secure_generator()
     if config.dp == "user-central":
         one = user_round(config, global_arrays, stored_local, user, server_round)
-        clipped, _ = clip_update(one.update, config.clip)
+        clipped, norm = clip_update(one.update, config.clip)
         return (LocalResult(clipped, one.local, one.num_examples, one.loss),
-                Release(user.user, False, 0.0, 0.0, 0, 0.0), history)
+                Release(user.user, False, 0.0, 0.0, 0, 0.0, norm <= config.clip), history)
     step = planned_step(config, len(user.train_items))
     spent_before = epsilon(history, config.delta, config.accountant)
     after = epsilon([*history, step], config.delta, config.accountant)
@@ -103,8 +117,7 @@ def private_user_round(config: RunConfig, global_arrays: Arrays, stored_local: A
 
 def private_train_users(config: RunConfig, global_arrays: Arrays, stored: Sequence[Arrays | None],
                         users: Sequence[UserData], server_round: int, histories: Sequence[list[Step]],
-                        generator: np.random.Generator | None = None,
-                        ) -> tuple[CohortResult, list[Release], list[list[Step]]]:
+                        generator: np.random.Generator | None = None) -> PrivateRound:
     """Every user's private round; the node's result weighs each trained user 1."""
     if not len(stored) == len(users) == len(histories):
         raise ValueError("one stored-locals entry and one history per user are required")
@@ -130,12 +143,12 @@ def private_train_users(config: RunConfig, global_arrays: Arrays, stored: Sequen
         result.locals.append(one.local)
         result.num_examples.append(one.num_examples)
         result.losses.append(one.loss)
-    return result, releases, new_histories
+    return PrivateRound(result, releases, new_histories, sum(r.within_clip for r in releases))
 
 
 def _cohort_private(config: RunConfig, global_arrays: Arrays, stored: Sequence[Arrays | None],
                     users: Sequence[UserData], server_round: int, histories: Sequence[list[Step]],
-                    generator: np.random.Generator | None) -> tuple[CohortResult, list[Release], list[list[Step]]]:
+                    generator: np.random.Generator | None) -> PrivateRound:
     """User-level modes with the cohort executor: one vectorised pass over the users whose
     budget allows the round, each user's ``Δ`` clipped (and, user-local, noised) before the sum."""
     if config.dp == "record":
@@ -162,12 +175,15 @@ def _cohort_private(config: RunConfig, global_arrays: Arrays, stored: Sequence[A
         new_histories[b] = [*history, step]
         releases[b] = Release(user.user, False, step[0], step[1], 1, after)
 
+    within = []
+
     def mechanism(update: Arrays) -> Arrays:
-        clipped, _ = clip_update(update, config.clip)
+        clipped, norm = clip_update(update, config.clip)
+        within.append(norm <= config.clip)
         if config.dp == "user-central":
             return clipped
         return add_gaussian_noise(clipped, plan.local_noise(config) * config.clip, generator)
 
     result = cohort_round(config, global_arrays, [stored[b] for b in allowed], [users[b] for b in allowed],
                           server_round, update_transform=mechanism)
-    return result, [releases[b] for b in sorted(releases)], new_histories
+    return PrivateRound(result, [releases[b] for b in sorted(releases)], new_histories, int(sum(within)))

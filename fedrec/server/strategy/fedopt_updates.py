@@ -50,10 +50,10 @@ from fedrec.core.aggregation import ServerOptimizer, weighted_mean
 from fedrec.core.array_check import array_problem
 from fedrec.core.privacy.aggregation import central_noised_mean, exceeds_clip, private_mean
 from fedrec.core.privacy.mechanisms import secure_generator
-from fedrec.core.wire import ARRAYS, CONFIG, METRICS, NUM_EXAMPLES, PRIVACY
+from fedrec.core.wire import ARRAYS, CONFIG, DP_WITHIN_CLIP, METRICS, NUM_EXAMPLES, PRIVACY
 from fedrec.server.privacy import ServerPrivacy, parse_releases, poisson_sample
 
-COUNT_METRICS_SUFFIX = ("users-trained", "users-evaluated", "users-reconstructed")
+COUNT_METRICS_SUFFIX = ("users-trained", "users-evaluated", "users-reconstructed", DP_WITHIN_CLIP)
 
 
 def aggregate_reply_metrics(records: list[RecordDict], weighted_by_key: str) -> MetricRecord:
@@ -136,8 +136,10 @@ class FedOptOnUpdates(FedAvg):
         assert self.privacy is not None and self._current is not None
         updates = [arrays_to_numpy(c.array_records[ARRAYS]) for c in contents]
         if self.privacy.central:  # noise is released even when nobody was sampled
-            mean = central_noised_mean(updates, weights, self._current, self.privacy.noise_multiplier,
-                                       self.privacy.config.clip, self.privacy.expected_units, secure_generator())
+            mean = central_noised_mean(updates, weights, self._current, self.privacy.update_noise_multiplier,
+                                       self.privacy.round_clip, self.privacy.expected_units, secure_generator())
+            within = sum(float(c.metric_records[METRICS].get(DP_WITHIN_CLIP, 0)) for c in contents)
+            self.privacy.adapt_clip(within - sum(weights) / 2)
         elif sum(weights) > 0:
             mean = private_mean(updates, weights, self._current)
         else:
@@ -181,8 +183,11 @@ class FedOptOnUpdates(FedAvg):
         assert self.privacy is not None
         if self.privacy.central:
             update = arrays_to_numpy(message.content.array_records[ARRAYS])
-            if exceeds_clip(update, weight, self.privacy.config.clip):
-                return f"its update is longer than {weight:g} users clipped to C={self.privacy.config.clip:g}"
+            if exceeds_clip(update, weight, self.privacy.round_clip):
+                return f"its update is longer than {weight:g} users clipped to C={self.privacy.round_clip:g}"
+            within = message.content.metric_records[METRICS].get(DP_WITHIN_CLIP, 0)
+            if not isinstance(within, (int, float)) or not 0 <= within <= weight:
+                return f"{DP_WITHIN_CLIP}={within!r} is not a count between 0 and its {weight:g} users"
             return None
         record = message.content.config_records.get(PRIVACY)
         if record is None:

@@ -1,0 +1,403 @@
+"""The privacy ledger ``privacy.db``: one append-only, hash-chained row per mechanism run.
+
+Every time a run applies a DP mechanism to some unit's data, it appends a row saying
+who spent privacy (``who``: ``server`` or ``client:<id>``), on which unit (``record`` or
+``user``), with which mechanism parameters (noise multiplier σ, Poisson sampling rate q,
+number of steps, clip norm C — the noise std is σ·C) and what that who's ε is after the
+row: the composition of all of its rows so far at δ, by the named accountant.
+
+The file is SQLite, written with ``journal_mode=DELETE`` and ``synchronous=FULL``: every
+``append`` is one transaction that is on disk before it returns, and the whole ledger
+lives in the one file (no ``-wal`` side file to lose when a run directory is copied).
+
+Tamper evidence, in three layers:
+
+* SQLite triggers refuse ``UPDATE`` and ``DELETE`` on the ledger (append-only);
+* row ``k`` carries ``hash_k = sha256(hash_{k-1} ‖ canonical(row_k))`` with
+  ``hash_0 = GENESIS``, where ``canonical`` is JSON with sorted keys, floats written as
+  ``repr`` (exact, ``inf`` included) and ``seq`` included — so editing any field of any
+  row, or deleting or reordering a row before the last, breaks the chain even for
+  someone who dropped the triggers (``verify_chain``);
+* deleting the *last* rows leaves a valid shorter chain; the run's ``metrics.jsonl``
+  records an anchor ``(ledger_rows, ledger_head)`` each round, and ``anchor_problems``
+  checks that every anchored row still exists with the anchored hash.
+
+A forger who rewrites the whole chain and the anchors is not caught here: ``fedrec
+audit`` (:mod:`fedrec.core.privacy.audit`) recomputes every ε from the mechanism
+parameters, so a rewritten ε no longer matches its σ, q and steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sqlite3
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterable, Sequence
+
+from fedrec.core.privacy.accounting import ACCOUNTANTS
+
+LEDGER_FILE = "privacy.db"
+GENESIS = "0" * 64  # prev_hash of row 1; head hash of an empty ledger
+FORMAT = "fedrec-privacy-ledger"
+VERSION = "1"
+
+UNITS = ("record", "user")
+# mode -> the unit it protects
+MODES = {"record": "record", "user-local": "user", "user-central": "user"}
+SERVER = "server"
+CLIENT_PREFIX = "client:"
+
+_TABLE = "ledger"
+_SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE {_TABLE} (
+    seq INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    round INTEGER NOT NULL,
+    unit TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    who TEXT NOT NULL,
+    noise_multiplier REAL NOT NULL,
+    sample_rate REAL NOT NULL,
+    steps INTEGER NOT NULL,
+    clip_norm REAL NOT NULL,
+    delta REAL NOT NULL,
+    accountant TEXT NOT NULL,
+    epsilon REAL NOT NULL,
+    budget REAL,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TRIGGER ledger_no_update BEFORE UPDATE ON {_TABLE}
+BEGIN SELECT RAISE(ABORT, 'privacy ledger is append-only: UPDATE refused'); END;
+CREATE TRIGGER ledger_no_delete BEFORE DELETE ON {_TABLE}
+BEGIN SELECT RAISE(ABORT, 'privacy ledger is append-only: DELETE refused'); END;
+CREATE TRIGGER meta_no_update BEFORE UPDATE ON meta
+BEGIN SELECT RAISE(ABORT, 'privacy ledger is append-only: UPDATE refused'); END;
+CREATE TRIGGER meta_no_delete BEFORE DELETE ON meta
+BEGIN SELECT RAISE(ABORT, 'privacy ledger is append-only: DELETE refused'); END;
+"""
+
+
+class LedgerError(ValueError):
+    """The ledger file is missing, unreadable, or not a fedrec privacy ledger."""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One mechanism run, as the caller states it.
+
+    ``epsilon`` is ``who``'s ε at ``delta`` after this row: the composition of all of
+    its rows so far on the same unit, by ``accountant`` (``inf`` when σ = 0).
+    ``budget`` is ``who``'s ε budget, ``None`` when it has none.
+    """
+
+    run_id: str
+    round: int
+    unit: str  # "record" or "user"
+    mode: str  # "record", "user-local", "user-central"
+    who: str  # "server" or "client:<id>"
+    noise_multiplier: float  # σ; the noise std is σ·clip_norm
+    sample_rate: float  # q, Poisson inclusion probability of one unit per step
+    steps: int
+    clip_norm: float  # C, L2 bound on one unit's contribution
+    delta: float
+    accountant: str  # "rdp" or "prv"
+    epsilon: float
+    budget: float | None
+
+
+@dataclass(frozen=True)
+class LedgerRow(LedgerEntry):
+    """A stored entry with its place in the chain (``seq`` counts from 1)."""
+
+    seq: int
+    prev_hash: str
+    hash: str
+
+    @property
+    def entry(self) -> LedgerEntry:
+        return LedgerEntry(**{f.name: getattr(self, f.name) for f in fields(LedgerEntry)})
+
+
+_ENTRY_FIELDS = tuple(f.name for f in fields(LedgerEntry))
+_ROW_FIELDS = ("seq", *_ENTRY_FIELDS, "prev_hash", "hash")
+_FLOAT_FIELDS = ("noise_multiplier", "sample_rate", "clip_norm", "delta", "epsilon", "budget")
+_INT_FIELDS = ("seq", "round", "steps")
+_TEXT_FIELDS = ("run_id", "unit", "mode", "who", "accountant", "prev_hash", "hash")
+
+
+def row_hash(prev_hash: str, seq: int, entry: LedgerEntry) -> str:
+    """``sha256(prev_hash ‖ canonical(seq, entry))`` as 64 hex digits."""
+    payload: dict[str, Any] = {"seq": int(seq)}
+    for name in _ENTRY_FIELDS:
+        value = getattr(entry, name)
+        if name in _FLOAT_FIELDS:
+            payload[name] = None if value is None else repr(float(value))
+        elif name in _INT_FIELDS:
+            payload[name] = int(value)
+        else:
+            payload[name] = str(value)
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256((prev_hash + canonical).encode("ascii")).hexdigest()
+
+
+def check_entry(entry: LedgerEntry) -> None:
+    """Raise ``ValueError`` naming the field when ``entry`` makes no sense."""
+    where = f"ledger entry (round {entry.round}, {entry.who!r})"
+
+    def fail(message: str) -> None:
+        raise ValueError(f"{where}: {message}")
+
+    if not isinstance(entry.run_id, str) or not entry.run_id:
+        fail(f"run_id must be a non-empty string, got {entry.run_id!r}")
+    if not _is_int(entry.round) or entry.round < 0:
+        fail(f"round must be an integer ≥ 0, got {entry.round!r}")
+    if entry.mode not in MODES:
+        fail(f"mode must be one of {tuple(MODES)}, got {entry.mode!r}")
+    if entry.unit != MODES[entry.mode]:
+        fail(f"mode {entry.mode!r} protects unit {MODES[entry.mode]!r}, got unit {entry.unit!r}")
+    if entry.mode == "user-central":
+        if entry.who != SERVER:
+            fail(f"user-central rows are the server's: who must be {SERVER!r}, got {entry.who!r}")
+    elif not (isinstance(entry.who, str) and entry.who.startswith(CLIENT_PREFIX)
+              and len(entry.who) > len(CLIENT_PREFIX)):
+        fail(f"{entry.mode} rows are a client's: who must be 'client:<id>', got {entry.who!r}")
+    if entry.accountant not in ACCOUNTANTS:
+        fail(f"accountant must be one of {ACCOUNTANTS}, got {entry.accountant!r}")
+    if not _is_real(entry.noise_multiplier) or not (math.isfinite(entry.noise_multiplier)
+                                                    and entry.noise_multiplier >= 0):
+        fail(f"noise_multiplier must be finite and ≥ 0, got {entry.noise_multiplier!r}")
+    if not _is_real(entry.sample_rate) or not 0 < entry.sample_rate <= 1:
+        fail(f"sample_rate must be in (0, 1], got {entry.sample_rate!r}")
+    if not _is_int(entry.steps) or entry.steps < 0:
+        fail(f"steps must be an integer ≥ 0, got {entry.steps!r}")
+    if not _is_real(entry.clip_norm) or not (math.isfinite(entry.clip_norm) and entry.clip_norm > 0):
+        fail(f"clip_norm must be finite and > 0, got {entry.clip_norm!r}")
+    if not _is_real(entry.delta) or not 0 < entry.delta < 1:
+        fail(f"delta must be in (0, 1), got {entry.delta!r}")
+    if not _is_real(entry.epsilon) or not entry.epsilon >= 0:  # inf allowed, nan refused
+        fail(f"epsilon must be ≥ 0 (inf allowed), got {entry.epsilon!r}")
+    if entry.budget is not None and not (_is_real(entry.budget) and math.isfinite(entry.budget)
+                                         and entry.budget > 0):
+        fail(f"budget must be None or finite and > 0, got {entry.budget!r}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class PrivacyLedger:
+    """Append-only writer of ``privacy.db``; opens an existing ledger to continue it.
+
+    >>> with PrivacyLedger(run_dir / LEDGER_FILE) as ledger:
+    ...     head = ledger.append(entries_of_this_round)
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as error:
+            raise LedgerError(f"{self.path}: cannot open the privacy ledger ({error})") from error
+        try:
+            self._db.execute("PRAGMA journal_mode=DELETE")
+            self._db.execute("PRAGMA synchronous=FULL")
+            if existed:
+                _check_schema(self._db, self.path)
+            else:
+                self._create()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise LedgerError(f"{self.path}: not a readable SQLite file ({error})") from error
+        except LedgerError:
+            self._db.close()
+            raise
+
+    def _create(self) -> None:
+        with _transaction(self._db):
+            for statement in _statements(_SCHEMA):
+                self._db.execute(statement)
+            self._db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                                 [("format", FORMAT), ("version", VERSION)])
+
+    def append(self, entries: Sequence[LedgerEntry]) -> str:
+        """Append ``entries`` in one durable transaction; return the new head hash."""
+        entries = list(entries)
+        for entry in entries:
+            check_entry(entry)
+        with _transaction(self._db):
+            count, head = self._head()
+            rows = []
+            for entry in entries:
+                count += 1
+                head_next = row_hash(head, count, entry)
+                rows.append((count, *(getattr(entry, name) for name in _ENTRY_FIELDS), head, head_next))
+                head = head_next
+            columns = ", ".join(_ROW_FIELDS)
+            marks = ", ".join("?" * len(_ROW_FIELDS))
+            self._db.executemany(f"INSERT INTO {_TABLE} ({columns}) VALUES ({marks})", rows)
+        return head
+
+    def head(self) -> tuple[int, str]:
+        """(number of rows, hash of the last row); ``(0, GENESIS)`` when empty."""
+        return self._head()
+
+    def _head(self) -> tuple[int, str]:
+        last = self._db.execute(f"SELECT seq, hash FROM {_TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
+        if last is None:
+            return 0, GENESIS
+        count = self._db.execute(f"SELECT COUNT(*) FROM {_TABLE}").fetchone()[0]
+        return int(count), str(last[1])
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> PrivacyLedger:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+def _statements(script: str) -> Iterable[str]:
+    """Split the schema script into statements (triggers hold ``;`` inside BEGIN…END)."""
+    buffer = ""
+    for line in script.strip().splitlines():
+        buffer += line + "\n"
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+
+
+def _check_schema(db: sqlite3.Connection, path: Path) -> None:
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if _TABLE not in tables or "meta" not in tables:
+        raise LedgerError(f"{path}: an SQLite file, but not a fedrec privacy ledger "
+                          f"(no '{_TABLE}'/'meta' table; found tables {sorted(tables)})")
+    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    if meta.get("format") != FORMAT:
+        raise LedgerError(f"{path}: not a fedrec privacy ledger (meta format {meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise LedgerError(f"{path}: privacy ledger version {meta.get('version')!r}, this fedrec reads {VERSION!r}")
+    columns = {row[1] for row in db.execute(f"PRAGMA table_info({_TABLE})")}
+    missing = [name for name in _ROW_FIELDS if name not in columns]
+    if missing:
+        raise LedgerError(f"{path}: privacy ledger table '{_TABLE}' lacks columns {missing}")
+
+
+def read_ledger(path: Path) -> list[LedgerRow]:
+    """All rows of the ledger at ``path`` in ``seq`` order, read-only.
+
+    Raises ``LedgerError`` when the file is missing, not SQLite, corrupt, not a fedrec
+    ledger, or holds a value of the wrong type.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LedgerError(f"{path}: no privacy ledger here (file not found)")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise LedgerError(f"{path}: cannot open the privacy ledger ({error})") from error
+    try:
+        _check_schema(db, path)
+        raw = db.execute(f"SELECT {', '.join(_ROW_FIELDS)} FROM {_TABLE} ORDER BY seq").fetchall()
+    except sqlite3.DatabaseError as error:
+        raise LedgerError(f"{path}: not a readable SQLite privacy ledger ({error})") from error
+    finally:
+        db.close()
+    return [_to_row(path, values) for values in raw]
+
+
+def _to_row(path: Path, values: tuple[Any, ...]) -> LedgerRow:
+    record = dict(zip(_ROW_FIELDS, values))
+    for name, value in record.items():
+        ok = (
+            (name in _INT_FIELDS and _is_int(value))
+            or (name in _FLOAT_FIELDS and (_is_real(value) or (name == "budget" and value is None)))
+            or (name in _TEXT_FIELDS and isinstance(value, str))
+        )
+        if not ok:
+            raise LedgerError(f"{path}: row seq={record['seq']!r}: column {name} holds {value!r}, "
+                              "of the wrong type")
+        if name in _FLOAT_FIELDS and value is not None:
+            record[name] = float(value)
+    return LedgerRow(**record)
+
+
+def verify_chain(rows: Sequence[LedgerRow]) -> list[str]:
+    """Problems with the hash chain of ``rows`` (in stored order); empty when intact.
+
+    Checks that ``seq`` runs 1, 2, …, that each ``prev_hash`` is the previous row's hash
+    (``GENESIS`` for the first) and that each hash matches the row's content.
+    """
+    problems: list[str] = []
+    prev = GENESIS
+    for position, row in enumerate(rows, start=1):
+        if row.seq != position:
+            problems.append(f"row {position}: seq is {row.seq}, expected {position} "
+                            "(a row was deleted or inserted)")
+        if row.prev_hash != prev:
+            problems.append(f"row seq={row.seq}: prev_hash does not match the hash of the row "
+                            "before it (a row before it was deleted, inserted or rewritten)")
+        if row_hash(row.prev_hash, row.seq, row) != row.hash:
+            problems.append(f"row seq={row.seq}: hash does not match its content "
+                            "(the row was edited after it was written)")
+        prev = row.hash
+    return problems
+
+
+def anchor_problems(rows: Sequence[LedgerRow], anchors: Sequence[tuple[int, str]]) -> list[str]:
+    """Problems with anchors ``(n, h)``: each says "the ledger had n rows, the last hashed h".
+
+    Catches rows deleted from the end, which the chain alone cannot. An anchor with
+    ``n = 0`` must carry ``GENESIS``.
+    """
+    by_seq = {row.seq: row for row in rows}
+    problems: list[str] = []
+    for count, head in anchors:
+        if count == 0:
+            if head != GENESIS:
+                problems.append(f"anchor (0 rows) has hash {head[:12]}…, expected the genesis hash")
+        elif count not in by_seq:
+            problems.append(f"anchor says the ledger had {count} rows but row {count} is missing "
+                            f"(ledger has {len(rows)} rows: rows were deleted)")
+        elif by_seq[count].hash != head:
+            problems.append(f"anchor at row {count}: ledger hash {by_seq[count].hash[:12]}… differs from "
+                            f"the anchored {head[:12]}… (the ledger was rewritten)")
+    return problems
+
+
+def unanchored_rows(rows: Sequence[LedgerRow], anchors: Sequence[tuple[int, str]]) -> int:
+    """Rows after the last anchor: allowed (a crash between ledger and metrics write), noted."""
+    last = max((count for count, _ in anchors), default=0)
+    return max(0, len(rows) - last)
+
+
+def entry_dict(entry: LedgerEntry) -> dict[str, Any]:
+    """Plain dict of an entry or row (for JSON reports; floats unchanged)."""
+    return asdict(entry)

@@ -1,0 +1,219 @@
+"""The privacy ledger: append-only, hash-chained, durable, readable only when sound."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from fedrec.core.privacy.ledger import (
+    GENESIS,
+    LEDGER_FILE,
+    LedgerEntry,
+    LedgerError,
+    PrivacyLedger,
+    anchor_problems,
+    read_ledger,
+    row_hash,
+    unanchored_rows,
+    verify_chain,
+)
+
+
+def entry(round_: int = 1, who: str = "client:7", epsilon: float = 0.5, **changes) -> LedgerEntry:
+    base = LedgerEntry(run_id="run-1", round=round_, unit="record", mode="record", who=who,
+                       noise_multiplier=1.1, sample_rate=0.05, steps=20, clip_norm=1.0,
+                       delta=1e-5, accountant="rdp", epsilon=epsilon, budget=8.0)
+    return dataclasses.replace(base, **changes)
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> Path:
+    path = tmp_path / LEDGER_FILE
+    with PrivacyLedger(path) as ledger:
+        ledger.append([entry(1, "client:1", 0.3), entry(1, "client:2", 0.4)])
+        ledger.append([entry(2, "client:1", 0.5)])
+        ledger.append([entry(3, "client:2", 0.6), entry(3, "client:1", 0.7)])
+    return path
+
+
+def test_rows_round_trip_in_order_with_an_intact_chain(ledger_path: Path) -> None:
+    rows = read_ledger(ledger_path)
+    assert [r.seq for r in rows] == [1, 2, 3, 4, 5]
+    assert [(r.round, r.who, r.epsilon) for r in rows] == [
+        (1, "client:1", 0.3), (1, "client:2", 0.4), (2, "client:1", 0.5),
+        (3, "client:2", 0.6), (3, "client:1", 0.7)]
+    assert rows[0].prev_hash == GENESIS
+    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:]))
+    assert rows[2].entry == entry(2, "client:1", 0.5)
+    assert verify_chain(rows) == []
+
+
+def test_head_and_append_return_the_last_hash(tmp_path: Path) -> None:
+    with PrivacyLedger(tmp_path / LEDGER_FILE) as ledger:
+        assert ledger.head() == (0, GENESIS)
+        head = ledger.append([entry(1), entry(2)])
+        assert ledger.head() == (2, head)
+        assert ledger.append([]) == head
+    rows = read_ledger(tmp_path / LEDGER_FILE)
+    assert rows[-1].hash == head
+    assert head == row_hash(rows[0].hash, 2, entry(2))
+
+
+def test_reopening_continues_the_chain(ledger_path: Path) -> None:
+    with PrivacyLedger(ledger_path) as ledger:
+        count, _ = ledger.head()
+        ledger.append([entry(4, "client:1", 0.9)])
+    rows = read_ledger(ledger_path)
+    assert len(rows) == count + 1 and verify_chain(rows) == []
+
+
+def test_infinite_epsilon_and_no_budget_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / LEDGER_FILE
+    with PrivacyLedger(path) as ledger:
+        ledger.append([entry(noise_multiplier=0.0, epsilon=math.inf, budget=None)])
+    (row,) = read_ledger(path)
+    assert row.epsilon == math.inf and row.budget is None
+    assert verify_chain([row]) == []
+
+
+def test_every_append_is_committed_before_it_returns(tmp_path: Path) -> None:
+    path = tmp_path / LEDGER_FILE
+    ledger = PrivacyLedger(path)
+    ledger.append([entry(1)])
+    assert len(read_ledger(path)) == 1  # another connection sees it while the writer is open
+    ledger.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    db.close()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"unit": "user"}, "protects unit"),
+    ({"mode": "central"}, "mode must be"),
+    ({"accountant": "gdp"}, "accountant must be"),
+    ({"noise_multiplier": -1.0}, "noise_multiplier"),
+    ({"noise_multiplier": math.nan}, "noise_multiplier"),
+    ({"sample_rate": 0.0}, "sample_rate"),
+    ({"sample_rate": 1.5}, "sample_rate"),
+    ({"steps": -1}, "steps"),
+    ({"steps": 2.5}, "steps"),
+    ({"clip_norm": 0.0}, "clip_norm"),
+    ({"delta": 0.0}, "delta"),
+    ({"delta": 1.0}, "delta"),
+    ({"epsilon": -0.1}, "epsilon"),
+    ({"epsilon": math.nan}, "epsilon"),
+    ({"budget": 0.0}, "budget"),
+    ({"who": "server"}, "client:<id>"),
+    ({"mode": "user-central", "unit": "user"}, "server"),
+    ({"run_id": ""}, "run_id"),
+])
+def test_nonsense_entries_are_refused_and_nothing_is_written(
+        tmp_path: Path, change: dict, message: str) -> None:
+    path = tmp_path / LEDGER_FILE
+    with PrivacyLedger(path) as ledger:
+        with pytest.raises(ValueError, match=message):
+            ledger.append([entry(1), entry(2, **change)])
+        assert ledger.head() == (0, GENESIS)
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE ledger SET epsilon = 0.01 WHERE seq = 2",
+    "DELETE FROM ledger WHERE seq = 5",
+    "DELETE FROM meta",
+])
+def test_triggers_refuse_update_and_delete(ledger_path: Path, statement: str) -> None:
+    db = sqlite3.connect(ledger_path)
+    with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        db.execute(statement)
+    db.close()
+    assert len(read_ledger(ledger_path)) == 5
+
+
+def tamper(path: Path, *statements: str) -> None:
+    """What someone with write access does: drop the triggers, then edit."""
+    db = sqlite3.connect(path)
+    db.execute("DROP TRIGGER ledger_no_update")
+    db.execute("DROP TRIGGER ledger_no_delete")
+    for statement in statements:
+        db.execute(statement)
+    db.commit()
+    db.close()
+
+
+def test_an_edited_field_breaks_the_chain(ledger_path: Path) -> None:
+    tamper(ledger_path, "UPDATE ledger SET epsilon = 0.05 WHERE seq = 3")
+    problems = verify_chain(read_ledger(ledger_path))
+    assert len(problems) == 1 and "seq=3" in problems[0] and "edited" in problems[0]
+
+
+def test_a_deleted_middle_row_breaks_the_chain(ledger_path: Path) -> None:
+    tamper(ledger_path, "DELETE FROM ledger WHERE seq = 2")
+    problems = verify_chain(read_ledger(ledger_path))
+    assert any("seq is 3, expected 2" in p for p in problems)
+    assert any("prev_hash" in p for p in problems)
+
+
+def test_a_deleted_last_row_passes_the_chain_but_not_the_anchors(ledger_path: Path) -> None:
+    anchors = [(2, read_ledger(ledger_path)[1].hash), (5, read_ledger(ledger_path)[4].hash)]
+    assert anchor_problems(read_ledger(ledger_path), anchors) == []
+    tamper(ledger_path, "DELETE FROM ledger WHERE seq = 5")
+    rows = read_ledger(ledger_path)
+    assert verify_chain(rows) == []
+    (problem,) = anchor_problems(rows, anchors)
+    assert "row 5 is missing" in problem
+
+
+def test_anchor_with_the_wrong_hash_and_rows_after_the_last_anchor(ledger_path: Path) -> None:
+    rows = read_ledger(ledger_path)
+    assert anchor_problems(rows, [(0, GENESIS)]) == []
+    (problem,) = anchor_problems(rows, [(3, rows[2].prev_hash)])
+    assert "row 3" in problem and "rewritten" in problem
+    assert unanchored_rows(rows, [(3, rows[2].hash)]) == 2
+    assert unanchored_rows(rows, []) == 5
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="file not found"):
+        read_ledger(tmp_path / LEDGER_FILE)
+
+
+def test_random_bytes_are_not_a_ledger(tmp_path: Path) -> None:
+    path = tmp_path / LEDGER_FILE
+    path.write_bytes(bytes(range(256)) * 16)
+    with pytest.raises(LedgerError, match="not a readable SQLite"):
+        read_ledger(path)
+    with pytest.raises(LedgerError, match="not a readable SQLite"):
+        PrivacyLedger(path)
+
+
+def test_foreign_sqlite_file_is_not_a_ledger(tmp_path: Path) -> None:
+    path = tmp_path / LEDGER_FILE
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE users (id INTEGER)")
+    db.commit()
+    db.close()
+    with pytest.raises(LedgerError, match="not a fedrec privacy ledger"):
+        read_ledger(path)
+    with pytest.raises(LedgerError, match="not a fedrec privacy ledger"):
+        PrivacyLedger(path)
+
+
+def test_missing_column_is_a_clear_error(ledger_path: Path) -> None:
+    db = sqlite3.connect(ledger_path)
+    db.execute("DROP TRIGGER ledger_no_update")
+    db.execute("DROP TRIGGER ledger_no_delete")
+    db.execute("ALTER TABLE ledger DROP COLUMN budget")
+    db.commit()
+    db.close()
+    with pytest.raises(LedgerError, match=r"lacks columns \['budget'\]"):
+        read_ledger(ledger_path)
+
+
+def test_wrong_type_in_a_column_is_a_clear_error(ledger_path: Path) -> None:
+    tamper(ledger_path, "UPDATE ledger SET epsilon = 'small' WHERE seq = 1")
+    with pytest.raises(LedgerError, match="seq=1: column epsilon"):
+        read_ledger(ledger_path)
