@@ -66,6 +66,8 @@ def simulate(
     adaptive_clip: bool = typer.Option(DEFAULTS.adaptive_clip, help="user-central: C follows --clip-quantile of "
                                        "the update norms (Andrew et al. 2021); --clip is the start"),
     clip_quantile: float = typer.Option(DEFAULTS.clip_quantile),
+    dp_participations: int = typer.Option(DEFAULTS.dp_participations, help="record/user-local: plan σ for this "
+                                          "many rounds per client (0: every round); more and the client refuses"),
     out: Optional[Path] = typer.Option(None, help="run directory (required unless --resume)"),
     resume: Optional[Path] = typer.Option(None, help="continue the checkpointed run in this directory"),
     quiet: bool = typer.Option(False, help="no progress bar"),
@@ -89,7 +91,7 @@ def simulate(
                 server_lr=server_lr, seed=seed, eval_every=eval_every, eval_fraction=eval_fraction,
                 checkpoint_every=checkpoint_every, executor=executor, cohort_nodes=cohort_nodes,
                 device=device, dp=dp, delta=delta, clip=clip, accountant=accountant,
-                adaptive_clip=adaptive_clip, clip_quantile=clip_quantile,
+                adaptive_clip=adaptive_clip, clip_quantile=clip_quantile, dp_participations=dp_participations,
                 **_privacy_targets(epsilon, noise_multiplier),
             )
             out_dir = out

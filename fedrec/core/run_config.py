@@ -71,6 +71,9 @@ class RunConfig:
     # user-central only: let C follow the clip-quantile of update norms (Andrew et al. 2021)
     adaptive_clip: bool = False
     clip_quantile: float = 0.5
+    # record / user-local: σ from ε is planned for this many rounds per client (0: every
+    # round); a client sampled more often refuses once its budget is spent
+    dp_participations: int = 0
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -117,6 +120,8 @@ class RunConfig:
             raise ValueError(f"delta must be in (0, 1), got {self.delta}")
         if not self.clip > 0:
             raise ValueError(f"clip must be > 0, got {self.clip}: it bounds each unit's contribution")
+        if not 0 <= self.dp_participations <= self.rounds:
+            raise ValueError(f"dp-participations must be in 0..rounds ({self.rounds}), got {self.dp_participations}")
         if self.adaptive_clip and self.dp != "user-central":
             raise ValueError("adaptive-clip works with dp user-central only (the server adapts C from noised bits)")
         if not 0 < self.clip_quantile < 1:

@@ -33,7 +33,7 @@ import hashlib
 import json
 import math
 import sqlite3
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Iterable, Sequence
@@ -42,6 +42,9 @@ from fedrec.core.privacy.accounting import ACCOUNTANTS
 
 LEDGER_FILE = "privacy.db"
 GENESIS = "0" * 64  # prev_hash of row 1; head hash of an empty ledger
+# keys of the anchor each ``metrics.jsonl`` row carries: ledger size and head hash after the round
+ANCHOR_ROWS = "ledger_rows"
+ANCHOR_HEAD = "ledger_head"
 FORMAT = "fedrec-privacy-ledger"
 VERSION = "1"
 
@@ -398,6 +401,7 @@ def unanchored_rows(rows: Sequence[LedgerRow], anchors: Sequence[tuple[int, str]
     return max(0, len(rows) - last)
 
 
-def entry_dict(entry: LedgerEntry) -> dict[str, Any]:
-    """Plain dict of an entry or row (for JSON reports; floats unchanged)."""
-    return asdict(entry)
+def anchor(head: tuple[int, str]) -> dict[str, int | str]:
+    """The anchor fields of a ``metrics.jsonl`` row, from ``PrivacyLedger.head()``."""
+    count, digest = head
+    return {ANCHOR_ROWS: count, ANCHOR_HEAD: digest}

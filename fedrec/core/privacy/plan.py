@@ -25,7 +25,9 @@ user-central user  each client clips its update to ``C`` (on the client: the ser
 σ from ε: with ``--epsilon`` and no ``--noise-multiplier``, σ is the smallest that
 keeps a unit taking part in **every** round within ε after ``rounds`` rounds
 (conservative: a sampled client usually takes part in fewer; its accountant shows
-what it really spent). With both, ε is a budget that σ must be able to meet: if σ
+what it really spent). For the client-accounted modes (``record``, ``user-local``)
+``--dp-participations P`` plans σ for ``P`` rounds per client instead; a client sampled
+more often refuses to train once the next round would exceed its budget. With both, ε is a budget that σ must be able to meet: if σ
 cannot keep a full run within ε (the median user, for ``record``), the run is refused
 at start. With σ alone, ε is tracked and reported, no budget.
 
@@ -54,8 +56,8 @@ def record_noise(config: RunConfig, n_records: int) -> float:
     if config.noise_multiplier > 0:
         return config.noise_multiplier
     q = record_sample_rate(n_records, config.batch_size)
-    steps = config.rounds * record_steps_per_round(n_records, config.batch_size, config.local_epochs,
-                                                   config.user_epochs)
+    steps = planned_participations(config) * record_steps_per_round(n_records, config.batch_size,
+                                                                    config.local_epochs, config.user_epochs)
     return noise_for_epsilon(config.epsilon, config.delta, q, steps, config.accountant)
 
 
@@ -63,7 +65,12 @@ def local_noise(config: RunConfig) -> float:
     """σ of a ``user-local`` client's release (one Gaussian mechanism per round taken part in)."""
     if config.noise_multiplier > 0:
         return config.noise_multiplier
-    return noise_for_epsilon(config.epsilon, config.delta, 1.0, config.rounds, config.accountant)
+    return noise_for_epsilon(config.epsilon, config.delta, 1.0, planned_participations(config), config.accountant)
+
+
+def planned_participations(config: RunConfig) -> int:
+    """Rounds a client's σ is planned for (record, user-local): ``dp-participations`` or all."""
+    return config.dp_participations or config.rounds
 
 
 def central_rate(config: RunConfig, n_units: int) -> float:
@@ -108,14 +115,15 @@ def check_against_data(config: RunConfig, n_units: int, records_per_user: Sequen
         if spent > config.epsilon * (1 + 1e-9):
             raise ValueError(
                 f"noise-multiplier {config.noise_multiplier:g} and epsilon {config.epsilon:g} disagree: "
-                f"{config.rounds} rounds at σ={config.noise_multiplier:g} spend ε={spent:.3g} "
+                f"{planned_participations(config) if config.dp != 'user-central' else config.rounds} rounds "
+                f"at σ={config.noise_multiplier:g} spend ε={spent:.3g} "
                 f"({config.accountant}, δ={config.delta:g}{', median user' if config.dp == 'record' else ''}); "
                 "raise σ, lower the rounds, or give only one of the two")
 
 
 def planned_epsilon(config: RunConfig, n_units: int, records_per_user: Sequence[int] | None = None) -> float:
-    """ε after a full run for a unit taking part in every round (the median user for ``record``)."""
-    rounds = config.rounds
+    """ε after a full run for a unit taking part in every planned round (the median user for ``record``)."""
+    rounds = planned_participations(config) if config.dp in ("record", "user-local") else config.rounds
     if config.dp == "record":
         counts = [c for c in (records_per_user or []) if c > 0]
         n_records = int(np.median(counts))
@@ -157,5 +165,6 @@ def describe(config: RunConfig, n_units: int, records_per_user: Sequence[int] | 
         where = "the server on the sum of clients' clipped updates (Poisson-sampled clients)"
     return (f"dp {config.dp}: unit = {UNIT[config.dp]}, noise by {where}; {sigma}, C={config.clip:g}, "
             f"δ={config.delta:g}, {target}, accountant {config.accountant}; "
-            f"full-participation ε after {config.rounds} rounds ≤ "
+            f"ε after {planned_participations(config) if config.dp != 'user-central' else config.rounds} "
+            "rounds of participation ≤ "
             f"{planned_epsilon(config, n_units, records_per_user):.3g}")

@@ -43,6 +43,7 @@ def main(
     rounds: int = typer.Option(30),
     clients_per_round: int = typer.Option(943, help="users per round (user-central: expected, Poisson)"),
     record_clients_per_round: int = typer.Option(0, help="users per round for record (0: as --clients-per-round)"),
+    record_participations: int = typer.Option(0, help="record: plan σ for this many rounds per client (0: all)"),
     local_epochs: int = typer.Option(1),
     user_epochs: int = typer.Option(1),
     batch_size: int = typer.Option(16),
@@ -63,30 +64,33 @@ def main(
                      server_lr=server_lr, eval_every=rounds, delta=delta, executor="cohort")
     results_path = out / "results.json"
     results: list[dict] = json.loads(results_path.read_text()) if results_path.exists() else []
-    done = {(r["mode"], r["epsilon_target"]) for r in results}
+    done = {(r["mode"], r["epsilon_target"], r["clients_per_round"]) for r in results}
 
     def record(row: dict) -> None:
         results.append(row)
         results_path.write_text(json.dumps(results, indent=2))  # after every run: nothing lost
 
-    runs = [("off", None, base)]
+    runs = []
     for mode in modes.split(","):
         for eps in (float(e) for e in epsilons.split(",")):
             config = replace(base, dp=mode, epsilon=eps, server_lr=dp_server_lr or server_lr,
                              clip=record_clip if mode == "record" else user_clip)
             if mode == "record":
-                config = replace(config, executor="per-client",
+                config = replace(config, executor="per-client", dp_participations=record_participations,
                                  clients_per_round=min(record_clients_per_round or clients_per_round, split.n_users))
             runs.append((mode, eps, config))
+    # one non-private reference per round size (same length, same users per round)
+    for size in sorted({c.clients_per_round for _, _, c in runs}, reverse=True):
+        runs.insert(0, ("off", None, replace(base, clients_per_round=size)))
     for mode, eps, config in runs:
-        if (mode, eps) in done:
+        if (mode, eps, config.clients_per_round) in done:
             continue
         line = preflight(config, split)
         Console().print(line)
         started = time.perf_counter()
         rows = run_torch_loop(split, config, threads=threads)
         last = rows[-1]
-        record({"mode": mode, "epsilon_target": eps, "epsilon_spent": last.get("epsilon_max"),
+        record({"mode": mode, "epsilon_target": eps, "participations": config.dp_participations or config.rounds, "epsilon_spent": last.get("epsilon_max"),
                 "refused": sum(r.get("dp_refused", 0) for r in rows), "rounds": len(rows),
                 "clients_per_round": config.clients_per_round, "clip": config.clip,
                 "server_lr": config.server_lr, "hr@10": last[f"hr@{K}"], "ndcg@10": last[f"ndcg@{K}"],
@@ -95,11 +99,12 @@ def main(
 
 
 def _report(results: list[dict], out: Path) -> None:
-    reference = next((r for r in results if r["mode"] == "off"), None)
-    table = Table(title="ML-100K, MF: private / non-private (same length)")
+    references = {r["clients_per_round"]: r for r in results if r["mode"] == "off"}
+    table = Table(title="ML-100K, MF: private / non-private (same length, same users per round)")
     for column in ("mode", "ε target", "ε spent", "HR@10", "NDCG@10", "HR ratio", "NDCG ratio", "users/round", "C", "s"):
         table.add_column(column, justify="right")
     for r in results:
+        reference = references.get(r["clients_per_round"])
         hr_ratio = r["hr@10"] / reference["hr@10"] if reference else float("nan")
         ndcg_ratio = r["ndcg@10"] / reference["ndcg@10"] if reference else float("nan")
         r["hr_ratio"], r["ndcg_ratio"] = hr_ratio, ndcg_ratio
@@ -110,25 +115,24 @@ def _report(results: list[dict], out: Path) -> None:
                       f"{r['clip']:g}", f"{r['seconds']:.0f}")
     Console().print(table)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    _plot(results, reference, out / "privacy_utility.png")
+    _plot(results, out / "privacy_utility.png")
 
 
-def _plot(results: list[dict], reference: dict | None, path: Path) -> None:
+def _plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("hr@10", "ndcg@10")):
+    for ax, metric in zip(axes, ("hr_ratio", "ndcg_ratio")):
         for mode in sorted({r["mode"] for r in results if r["mode"] != "off"}):
             points = sorted((r["epsilon_target"], r[metric]) for r in results if r["mode"] == mode)
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=mode)
-        if reference is not None:
-            ax.axhline(reference[metric], color="black", linestyle="--", label="non-private")
+        ax.axhline(1.0, color="black", linestyle="--", label="non-private")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("ε (δ = 1e-5)")
-        ax.set_ylabel(metric.upper())
+        ax.set_ylabel(metric.replace("_", " ").upper() + " (private / non-private)")
         ax.legend()
     fig.suptitle("fedrec MF on ML-100K: privacy–utility")
     fig.tight_layout()

@@ -67,3 +67,27 @@ def test_known_epsilons_of_the_subsampled_gaussian() -> None:
     # the plain Gaussian mechanism (q = 1), once: ε grows as σ shrinks
     assert epsilon([(2.0, 1.0, 1)], 1e-5, "rdp") < epsilon([(1.0, 1.0, 1)], 1e-5, "rdp")
     assert epsilon([(0.0, 0.5, 1)], 1e-5, "rdp") == float("inf")
+
+
+def test_participations_plan_sigma_for_fewer_rounds_and_the_budget_then_refuses() -> None:
+    from fedrec.core.data.loaders import load_dataset
+    from fedrec.core.data.split import leave_one_out
+    from fedrec.core.privacy.client_round import private_train_users
+    from fedrec.server.loop import initial_global_arrays
+
+    every = RunConfig(dp="user-local", epsilon=4.0, rounds=20)
+    two = RunConfig(dp="user-local", epsilon=4.0, rounds=20, dp_participations=2)
+    assert plan.local_noise(two) < plan.local_noise(every)  # planned for 2 releases, not 20
+    with pytest.raises(ValueError, match="dp-participations"):
+        RunConfig(dp="user-local", epsilon=4.0, rounds=20, dp_participations=21)
+    split = leave_one_out(load_dataset("synthetic", "", 0))
+    arrays = initial_global_arrays(two, split.n_items)
+    history: list = []
+    refused = []
+    for server_round in (1, 2, 3):
+        _, releases, histories, _ = private_train_users(two, arrays, [None], [split.user_data(5, False)],
+                                                        server_round, [history])
+        history = histories[0]
+        refused.append(releases[0].refused)
+        assert releases[0].epsilon <= 4.0
+    assert refused == [False, False, True]
