@@ -161,6 +161,30 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
     Console().print(table)
 
 
+@app.command()
+def audit(
+    run_dir: Path = typer.Argument(..., help="a run directory holding privacy.db"),
+    accountant: Optional[str] = typer.Option(None, help="independent accountant for every row: rdp or pld "
+                                             "(default: rdp for rdp rows, pld for prv rows)"),
+) -> None:
+    """Verify a run's privacy ledger and recompute every ε with an independent accountant.
+
+    Writes RUN_DIR/audit.json and RUN_DIR/epsilon.png; exits 1 when anything is wrong.
+    """
+    from rich.console import Console
+
+    from fedrec.core.privacy.audit import AuditError, audit_run, print_audit, write_audit
+
+    try:
+        report = audit_run(run_dir, accountant)
+        write_audit(report, run_dir)
+    except AuditError as err:
+        _fail(str(err))
+    print_audit(report, Console())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 
