@@ -30,6 +30,7 @@ import numpy as np
 
 from fedrec.core.cohort import CohortResult, empty_result
 from fedrec.core.data.split import UserData
+from fedrec.core.device import resolve_device
 from fedrec.core.local_update import LocalResult, user_round
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
@@ -108,7 +109,8 @@ def private_user_round(config: RunConfig, global_arrays: Arrays, stored_local: A
         result, applied = train_user_private(
             config.model, config.dim, global_arrays, local, user, config.training, config.local_epochs,
             config.user_epochs, generator, RecordDP(noise_multiplier=step[0], clip=config.clip,
-                                                     accountant=config.accountant))
+                                                     accountant=config.accountant),
+            device=resolve_device(config.device))
     new_history = [*history, *applied]
     steps = sum(s for _, _, s in applied)
     return result, Release(user.user, False, step[0], step[1], steps,

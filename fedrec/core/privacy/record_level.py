@@ -236,6 +236,7 @@ class PrivatePhase:
         dp: RecordDP,
         rng: np.random.Generator,
         opacus_embedding_norms: bool = False,
+        device: torch.device | str = "cpu",
     ) -> None:
         if len(records) == 0:
             raise ValueError("a private phase needs at least one record")
@@ -243,6 +244,7 @@ class PrivatePhase:
         self.config = config
         self.dp = dp
         self.n_records = len(records)
+        self.device = torch.device(device)
         chosen = {id(p) for p in trainable}
         for p in model.parameters():
             p.requires_grad_(id(p) in chosen)
@@ -271,7 +273,7 @@ class PrivatePhase:
             max_grad_norm=dp.clip,
             poisson_sampling=True,
             grad_sample_mode=dp.grad_sample_mode,
-            noise_generator=torch.Generator().manual_seed(noise_seed),
+            noise_generator=torch.Generator(device=self.device).manual_seed(noise_seed),
         )
         if dp.grad_sample_mode == "ghost":
             self.module, self.optimizer, self.criterion, self.loader = made
@@ -313,7 +315,7 @@ class PrivatePhase:
         self.optimizer.zero_grad(set_to_none=True)
         if len(positives) == 0:
             return self._empty_step()
-        users, items = record_examples(positives, negatives)
+        users, items = record_examples(positives.to(self.device), negatives.to(self.device))
         scores = self.module(users, items)
         if self.dp.grad_sample_mode == "ghost":
             loss = self.criterion(scores)  # Opacus' wrapper: two backward passes, clipped sum
@@ -338,7 +340,7 @@ class PrivatePhase:
                 if self.dp.grad_sample_mode == "ghost":
                     p.grad = torch.zeros_like(p)
                 else:
-                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype)
+                    p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
         self.optimizer.step()
         return torch.zeros(0)
 
@@ -359,6 +361,7 @@ def train_user_private(
     user_epochs: int,
     rng: np.random.Generator,
     dp: RecordDP,
+    device: torch.device | str = "cpu",
 ) -> tuple[LocalResult, list[Step]]:
     """One user's round with record-level DP; returns the result and the steps applied.
 
@@ -379,6 +382,7 @@ def train_user_private(
     model = build_model(model_name, 1, user.n_items, dim)
     load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
     load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
+    model.to(device)  # the training runs on `device`; the records are sampled on the CPU
     model.train()
     key = positives_key(np.zeros(len(records), dtype=np.int64), records, user.n_items)
     history: list[Step] = []
@@ -387,7 +391,7 @@ def train_user_private(
     for index, (trainable, epochs) in enumerate(phases):
         if epochs == 0:
             continue
-        with PrivatePhase(model, trainable, records, config, dp, rng) as phase:
+        with PrivatePhase(model, trainable, records, config, dp, rng, device=device) as phase:
             for _ in range(epochs):
                 for positives in phase.batches():
                     negatives = draw_negatives(positives, key, user.n_items, config.negatives, rng)
@@ -406,4 +410,4 @@ def train_user_private(
 
 
 def _arrays(state: dict[str, torch.Tensor]) -> dict[str, NDArray[np.float32]]:
-    return {k: v.detach().numpy().astype(np.float32, copy=True) for k, v in state.items()}
+    return {k: v.detach().cpu().numpy().astype(np.float32, copy=True) for k, v in state.items()}

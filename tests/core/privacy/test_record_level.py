@@ -359,3 +359,24 @@ def test_every_model_trains_privately_and_ships_only_its_global_part(model_name:
     assert _norm(_diff(result.local, local_arrays)) > 0
     again, _ = run()  # the same generator gives the same round
     assert all(np.array_equal(again.update[k], result.update[k]) for k in result.update)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_round_matches_the_cpu_round_without_noise() -> None:
+    from fedrec.core.data.loaders import load_dataset
+    from fedrec.core.data.split import leave_one_out
+    from fedrec.core.local_update import new_local_parameters
+    from fedrec.core.training import TrainingConfig
+    from fedrec.server.loop import initial_global_arrays
+    from fedrec.core.run_config import RunConfig
+
+    split = leave_one_out(load_dataset("synthetic", "", 0))
+    user = split.user_data(3, for_evaluation=False)
+    arrays = initial_global_arrays(RunConfig(dim=8), split.n_items)
+    local = new_local_parameters("mf", split.n_items, 8, 0, 3)
+    dp = RecordDP(noise_multiplier=0.0, clip=0.5, accountant="rdp")
+    config = TrainingConfig(optimizer="sgd", lr=0.1)
+    results = [train_user_private("mf", 8, arrays, local, user, config, 1, 1, np.random.default_rng(1), dp,
+                                  device=device)[0] for device in ("cpu", "cuda")]
+    for name in arrays:
+        np.testing.assert_allclose(results[0].update[name], results[1].update[name], atol=1e-5)
