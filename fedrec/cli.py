@@ -166,6 +166,7 @@ def audit(
     run_dir: Path = typer.Argument(..., help="a run directory holding privacy.db"),
     accountant: Optional[str] = typer.Option(None, help="independent accountant for every row: rdp or pld "
                                              "(default: rdp for rdp rows, pld for prv rows)"),
+    exact: int = typer.Option(100, help="PRV/PLD histories recomputed exactly, the rest bracketed (0: all)"),
 ) -> None:
     """Verify a run's privacy ledger and recompute every ε with an independent accountant.
 
@@ -176,7 +177,7 @@ def audit(
     from fedrec.core.privacy.audit import AuditError, audit_run, print_audit, write_audit
 
     try:
-        report = audit_run(run_dir, accountant)
+        report = audit_run(run_dir, accountant, max_exact=exact or None)
         write_audit(report, run_dir)
     except AuditError as err:
         _fail(str(err))

@@ -28,7 +28,7 @@ from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.adaptive_clip import AdaptiveClip
 from fedrec.core.privacy.mechanisms import secure_generator
-from fedrec.core.privacy.ledger import LEDGER_FILE, LedgerEntry, PrivacyLedger, read_ledger
+from fedrec.core.privacy.ledger import LEDGER_FILE, LedgerEntry, PrivacyLedger, anchor, read_ledger
 from fedrec.core.run_config import RunConfig
 from fedrec.core.wire import (
     PRIVACY,
@@ -153,8 +153,7 @@ class ServerPrivacy:
                     entries.append(self._entry(server_round, f"client:{user}", sigma, rate, steps, eps, budget))
         if entries:
             self.ledger.append(entries)
-        rows, head = self.ledger.head()
-        return {"ledger_rows": rows, "ledger_head": head, "dp_refused": refused,
+        return {**anchor(self.ledger.head()), "dp_refused": refused,
                 "epsilon_max": max((e.epsilon for e in entries), default=None)}
 
     def _entry(self, server_round: int, who: str, sigma: float, rate: float, steps: int, eps: float,

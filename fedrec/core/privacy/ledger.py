@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import sqlite3
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -191,11 +192,23 @@ def check_entry(entry: LedgerEntry) -> None:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _plain(entry: LedgerEntry) -> LedgerEntry:
+    """The entry with Python ``int``/``float`` values (numpy scalars are valid input too)."""
+    values = {name: getattr(entry, name) for name in _ENTRY_FIELDS}
+    for name in _INT_FIELDS:
+        if name in values:
+            values[name] = int(values[name])
+    for name in _FLOAT_FIELDS:
+        if values[name] is not None:
+            values[name] = float(values[name])
+    return LedgerEntry(**values)
 
 
 class PrivacyLedger:
@@ -215,8 +228,12 @@ class PrivacyLedger:
         try:
             self._db.execute("PRAGMA journal_mode=DELETE")
             self._db.execute("PRAGMA synchronous=FULL")
-            if existed:
+            if existed:  # continue only an intact ledger: a broken chain is evidence, not a base
                 _check_schema(self._db, self.path)
+                problems = verify_chain(read_ledger(self.path))
+                if problems:
+                    raise LedgerError(f"{self.path}: the privacy ledger's hash chain is broken, refusing to "
+                                      f"append to it ({len(problems)} problems; first: {problems[0]})")
             else:
                 self._create()
         except sqlite3.DatabaseError as error:
@@ -235,9 +252,9 @@ class PrivacyLedger:
 
     def append(self, entries: Sequence[LedgerEntry]) -> str:
         """Append ``entries`` in one durable transaction; return the new head hash."""
-        entries = list(entries)
         for entry in entries:
             check_entry(entry)
+        entries = [_plain(entry) for entry in entries]
         with _transaction(self._db):
             count, head = self._head()
             rows = []
@@ -252,15 +269,16 @@ class PrivacyLedger:
         return head
 
     def head(self) -> tuple[int, str]:
-        """(number of rows, hash of the last row); ``(0, GENESIS)`` when empty."""
+        """(number of rows, hash of the last row); ``(0, GENESIS)`` when empty.
+
+        The number is the last row's ``seq``, which is the row count of an intact ledger
+        (and what an anchor must name: "row n has hash h").
+        """
         return self._head()
 
     def _head(self) -> tuple[int, str]:
         last = self._db.execute(f"SELECT seq, hash FROM {_TABLE} ORDER BY seq DESC LIMIT 1").fetchone()
-        if last is None:
-            return 0, GENESIS
-        count = self._db.execute(f"SELECT COUNT(*) FROM {_TABLE}").fetchone()[0]
-        return int(count), str(last[1])
+        return (0, GENESIS) if last is None else (int(last[0]), str(last[1]))
 
     def close(self) -> None:
         self._db.close()

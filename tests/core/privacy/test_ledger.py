@@ -217,3 +217,20 @@ def test_wrong_type_in_a_column_is_a_clear_error(ledger_path: Path) -> None:
     tamper(ledger_path, "UPDATE ledger SET epsilon = 'small' WHERE seq = 1")
     with pytest.raises(LedgerError, match="seq=1: column epsilon"):
         read_ledger(ledger_path)
+
+
+def test_numpy_scalars_are_stored_as_plain_numbers(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    path = tmp_path / LEDGER_FILE
+    with PrivacyLedger(path) as ledger:
+        head = ledger.append([entry(round_=np.int64(3), steps=np.int64(20), sample_rate=np.float32(0.25),
+                                    epsilon=np.float64(0.5))])
+    (row,) = read_ledger(path)
+    assert (row.round, row.steps, row.sample_rate, row.epsilon) == (3, 20, 0.25, 0.5)
+    assert row.hash == head and verify_chain([row]) == []
+
+
+def test_a_broken_chain_is_not_continued(ledger_path: Path) -> None:
+    tamper(ledger_path, "UPDATE ledger SET epsilon = 0.05 WHERE seq = 3")
+    with pytest.raises(LedgerError, match="hash chain is broken"):
+        PrivacyLedger(ledger_path)

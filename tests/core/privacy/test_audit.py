@@ -1,0 +1,372 @@
+"""``fedrec audit``: pinned ε, the independent accountants, and every kind of tampering."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sqlite3
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from fedrec.core.privacy.accounting import epsilon
+from fedrec.core.privacy.audit import (
+    AUDIT_FILE,
+    DEFAULT_TOLERANCE,
+    ORDERS,
+    PLOT_FILE,
+    AuditError,
+    _Independent,
+    audit_run,
+    dp_event,
+    print_audit,
+    write_audit,
+)
+from fedrec.core.privacy.ledger import (
+    GENESIS,
+    LEDGER_FILE,
+    LedgerEntry,
+    PrivacyLedger,
+    anchor,
+    read_ledger,
+    row_hash,
+)
+from fedrec.core.report import METRICS_FILE
+
+DELTA = 1e-5
+# (round, who, σ, q, steps): three clients with their own sampling rates, four rounds
+RECORD_PLAN = [
+    (1, "client:1", 1.1, 0.05, 20), (1, "client:2", 1.1, 0.1, 10),
+    (2, "client:1", 1.1, 0.05, 20), (2, "client:3", 1.1, 0.2, 5),
+    (3, "client:2", 1.1, 0.1, 10), (3, "client:3", 1.1, 0.2, 5), (3, "client:1", 1.1, 0.05, 20),
+    (4, "client:1", 1.1, 0.05, 20), (4, "client:2", 1.1, 0.1, 10),
+]
+
+
+def make_run(run_dir: Path, plan=RECORD_PLAN, accountant: str = "rdp", mode: str = "record",
+             budget: float | None = None) -> Path:
+    """A run directory as the server writes it: ledger rows with honest ε, anchors per round."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    histories: dict[str, list] = defaultdict(list)
+    unit = "record" if mode == "record" else "user"
+    with PrivacyLedger(run_dir / LEDGER_FILE) as ledger, (run_dir / METRICS_FILE).open("w") as metrics:
+        for round_ in sorted({step[0] for step in plan}):
+            entries = []
+            for _, who, sigma, rate, steps in (step for step in plan if step[0] == round_):
+                histories[who].append((sigma, rate, steps))
+                entries.append(LedgerEntry(
+                    run_id="test", round=round_, unit=unit, mode=mode, who=who, noise_multiplier=sigma,
+                    sample_rate=rate, steps=steps, clip_norm=1.0, delta=DELTA, accountant=accountant,
+                    epsilon=epsilon(histories[who], DELTA, accountant), budget=budget))
+            ledger.append(entries)
+            metrics.write(json.dumps({"round": round_, "train_loss": 0.5, **anchor(ledger.head())}) + "\n")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("good") / "run")
+
+
+@pytest.fixture
+def run(good_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the good run, free to tamper with."""
+    return Path(shutil.copytree(good_run, tmp_path / "run"))
+
+
+def drop_triggers(db: sqlite3.Connection) -> None:
+    db.execute("DROP TRIGGER ledger_no_update")
+    db.execute("DROP TRIGGER ledger_no_delete")
+
+
+def forge(run_dir: Path, seq: int, **changes) -> None:
+    """A forger with write access: edit a row, re-hash the whole chain, rewrite the anchors."""
+    path = run_dir / LEDGER_FILE
+    rows = read_ledger(path)
+    db = sqlite3.connect(path)
+    drop_triggers(db)
+    renamed, prev = {GENESIS: GENESIS}, GENESIS
+    for row in rows:
+        if row.seq == seq:
+            row = dataclasses.replace(row, **changes)
+        digest = row_hash(prev, row.seq, row)
+        fields = {name: getattr(row, name) for name in changes} if row.seq == seq else {}
+        fields.update(prev_hash=prev, hash=digest)
+        db.execute(f"UPDATE ledger SET {', '.join(f'{k} = ?' for k in fields)} WHERE seq = ?",
+                   [*fields.values(), row.seq])
+        renamed[row.hash] = digest
+        prev = digest
+    db.commit()
+    db.close()
+    metrics = run_dir / METRICS_FILE
+    lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+    for line in lines:
+        line["ledger_head"] = renamed[line["ledger_head"]]
+    metrics.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+# --- pinned numbers and the independent accountants ------------------------------------
+
+def test_pinned_rdp_epsilons() -> None:
+    """σ=1, q=0.1, 100 steps, δ=1e-5: Opacus RDP 7.8993, dp_accounting RDP 7.9039."""
+    assert epsilon([(1.0, 0.1, 100)], 1e-5, "rdp") == pytest.approx(7.8993, abs=1e-3)
+    independent = _Independent()
+    assert independent.rdp_epsilon(100 * independent.rdp_curve(1.0, 0.1), 1e-5) == pytest.approx(7.9039, abs=1e-3)
+
+
+def test_pinned_prv_and_pld_epsilons() -> None:
+    """Same mechanism: Opacus PRV 7.0571, dp_accounting PLD 7.0466."""
+    assert epsilon([(1.0, 0.1, 100)], 1e-5, "prv") == pytest.approx(7.0571, abs=1e-3)
+    assert _Independent().pld_epsilon(((1.0, 0.1, 100),), 1e-5) == pytest.approx(7.0466, abs=1e-3)
+
+
+def test_orders_are_opacus_orders() -> None:
+    from opacus.accountants import RDPAccountant
+
+    assert list(ORDERS) == list(RDPAccountant.DEFAULT_ALPHAS)
+
+
+def test_cumulative_rdp_curve_matches_public_incremental_composition() -> None:
+    from dp_accounting.rdp import RdpAccountant
+
+    history = [(1.1, 0.05, 20), (0.9, 0.2, 3), (1.1, 0.05, 7), (2.0, 1.0, 2)]
+    independent, public = _Independent(), RdpAccountant(orders=list(ORDERS))
+    total = np.zeros(len(ORDERS))
+    for sigma, rate, steps in history:
+        total = total + steps * independent.rdp_curve(sigma, rate)
+        public.compose(dp_event(sigma, rate, steps))
+        assert independent.rdp_epsilon(total, DELTA) == pytest.approx(public.get_epsilon(DELTA), rel=1e-12)
+
+
+def test_cached_pld_matches_the_pld_accountant() -> None:
+    from dp_accounting import dp_event as events
+    from dp_accounting.pld import PLDAccountant
+
+    history = ((2.0, 0.001, 10), (1.5, 0.002, 4), (3.0, 1.0, 2))
+    public = PLDAccountant()
+    public.compose(events.ComposedDpEvent([dp_event(*run) for run in history]))
+    assert _Independent().pld_epsilon(history, DELTA) == pytest.approx(public.get_epsilon(DELTA), rel=1e-9)
+
+
+def test_edge_mechanisms_do_not_crash_the_independent_accountants() -> None:
+    independent = _Independent()
+    assert independent.rdp_epsilon(np.zeros(len(ORDERS)), DELTA) == 0
+    assert independent.rdp_epsilon(independent.rdp_curve(0.0, 0.1), DELTA) == math.inf
+    assert independent.pld_epsilon((), DELTA) == 0
+    assert independent.pld_epsilon(((0.0, 0.5, 3),), DELTA) == math.inf
+
+
+@pytest.mark.parametrize("recorded, independent, agrees", [
+    (1.0, 1.0, True), (0.99995, 1.0, True), (0.9998, 1.0, False),  # e ≤ 2: 1e-4 below
+    (3.0 * 0.991, 3.0, True), (3.0 * 0.989, 3.0, False),  # e in (2, 5]: 1 % below
+    (30.0 * 0.76, 30.0, True), (30.0 * 0.74, 30.0, False),  # e in (20, 50]: 25 % below
+    (3.0 * (1 + 1e-7), 3.0, True), (3.0 * (1 + 1e-5), 3.0, False),  # above: 1e-6
+    (0.0, 0.0, True), (math.inf, math.inf, True), (5.0, math.inf, False), (math.inf, 5.0, False),
+])
+def test_rdp_band(recorded: float, independent: float, agrees: bool) -> None:
+    assert DEFAULT_TOLERANCE.band("rdp", "rdp").agrees(recorded, independent) is agrees
+
+
+def test_pld_band_is_the_measured_prv_offset_with_margin() -> None:
+    band = DEFAULT_TOLERANCE.band("prv", "pld")
+    assert band.agrees(7.0571, 7.0466) and band.agrees(7.0466 - 0.004, 7.0466)
+    assert not band.agrees(7.0466 + 0.03, 7.0466) and not band.agrees(7.0466 - 0.006, 7.0466)
+
+
+# --- a good run --------------------------------------------------------------------------
+
+def test_good_run_passes_and_eps_grow_monotonically(run: Path) -> None:
+    report = audit_run(run)
+    assert report.ok, (report.chain_problems, report.anchor_problems, report.mismatches, report.overshoots)
+    assert report.chain_ok and report.anchors_ok and report.anchors == 4
+    assert report.rows == len(RECORD_PLAN)
+    assert report.rows_opacus_checked == report.rows_independent_checked == report.rows
+    assert {w.who for w in report.whos} == {"client:1", "client:2", "client:3"}
+    for who in report.whos:
+        assert len(who.recorded) == sum(1 for step in RECORD_PLAN if step[1] == who.who)
+        assert all(b > a for a, b in zip(who.recorded, who.recorded[1:]))
+        assert all(b > a for a, b in zip(who.independent, who.independent[1:]))
+        assert who.opacus == pytest.approx(who.recorded, rel=1e-9)
+    assert report.epsilon_by_round(server=False)[4] == max(w.max_epsilon for w in report.whos)
+
+
+def test_audit_json_and_plot_are_written(run: Path) -> None:
+    report = audit_run(run)
+    write_audit(report, run)
+    payload = json.loads((run / AUDIT_FILE).read_text())
+    assert payload["ok"] is True and payload["chain_ok"] is True and payload["anchors_ok"] is True
+    top = max(report.whos, key=lambda w: w.max_epsilon)
+    assert payload["global"]["max_client"] == top.who
+    assert payload["global"]["max_client_epsilon"] == pytest.approx(top.max_epsilon)
+    assert len(payload["whos"]) == 3 and payload["mismatches"] == [] and payload["overshoots"] == []
+    assert (run / PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    console = Console(record=True, width=120)
+    print_audit(report, console)
+    text = console.export_text()
+    assert "hash chain" in text and "verdict" in text and "FAILED" not in text
+
+
+def test_server_run_with_budget_and_infinite_epsilon(tmp_path: Path) -> None:
+    plan = [(r, "server", 1.0, 0.01, 1) for r in range(1, 6)] + [(6, "server", 0.0, 0.01, 1)]
+    run = make_run(tmp_path / "run", plan, mode="user-central", budget=50.0)
+    report = audit_run(run)
+    assert [f.kind for f in report.overshoots] == ["overshoot"] and report.overshoots[0].seq == 6
+    assert not report.mismatches  # σ = 0 gives ε = ∞ in every accountant
+    write_audit(report, run)
+    payload = json.loads((run / AUDIT_FILE).read_text())
+    assert payload["global"]["server_epsilon"] == "inf"
+    assert payload["whos"][0]["recorded"][-1] == "inf"
+
+
+# --- tampering -------------------------------------------------------------------------
+
+def test_edited_row_breaks_the_chain(run: Path) -> None:
+    db = sqlite3.connect(run / LEDGER_FILE)
+    drop_triggers(db)
+    db.execute("UPDATE ledger SET epsilon = epsilon / 2 WHERE seq = 4")
+    db.commit()
+    db.close()
+    report = audit_run(run)
+    assert not report.chain_ok and not report.ok
+    assert any("seq=4" in p for p in report.chain_problems)
+
+
+def test_deleted_middle_row_breaks_the_chain(run: Path) -> None:
+    db = sqlite3.connect(run / LEDGER_FILE)
+    drop_triggers(db)
+    db.execute("DELETE FROM ledger WHERE seq = 3")
+    db.commit()
+    db.close()
+    report = audit_run(run)
+    assert not report.chain_ok and not report.ok
+
+
+def test_deleted_last_row_is_caught_by_the_anchors(run: Path) -> None:
+    db = sqlite3.connect(run / LEDGER_FILE)
+    drop_triggers(db)
+    db.execute(f"DELETE FROM ledger WHERE seq = {len(RECORD_PLAN)}")
+    db.commit()
+    db.close()
+    report = audit_run(run)
+    assert report.chain_ok and not report.anchors_ok and not report.ok
+    assert "missing" in report.anchor_problems[0]
+
+
+def test_forged_epsilon_with_a_rewritten_chain_is_caught_by_the_recompute(run: Path) -> None:
+    forge(run, 5, epsilon=read_ledger(run / LEDGER_FILE)[4].epsilon * 0.8)
+    report = audit_run(run)
+    assert report.chain_ok and report.anchors_ok  # the forger covered the chain and the anchors
+    assert not report.ok
+    kinds = {(f.kind, f.seq) for f in report.mismatches}
+    assert ("opacus", 5) in kinds and ("independent", 5) in kinds
+    assert "below what its rows compose to" in next(f.message for f in report.mismatches if f.kind == "opacus")
+
+
+def test_forged_parameters_are_caught_too(run: Path) -> None:
+    forge(run, 2, noise_multiplier=5.0)  # claims more noise than was used: every later ε of client:2 is off
+    report = audit_run(run)
+    assert {f.seq for f in report.mismatches if f.kind == "opacus"} == {2, 5, 9}
+
+
+@pytest.mark.parametrize("change", [{"sample_rate": 0.0}, {"noise_multiplier": math.inf}, {"steps": -3}])
+def test_nonsense_parameters_are_reported_not_crashed_on(run: Path, change: dict) -> None:
+    forge(run, 2, **change)
+    report = audit_run(run)
+    assert ("invalid", 2) in {(f.kind, f.seq) for f in report.mismatches} and not report.ok
+
+
+def test_overshoot_is_flagged(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", budget=1.5)
+    report = audit_run(run)
+    assert report.overshoots and not report.mismatches and not report.ok
+    spent = {(w.who, s): e for w in report.whos for s, e in zip(w.seqs, w.recorded)}
+    assert all(spent[(f.who, f.seq)] > 1.5 for f in report.overshoots)
+    assert len(report.overshoots) == sum(1 for e in spent.values() if e > 1.5)
+
+
+# --- PRV rows ----------------------------------------------------------------------------
+
+PRV_PLAN = [(r, f"client:{c}", 2.0, 0.001 * c, 10) for r in range(1, 4) for c in (1, 2)]
+
+
+def test_prv_run_is_checked_with_pld(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", PRV_PLAN, accountant="prv")
+    report = audit_run(run)
+    assert report.ok, report.mismatches
+    assert report.rows_opacus_checked == report.rows_independent_checked == len(PRV_PLAN)
+    assert report.rows_bracketed == 0
+    forced = audit_run(run, accountant="rdp")  # PRV below the independent RDP bound: fine
+    assert forced.ok and forced.rows_independent_checked == len(PRV_PLAN)
+
+
+def test_prv_rows_past_the_exact_cap_are_bracketed(tmp_path: Path) -> None:
+    run = make_run(tmp_path / "run", PRV_PLAN, accountant="prv")
+    report = audit_run(run, max_exact=2)  # the last row of each client only
+    assert report.ok
+    assert report.rows_independent_checked == 2 and report.rows_bracketed == len(PRV_PLAN) - 2
+    forge(run, 3, epsilon=100.0)  # above the RDP bound of its history
+    report = audit_run(run, max_exact=2)
+    assert ("bound", 3) in {(f.kind, f.seq) for f in report.mismatches}
+
+
+# --- what cannot be audited ----------------------------------------------------------------
+
+def test_missing_run_dir(tmp_path: Path) -> None:
+    with pytest.raises(AuditError, match="no such run directory"):
+        audit_run(tmp_path / "nope")
+
+
+def test_run_without_a_ledger(tmp_path: Path) -> None:
+    with pytest.raises(AuditError, match="--dp off"):
+        audit_run(tmp_path)
+
+
+def test_corrupt_ledger(tmp_path: Path) -> None:
+    (tmp_path / LEDGER_FILE).write_bytes(os.urandom(4096))
+    with pytest.raises(AuditError, match="not a readable SQLite"):
+        audit_run(tmp_path)
+
+
+def test_foreign_sqlite_file(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / LEDGER_FILE)
+    db.execute("CREATE TABLE ratings (user INTEGER, item INTEGER)")
+    db.commit()
+    db.close()
+    with pytest.raises(AuditError, match="not a fedrec privacy ledger"):
+        audit_run(tmp_path)
+
+
+def test_malformed_metrics_line(run: Path) -> None:
+    with (run / METRICS_FILE).open("a") as metrics:
+        metrics.write("{not json\n")
+    with pytest.raises(AuditError, match=r"metrics.jsonl line 5: not JSON"):
+        audit_run(run)
+
+
+def test_unknown_forced_accountant(run: Path) -> None:
+    with pytest.raises(AuditError, match="unknown independent accountant"):
+        audit_run(run, accountant="gdp")
+
+
+def test_missing_metrics_means_no_anchors_and_a_note(run: Path) -> None:
+    (run / METRICS_FILE).unlink()
+    report = audit_run(run)
+    assert report.ok and report.anchors == 0
+    assert any("no metrics.jsonl" in note for note in report.notes)
+
+
+def test_rows_after_the_last_anchor_are_a_note(run: Path) -> None:
+    with PrivacyLedger(run / LEDGER_FILE) as ledger:  # a crash after the ledger write, before metrics
+        rows = read_ledger(run / LEDGER_FILE)
+        last = rows[-1]
+        history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in rows if r.who == last.who]
+        history.append(history[-1])
+        ledger.append([dataclasses.replace(last.entry, round=5, epsilon=epsilon(history, DELTA, "rdp"))])
+    report = audit_run(run)
+    assert report.ok and any("after the last anchor" in note for note in report.notes)
