@@ -113,7 +113,7 @@ def _report(results: list[dict], out: Path) -> None:
                       "—" if spent is None else f"{spent:.3g}", f"{r['hr@10']:.4f}", f"{r['ndcg@10']:.4f}",
                       f"{hr_ratio:.3f}", f"{ndcg_ratio:.3f}", str(r["clients_per_round"]),
                       f"{r['clip']:g}", f"{r['seconds']:.0f}")
-    Console().print(table)
+    Console(width=140).print(table)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     _plot(results, out / "privacy_utility.png")
 
