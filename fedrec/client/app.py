@@ -30,7 +30,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedrec.client.partition import node_users, split_for
@@ -43,6 +43,7 @@ from fedrec.core.device import resolve_device
 from fedrec.core.evaluation import mean_metrics, metric_keys
 from fedrec.core.models.registry import build_model
 from fedrec.core.privacy.client_round import Release, private_train_users
+from fedrec.core.privacy.mechanisms import poisson_sample
 from fedrec.core.run_config import RunConfig
 from fedrec.core.wire import (
     ARRAYS,
@@ -110,9 +111,17 @@ def _vector_store(context: Context, config: RunConfig,
     return CohortVectorStore(context.state, held, {name: shapes[name] for name in local_names})
 
 
-def _users_this_round(msg: Message, context: Context, n_users: int) -> list[int]:
-    """The node's users, or (cohort executor) those of them the server sampled."""
+def _users_this_round(msg: Message, context: Context, n_users: int, config_: RunConfig | None = None) -> list[int]:
+    """The node's users, or (cohort executor) those of them the server sampled.
+
+    Under user-central DP with the cohort executor the node samples its own users by
+    Poisson, ``q = clients-per-round / n``, from OS entropy: no list of sampled users
+    travels, so no node learns who else took part (the amplification needs that).
+    """
     held = node_users(context.node_config, n_users)
+    if (config_ is not None and config_.dp == "user-central" and config_.executor == "cohort"
+            and msg.metadata.message_type == MessageType.TRAIN):
+        return poisson_sample(held, min(1.0, config_.clients_per_round / n_users))
     config = msg.content.config_records.get(CONFIG)
     if config is None or SAMPLED_USERS not in config:
         return held
@@ -154,7 +163,7 @@ def train(msg: Message, context: Context) -> Message:
     config, split, global_arrays, store = node.config, node.split, node.global_arrays, node.store
     server_round = _server_round(msg)
 
-    users = _users_this_round(msg, context, split.n_users)
+    users = _users_this_round(msg, context, split.n_users, config)
     data = [split.user_data(user, for_evaluation=False) for user in users]
     if config.dp != "off":
         return _train_private(msg, context, node, data, server_round, started)
@@ -202,10 +211,13 @@ def _train_private(msg: Message, context: Context, node: _NodeRound, data: list,
         update = {k: (v / result.weight).astype(np.float32) for k, v in result.update_sum.items()}
     else:
         update = {name: np.zeros_like(value) for name, value in global_arrays.items()}
-    metrics = MetricRecord({NUM_EXAMPLES: int(result.weight), USERS_TRAINED: len(result.users),
-                            NODE_SECONDS: time.perf_counter() - started, DP_WITHIN_CLIP: within_clip})
-    content = RecordDict({ARRAYS: _global_only(update, config, node.split.n_items), METRICS: metrics,
-                          PRIVACY: _privacy_record(releases)})
+    values = {NUM_EXAMPLES: int(result.weight), USERS_TRAINED: len(result.users),
+              NODE_SECONDS: time.perf_counter() - started}
+    if config.dp == "user-central" and config.adaptive_clip:  # the bits the server noises; nothing else
+        values[DP_WITHIN_CLIP] = within_clip
+    content = RecordDict({ARRAYS: _global_only(update, config, node.split.n_items), METRICS: MetricRecord(values)})
+    if releases:  # (Flower cannot size a ConfigRecord holding empty lists)
+        content[PRIVACY] = _privacy_record(releases)
     return Message(content=content, reply_to=msg)
 
 

@@ -30,8 +30,9 @@ from fedrec.core.models.base import global_state
 from fedrec.core.report import METRICS_FILE, append_jsonl, read_jsonl
 from fedrec.core.run_config import RunConfig
 from fedrec.core.sampling import sample_users
-from fedrec.server.privacy import ServerPrivacy, poisson_sample
+from fedrec.server.privacy import ServerPrivacy
 from fedrec.core.wire import DP_CLIP, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS, USERS_TRAINED
+from fedrec.core.privacy.ledger import LEDGER_FILE
 from fedrec.server.checkpoint import (
     MODEL_FILE,
     Checkpoint,
@@ -44,7 +45,8 @@ from fedrec.server.strategy.fedopt_updates import FedOptOnUpdates, arrays_to_num
 logger = logging.getLogger("fedrec.server")
 
 # Configuration that must not change when a run is resumed.
-RESUME_INVARIANTS = ("dataset", "data-dir", "model", "dim", "seed", "num-items")
+RESUME_INVARIANTS = ("dataset", "data-dir", "model", "dim", "seed", "num-items", "dp", "epsilon", "delta",
+                     "clip", "noise-multiplier", "accountant", "adaptive-clip", "dp-participations")
 
 
 def initial_global_arrays(config: RunConfig, n_items: int) -> dict[str, np.ndarray]:
@@ -98,8 +100,7 @@ def round_config(config: RunConfig, n_users: int | None, server_round: int, purp
     if n_users is None:
         raise ValueError("the cohort executor needs the number of users: the server must read the dataset")
     if purpose == "train" and config.dp == "user-central":
-        record[SAMPLED_USERS] = poisson_sample(list(range(n_users)), min(1.0, config.clients_per_round / n_users))
-        return record
+        return record  # each node samples its own users by Poisson, secretly (see the ClientApp)
     k = config.clients_per_round if purpose == "train" else max(1, int(round(n_users * config.eval_fraction)))
     record[SAMPLED_USERS] = [int(u) for u in sample_users(n_users, k, config.seed, server_round, purpose)]
     return record
@@ -150,10 +151,18 @@ def _drop_rows_after(path: Path, last_round: int) -> None:
 def _content_bytes(messages: list[Message]) -> int:
     """Payload bytes of the records carried by ``messages`` (arrays, metrics, configs)."""
     return sum(
-        record.count_bytes()
+        _record_bytes(record)
         for m in messages if m.has_content()
         for record in m.content.values()
     )
+
+
+def _record_bytes(record: Any) -> int:
+    """Bytes of a record; Flower's ``count_bytes`` fails on an empty list in a ConfigRecord."""
+    try:
+        return record.count_bytes()
+    except IndexError:
+        return sum(len(key) + (len(v) * 8 if isinstance(v, list) else 8) for key, v in record.items())
 
 
 def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
@@ -182,6 +191,7 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
     random.seed(config.seed * 1_000_003 + first_round)
     n_nodes = len(list(grid.get_node_ids()))
     privacy = None
+    _check_private_setup(config, run_dir, first_round, n_nodes, n_users)
     if config.dp != "off":
         n_units = n_users if config.executor == "cohort" and n_users is not None else n_nodes
         privacy = ServerPrivacy.open(config, n_units, run_dir, run_id or run_dir.name)
@@ -194,6 +204,23 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
         if privacy is not None:
             privacy.close()
     return read_jsonl(metrics_path)
+
+
+def _check_private_setup(config: RunConfig, run_dir: Path, first_round: int, n_nodes: int,
+                         n_users: int | None) -> None:
+    """Refuse DP set-ups whose accounting would be wrong (raises ``ValueError``)."""
+    if config.dp == "off":
+        return
+    if first_round > 1 and config.dp in ("record", "user-local"):
+        raise ValueError(f"cannot resume a dp {config.dp} run: each client's accountant lives in its node's "
+                         "state, which a new run does not have; every ε would restart from zero")
+    if first_round > 1 and not (run_dir / LEDGER_FILE).exists():
+        raise ValueError(f"cannot resume {run_dir}: rounds 1..{first_round - 1} spent privacy but its "
+                         f"{LEDGER_FILE} is missing")
+    if (config.dp == "user-central" and config.executor != "cohort" and n_users is not None
+            and n_nodes != n_users):
+        raise ValueError(f"user-central samples nodes as users: {n_nodes} nodes for {n_users} users would "
+                         "sample users together; use one node per user or --executor cohort")
 
 
 def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str, np.ndarray],

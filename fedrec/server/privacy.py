@@ -18,7 +18,6 @@ anchor, so deleting the newest rows is detectable too.
 from __future__ import annotations
 
 import logging
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,8 @@ from fedrec.core.privacy.mechanisms import secure_generator
 from fedrec.core.privacy.ledger import LEDGER_FILE, LedgerEntry, PrivacyLedger, anchor, read_ledger
 from fedrec.core.run_config import RunConfig
 from fedrec.core.wire import (
+    METRICS,
+    NUM_EXAMPLES,
     PRIVACY,
     PRIVACY_EPSILON,
     PRIVACY_NOISE,
@@ -42,12 +43,6 @@ from fedrec.core.wire import (
 
 logger = logging.getLogger("fedrec.server")
 SERVER = "server"
-
-
-def poisson_sample(candidates: list[int], rate: float) -> list[int]:
-    """Each candidate independently with probability ``rate`` (OS entropy)."""
-    draw = random.SystemRandom()
-    return [c for c in candidates if draw.random() < rate]
 
 
 @dataclass
@@ -139,11 +134,18 @@ class ServerPrivacy:
                 if not message.has_content():
                     continue
                 record = message.content.config_records.get(PRIVACY)
+                if record is None and not message.content.metric_records.get(METRICS, {}).get(NUM_EXAMPLES):
+                    continue  # a node none of whose users was due to train this round
                 if record is None:
                     logger.warning("round %d: node %d replied without its privacy report", server_round,
                                    message.metadata.src_node_id)
                     continue
-                for release in parse_releases(record):
+                try:
+                    releases = parse_releases(record)
+                except ValueError as err:  # the strategy dropped this update for the same reason
+                    logger.warning("round %d: node %d: %s", server_round, message.metadata.src_node_id, err)
+                    continue
+                for release in releases:
                     user, was_refused, sigma, rate, steps, eps = release
                     if was_refused:
                         refused += 1

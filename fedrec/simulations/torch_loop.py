@@ -38,10 +38,9 @@ from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.adaptive_clip import AdaptiveClip
 from fedrec.core.privacy.aggregation import central_noised_mean
 from fedrec.core.privacy.client_round import private_train_users
-from fedrec.core.privacy.mechanisms import secure_generator
+from fedrec.core.privacy.mechanisms import poisson_sample, secure_generator
 from fedrec.core.sampling import sample_users
 from fedrec.server.loop import make_server_optimizer
-from fedrec.server.privacy import poisson_sample
 
 
 def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,

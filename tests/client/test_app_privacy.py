@@ -83,3 +83,14 @@ def test_the_accountant_state_lives_in_the_node_state(mode: str) -> None:
     assert second > first > 0  # never restarts from zero
     fresh = _train(config, _context(config), 2).content.config_records[PRIVACY][PRIVACY_EPSILON][0]
     assert fresh == pytest.approx(first)  # a node without state starts where the first round did
+
+
+def test_cohort_user_central_node_samples_its_own_users_by_poisson() -> None:
+    from fedrec.core.wire import USERS_TRAINED
+
+    config = RunConfig(dim=8, dp="user-central", epsilon=8.0, executor="cohort", clients_per_round=250)
+    context = Context(run_id=1, node_id=1, node_config={"partition-id": 0, "num-partitions": 2},
+                      state=RecordDict(), run_config=config.to_user_config())
+    trained = [_train(config, context, r).content.metric_records[METRICS][USERS_TRAINED] for r in (1, 2, 3)]
+    # the node holds 500 users; q = 250/1000: about 125 a round, a different number each time
+    assert all(80 < n < 170 for n in trained) and len(set(trained)) > 1

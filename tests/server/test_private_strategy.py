@@ -24,7 +24,8 @@ from fedrec.core.wire import (
     PRIVACY_STEPS,
     PRIVACY_USERS,
 )
-from fedrec.server.privacy import ServerPrivacy, poisson_sample
+from fedrec.core.privacy.mechanisms import poisson_sample
+from fedrec.server.privacy import ServerPrivacy
 from fedrec.server.strategy.fedopt_updates import FedOptOnUpdates, arrays_to_numpy, numpy_to_arrays
 
 GLOBAL = {"item_embedding.weight": np.zeros((50, 4), dtype=np.float32),
@@ -140,3 +141,30 @@ def test_adaptive_clipping_moves_c_and_the_ledger_keeps_each_rounds_clip(tmp_pat
     rows = read_ledger(tmp_path / "privacy.db")
     assert rows[0].clip_norm == 1.0 and rows[1].clip_norm == pytest.approx(privacy.clip)
     privacy.close()
+
+
+def test_cohort_user_central_sends_no_list_of_sampled_users() -> None:
+    from fedrec.core.wire import SAMPLED_USERS
+    from fedrec.server.loop import round_config
+
+    central = RunConfig(dp="user-central", epsilon=8.0, executor="cohort")
+    assert SAMPLED_USERS not in round_config(central, 1000, 1, "train")  # nodes sample their own users
+    assert SAMPLED_USERS in round_config(RunConfig(executor="cohort"), 1000, 1, "train")
+
+
+def test_private_setups_with_wrong_accounting_are_refused(tmp_path: Path) -> None:
+    from fedrec.server.loop import _check_private_setup
+
+    with pytest.raises(ValueError, match="restart from zero"):
+        _check_private_setup(RunConfig(dp="record", epsilon=8.0), tmp_path, 3, 100, 100)
+    with pytest.raises(ValueError, match="privacy.db"):
+        _check_private_setup(RunConfig(dp="user-central", epsilon=8.0), tmp_path, 3, 100, 100)
+    with pytest.raises(ValueError, match="one node per user"):
+        _check_private_setup(RunConfig(dp="user-central", epsilon=8.0), tmp_path, 1, 10, 100)
+    _check_private_setup(RunConfig(dp="user-central", epsilon=8.0, executor="cohort"), tmp_path, 1, 2, 100)
+
+
+def test_payload_bytes_of_records_with_empty_lists() -> None:
+    from fedrec.server.loop import _record_bytes
+
+    assert _record_bytes(ConfigRecord({"users": [], "rate": 0.5})) > 0

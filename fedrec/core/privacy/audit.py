@@ -462,8 +462,10 @@ def audit_run(run_dir: Path, accountant: str | None = None, tolerance: Tolerance
         if tail:
             notes.append(f"{tail} row(s) after the last anchor: allowed (a crash between the ledger "
                          "and the metrics write), but their deletion would not be detected")
-    elif (run_dir / METRICS_FILE).exists():
-        notes.append(f"{METRICS_FILE} has no ledger anchors: deletion of the newest rows cannot be detected")
+    elif rows:  # a run that spent privacy and anchored none of it: rows may have been cut off the end
+        anchor_issues.append(f"{len(rows)} ledger rows but no anchor in {METRICS_FILE} (missing, or its "
+                             "ledger_rows/ledger_head keys were removed): deleted newest rows could not be "
+                             "detected (a run that crashed before its first round is logged also ends here)")
     if not rows:
         notes.append("the ledger is empty")
 

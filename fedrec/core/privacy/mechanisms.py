@@ -14,6 +14,7 @@ knows the config subtract the noise. Tests pass their own generator.
 
 from __future__ import annotations
 
+import random
 import secrets
 
 import numpy as np
@@ -25,6 +26,13 @@ Arrays = dict[str, NDArray[np.float32]]
 def secure_generator() -> np.random.Generator:
     """A generator seeded with 128 bits from the OS (not reproducible, on purpose)."""
     return np.random.default_rng(secrets.randbits(128))
+
+
+def poisson_sample(candidates: list[int], rate: float) -> list[int]:
+    """Each candidate independently with probability ``rate``, drawn from OS entropy
+    (the accountant's amplification needs a sample nobody can replay)."""
+    draw = random.SystemRandom()
+    return [c for c in candidates if draw.random() < rate]
 
 
 def update_norm(update: Arrays) -> float:

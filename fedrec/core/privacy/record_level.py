@@ -8,7 +8,8 @@ Poisson-subsampled Gaussian mechanism over the user's records (Abadi et al. 2016
    probability ``q = 1/⌈n/b⌉`` (``b`` the batch size; Opacus derives ``q`` from the
    number of batches of a plain epoch, see :func:`sample_rate`).
 2. **Pair**: each sampled positive ``i`` gets ``k = config.negatives`` negatives ``j``
-   drawn with the caller's ``rng`` among items the user has not trained on; the
+   drawn with the caller's ``rng`` uniformly from the catalogue (not "among items the
+   user has not trained on", which would tie every example to the other records); the
    example's loss ``ℓ_i`` is its positive's loss over its ``1 + k`` scores (``bce``:
    the mean of the ``1 + k`` BCE terms; ``bpr``: the mean of ``-log σ(s_i - s_j)``
    over the ``k`` pairs), so one example's gradient depends on one record only.
@@ -104,7 +105,7 @@ from fedrec.core.models.base import Recommender, global_state, load_parameters, 
 from fedrec.core.models.registry import build_model
 from fedrec.core.privacy.record_steps import sample_rate, steps_per_epoch, steps_per_round  # noqa: F401 (re-exported)
 from fedrec.core.privacy.accounting import Step, check_accountant
-from fedrec.core.training import TrainingConfig, make_optimizer, positives_key, sample_negatives
+from fedrec.core.training import TrainingConfig, make_optimizer
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
 DEFAULT_GRAD_SAMPLE_MODE = "ghost"
@@ -189,12 +190,16 @@ def record_examples(
     return torch.zeros_like(items), items
 
 
-def draw_negatives(
-    positives: torch.Tensor, key: NDArray[np.int64], n_items: int, k: int, rng: np.random.Generator
-) -> torch.Tensor:
-    """``(b, k)`` negatives for the sampled positives, among items the user never trained on."""
-    users = np.zeros(len(positives), dtype=np.int64)
-    return torch.from_numpy(sample_negatives(users, key, n_items, k, rng))
+def draw_negatives(positives: torch.Tensor, n_items: int, k: int, rng: np.random.Generator) -> torch.Tensor:
+    """``(b, k)`` negatives drawn uniformly from the whole catalogue.
+
+    Not "among items the user never trained on", as the non-private path does: that
+    rule makes every example's negatives depend on the user's *other* records, so
+    adding or removing one record would change every example's gradient and the
+    clipped sum's sensitivity would no longer be ``C``. A drawn item that happens to be
+    one of the user's positives is kept as a (noisy) negative.
+    """
+    return torch.from_numpy(rng.integers(0, n_items, size=(len(positives), k)))
 
 
 def lookup_norm_sample(
@@ -384,7 +389,6 @@ def train_user_private(
     load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
     model.to(device)  # the training runs on `device`; the records are sampled on the CPU
     model.train()
-    key = positives_key(np.zeros(len(records), dtype=np.int64), records, user.n_items)
     history: list[Step] = []
     loss_sum, records_seen = 0.0, 0
     phases = ((list(local_state(model).values()), user_epochs), (list(model.parameters()), local_epochs))
@@ -394,7 +398,7 @@ def train_user_private(
         with PrivatePhase(model, trainable, records, config, dp, rng, device=device) as phase:
             for _ in range(epochs):
                 for positives in phase.batches():
-                    negatives = draw_negatives(positives, key, user.n_items, config.negatives, rng)
+                    negatives = draw_negatives(positives, user.n_items, config.negatives, rng)
                     losses = phase.step(positives, negatives)
                     if index == 1:
                         loss_sum += float(losses.sum())

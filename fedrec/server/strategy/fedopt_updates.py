@@ -51,7 +51,8 @@ from fedrec.core.array_check import array_problem
 from fedrec.core.privacy.aggregation import central_noised_mean, exceeds_clip, private_mean
 from fedrec.core.privacy.mechanisms import secure_generator
 from fedrec.core.wire import ARRAYS, CONFIG, DP_WITHIN_CLIP, METRICS, NUM_EXAMPLES, PRIVACY
-from fedrec.server.privacy import ServerPrivacy, parse_releases, poisson_sample
+from fedrec.core.privacy.mechanisms import poisson_sample
+from fedrec.server.privacy import ServerPrivacy, parse_releases
 
 COUNT_METRICS_SUFFIX = ("users-trained", "users-evaluated", "users-reconstructed", DP_WITHIN_CLIP)
 
@@ -190,6 +191,8 @@ class FedOptOnUpdates(FedAvg):
                 return f"{DP_WITHIN_CLIP}={within!r} is not a count between 0 and its {weight:g} users"
             return None
         record = message.content.config_records.get(PRIVACY)
+        if record is None and weight == 0:
+            return None  # none of the node's users was due to train
         if record is None:
             return "no privacy report (per-user σ, q, steps, ε) with a DP update"
         try:

@@ -49,7 +49,7 @@ from fedrec.core.privacy.record_level import (
     record_examples,
     record_losses,
 )
-from fedrec.core.training import TrainingConfig, make_optimizer, positives_key
+from fedrec.core.training import TrainingConfig, make_optimizer
 
 TARGET_RATIO = 2.0
 PLAIN = "no DP"
@@ -85,9 +85,8 @@ def relative_step_error(
     """
     rng = np.random.default_rng(seed)
     records = rng.choice(n_items, size=batch_size, replace=False).astype(np.int64)
-    key = positives_key(np.zeros(batch_size, dtype=np.int64), records, n_items)
     positives = torch.from_numpy(records)
-    users, items = record_examples(positives, draw_negatives(positives, key, n_items, negatives, rng))
+    users, items = record_examples(positives, draw_negatives(positives, n_items, negatives, rng))
     reference = build_model(model_name, 1, n_items, dim, seed)
     params = list(reference.parameters())
     grads = []
@@ -124,9 +123,8 @@ def time_steps(
     rng = np.random.default_rng(seed)
     n_records = 4 * batch_size  # q = 1/4; the step's cost depends on the batch, not on n
     records = rng.choice(n_items, size=n_records, replace=False).astype(np.int64)
-    key = positives_key(np.zeros(n_records, dtype=np.int64), records, n_items)
     positives = torch.from_numpy(records[:batch_size])
-    negatives = draw_negatives(positives, key, n_items, config.negatives, rng)
+    negatives = draw_negatives(positives, n_items, config.negatives, rng)
 
     variants: dict[str, Callable[[torch.Tensor, torch.Tensor], object]] = {
         PLAIN: plain_step(build_model(model_name, 1, n_items, dim, seed), config)

@@ -354,11 +354,11 @@ def test_unknown_forced_accountant(run: Path) -> None:
         audit_run(run, accountant="gdp")
 
 
-def test_missing_metrics_means_no_anchors_and_a_note(run: Path) -> None:
+def test_missing_metrics_fails_the_audit_since_deleted_rows_would_go_unseen(run: Path) -> None:
     (run / METRICS_FILE).unlink()
     report = audit_run(run)
-    assert report.ok and report.anchors == 0
-    assert any("no metrics.jsonl" in note for note in report.notes)
+    assert not report.ok and not report.anchors_ok and report.anchors == 0
+    assert any("no anchor" in problem for problem in report.anchor_problems)
 
 
 def test_rows_after_the_last_anchor_are_a_note(run: Path) -> None:
