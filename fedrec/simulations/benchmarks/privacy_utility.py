@@ -73,11 +73,11 @@ def main(
     runs = []
     for mode in modes.split(","):
         for eps in (float(e) for e in epsilons.split(",")):
+            mode_settings = {"executor": "per-client", "dp_participations": record_participations,
+                             "clients_per_round": min(record_clients_per_round or clients_per_round, split.n_users)
+                             } if mode == "record" else {}
             config = replace(base, dp=mode, epsilon=eps, server_lr=dp_server_lr or server_lr,
-                             clip=record_clip if mode == "record" else user_clip)
-            if mode == "record":
-                config = replace(config, executor="per-client", dp_participations=record_participations,
-                                 clients_per_round=min(record_clients_per_round or clients_per_round, split.n_users))
+                             clip=record_clip if mode == "record" else user_clip, **mode_settings)
             runs.append((mode, eps, config))
     # one non-private reference per round size (same length, same users per round)
     for size in sorted({c.clients_per_round for _, _, c in runs}, reverse=True):
