@@ -75,6 +75,15 @@ def planned_step(config: RunConfig, n_records: int) -> Step:
     raise ValueError(f"dp {config.dp} is not accounted on the client")
 
 
+def refusal(config: RunConfig, user: UserData, history: list[Step]) -> tuple[Step, Release | None]:
+    """This user's planned step, and its refusal when the step would exceed the budget."""
+    step = planned_step(config, len(user.train_items))
+    budget = plan.budget(config)
+    if budget is not None and epsilon([*history, step], config.delta, config.accountant) > budget * (1 + 1e-9):
+        return step, Release(user.user, True, step[0], step[1], 0, epsilon(history, config.delta, config.accountant))
+    return step, None
+
+
 def private_user_round(config: RunConfig, global_arrays: Arrays, stored_local: Arrays | None, user: UserData,
                        server_round: int, history: list[Step],
                        generator: np.random.Generator | None = None) -> tuple[LocalResult | None, Release, list[Step]]:
@@ -87,12 +96,9 @@ def private_user_round(config: RunConfig, global_arrays: Arrays, stored_local: A
         clipped, norm = clip_update(one.update, config.clip)
         return (LocalResult(clipped, one.local, one.num_examples, one.loss),
                 Release(user.user, False, 0.0, 0.0, 0, 0.0, norm <= config.clip), history)
-    step = planned_step(config, len(user.train_items))
-    spent_before = epsilon(history, config.delta, config.accountant)
-    after = epsilon([*history, step], config.delta, config.accountant)
-    budget = plan.budget(config)
-    if budget is not None and after > budget * (1 + 1e-9):
-        return None, Release(user.user, True, step[0], step[1], 0, spent_before), history
+    step, refused = refusal(config, user, history)
+    if refused is not None:
+        return None, refused, history
     if config.dp == "user-local":
         one = user_round(config, global_arrays, stored_local, user, server_round)
         clipped, _ = clip_update(one.update, config.clip)
@@ -158,7 +164,6 @@ def _cohort_private(config: RunConfig, global_arrays: Arrays, stored: Sequence[A
     from fedrec.core.cohort import cohort_round
 
     generator = generator if generator is not None else secure_generator()
-    budget = plan.budget(config)
     allowed, releases, new_histories = [], {}, list(histories)
     for b, (user, history) in enumerate(zip(users, histories)):
         if len(user.train_items) == 0:
@@ -167,15 +172,14 @@ def _cohort_private(config: RunConfig, global_arrays: Arrays, stored: Sequence[A
             allowed.append(b)
             releases[b] = Release(user.user, False, 0.0, 0.0, 0, 0.0)
             continue
-        step = planned_step(config, len(user.train_items))
-        after = epsilon([*history, step], config.delta, config.accountant)
-        if budget is not None and after > budget * (1 + 1e-9):
-            releases[b] = Release(user.user, True, step[0], step[1], 0,
-                                  epsilon(history, config.delta, config.accountant))
+        step, refused = refusal(config, user, history)
+        if refused is not None:
+            releases[b] = refused
             continue
         allowed.append(b)
         new_histories[b] = [*history, step]
-        releases[b] = Release(user.user, False, step[0], step[1], 1, after)
+        releases[b] = Release(user.user, False, step[0], step[1], 1,
+                              epsilon(new_histories[b], config.delta, config.accountant))
 
     within = []
 
