@@ -22,13 +22,19 @@ import numpy as np
 from fedrec.core.privacy.mechanisms import Arrays, add_gaussian_noise, update_norm
 
 
-def private_mean(updates: list[Arrays], weights: list[float], template: Arrays) -> Arrays:
-    """``Σ_k w_k Δ̄_k / Σ_k w_k`` (record, user-local); zeros when nobody trained."""
-    total = float(sum(weights))
+def _weighted_sum(updates: list[Arrays], weights: list[float], template: Arrays) -> Arrays:
+    """``Σ_k w_k Δ̄_k`` in float64 (zeros shaped like ``template`` when there is no update)."""
     acc = {k: np.zeros(v.shape, dtype=np.float64) for k, v in template.items()}
     for update, weight in zip(updates, weights):
         for k in acc:
             acc[k] += weight * update[k]
+    return acc
+
+
+def private_mean(updates: list[Arrays], weights: list[float], template: Arrays) -> Arrays:
+    """``Σ_k w_k Δ̄_k / Σ_k w_k`` (record, user-local); zeros when nobody trained."""
+    total = float(sum(weights))
+    acc = _weighted_sum(updates, weights, template)
     if total <= 0:
         return {k: v.astype(np.float32) for k, v in acc.items()}
     return {k: (v / total).astype(np.float32) for k, v in acc.items()}
@@ -39,11 +45,7 @@ def central_noised_mean(updates: list[Arrays], weights: list[float], template: A
     """``(Σ_k w_k Δ̄_k + N(0, σ²C²)) / (q·n)`` (user-central)."""
     if not expected_units > 0:
         raise ValueError("the expected number of sampled users must be > 0")
-    acc = {k: np.zeros(v.shape, dtype=np.float64) for k, v in template.items()}
-    for update, weight in zip(updates, weights):
-        for k in acc:
-            acc[k] += weight * update[k]
-    noised = add_gaussian_noise({k: v for k, v in acc.items()}, noise_multiplier * clip, generator)
+    noised = add_gaussian_noise(_weighted_sum(updates, weights, template), noise_multiplier * clip, generator)
     return {k: (v.astype(np.float64) / expected_units).astype(np.float32) for k, v in noised.items()}
 
 

@@ -103,7 +103,7 @@ from fedrec.core.data.split import UserData
 from fedrec.core.local_update import LocalResult
 from fedrec.core.models.base import Recommender, global_state, load_parameters, local_state
 from fedrec.core.models.registry import build_model
-from fedrec.core.privacy.record_steps import sample_rate, steps_per_epoch, steps_per_round  # noqa: F401 (re-exported)
+from fedrec.core.privacy.record_steps import sample_rate, steps_per_round
 from fedrec.core.privacy.accounting import Step, check_accountant
 from fedrec.core.training import TrainingConfig, make_optimizer
 

@@ -26,11 +26,9 @@ from fedrec.core.privacy.record_level import (
     lookup_norm_sample,
     record_examples,
     record_losses,
-    sample_rate,
-    steps_per_epoch,
-    steps_per_round,
     train_user_private,
 )
+from fedrec.core.privacy.record_steps import sample_rate, steps_per_epoch, steps_per_round
 from fedrec.core.training import TrainingConfig, batch_loss
 
 N_ITEMS = 30
