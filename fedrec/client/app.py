@@ -11,6 +11,13 @@ reply with HR/NDCG@K (NCF protocol, 99 sampled negatives) and full-ranking HR, N
 and Recall@K. A user who never trained here reconstructs a vector first from its own
 training items with the global part frozen — the cold-start path.
 
+Deployed (``fedrec client start``): the node config names the device's ``data-file``
+and ``state-dir``. The node's users are the users of its CSV, read against the item
+catalogue that the server sends (:mod:`fedrec.client.local_data`); their vectors,
+accountant histories and the last global model are loaded from the encrypted state
+directory before the handler and written back after it
+(:mod:`fedrec.client.device_state`), so a restarted device continues where it stopped.
+
 Executors: ``per-client`` runs the users one after the other (one user per node in
 ``fedrec simulate``); ``cohort`` trains (and evaluates) all of the node's users that
 the server sampled this round in one vectorised pass (:mod:`fedrec.core.cohort`),
@@ -27,12 +34,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedrec.client.device_state import DeviceState, load_state, locked, save_state
+from fedrec.client.local_data import LocalData, load_local_data
+from fedrec.core.data.catalogue import catalogue_digest
 from fedrec.client.partition import node_users, split_for
 from fedrec.client.privacy_state import PrivacyHistoryStore
 from fedrec.client.state import CohortVectorStore, UserVectorStore
@@ -47,7 +58,11 @@ from fedrec.core.privacy.mechanisms import poisson_sample
 from fedrec.core.run_config import RunConfig
 from fedrec.core.wire import (
     ARRAYS,
+    CATALOGUE,
     CONFIG,
+    NODE_DATA_FILE,
+    NODE_DEVICE,
+    NODE_STATE_DIR,
     DP_CLIP,
     DP_WITHIN_CLIP,
     METRICS,
@@ -118,6 +133,8 @@ def _users_this_round(msg: Message, context: Context, n_users: int, config_: Run
     Poisson, ``q = clients-per-round / n``, from OS entropy: no list of sampled users
     travels, so no node learns who else took part (the amplification needs that).
     """
+    if NODE_DATA_FILE in context.node_config:  # a deployed device: every user of its CSV
+        return list(range(n_users))
     held = node_users(context.node_config, n_users)
     if (config_ is not None and config_.dp == "user-central" and config_.executor == "cohort"
             and msg.metadata.message_type == MessageType.TRAIN):
@@ -138,6 +155,16 @@ def _server_round(msg: Message) -> int:
 
 
 @dataclass(frozen=True)
+class _Deployed:
+    """A deployed device's side of a round: its data and its decrypted state."""
+
+    state_dir: Path
+    local: LocalData
+    catalogue: tuple[str, ...]
+    saved: DeviceState
+
+
+@dataclass(frozen=True)
 class _NodeRound:
     """What both handlers start from: config, this node's data split, the global arrays, the state."""
 
@@ -145,14 +172,79 @@ class _NodeRound:
     split: LeaveOneOutSplit
     global_arrays: dict[str, np.ndarray]
     store: UserVectorStore | CohortVectorStore
+    state: RecordDict
+    deployed: _Deployed | None = None
 
     @classmethod
     def open(cls, msg: Message, context: Context) -> "_NodeRound":
         torch.set_num_threads(1)  # one core per simulated client; Ray runs several at once
         config = RunConfig.from_user_config(context.run_config)
+        if NODE_DATA_FILE in context.node_config:
+            return cls._open_deployed(msg, context, config)
         split = split_for(config)
         arrays = _received_arrays(msg, config, split.n_items)
-        return cls(config, split, arrays, _vector_store(context, config, split))
+        return cls(config, split, arrays, _vector_store(context, config, split), context.state)
+
+    @classmethod
+    def _open_deployed(cls, msg: Message, context: Context, config: RunConfig) -> "_NodeRound":
+        """Load the device's CSV over the server's catalogue and its encrypted state."""
+        node_config = context.node_config
+        instruction = msg.content.config_records.get(CONFIG)
+        catalogue = instruction.get(CATALOGUE) if instruction is not None else None
+        if not isinstance(catalogue, list) or not catalogue:
+            raise ValueError(f"a deployed device needs the item catalogue ({CATALOGUE!r}) in the instruction")
+        catalogue = tuple(str(item) for item in catalogue)
+        device = str(node_config.get(NODE_DEVICE, "")) or config.device
+        config = replace(config, device=device)
+        local = load_local_data(str(node_config[NODE_DATA_FILE]), catalogue, config.seed, config.eval_negatives)
+        if config.dp == "user-central" and local.split.n_users > 1:
+            raise ValueError(f"dp user-central samples devices as users, but this device holds "
+                             f"{local.split.n_users} users: run one user per device")
+        arrays = _received_arrays(msg, config, len(catalogue))
+        state_dir = Path(str(node_config[NODE_STATE_DIR])).expanduser()
+        with locked(state_dir):
+            saved = load_state(state_dir)
+        state = RecordDict()
+        vectors, histories = UserVectorStore(state), PrivacyHistoryStore(state)
+        same_model = (saved.meta.get("model"), saved.meta.get("dim"), saved.meta.get("catalogue_sha256")) == (
+            config.model, config.dim, catalogue_digest(catalogue))
+        for index, raw_user in enumerate(local.user_ids):
+            if same_model and raw_user in saved.vectors:  # a vector of another model/catalogue is useless
+                vectors.save(index, saved.vectors[raw_user])
+            if saved.histories.get(raw_user):  # ε spent is never forgotten, whatever the model
+                histories.save(index, saved.histories[raw_user])
+        deployed = _Deployed(state_dir, local, catalogue, saved)
+        return cls(config, local.split, arrays, vectors, state, deployed)
+
+    def persist(self, server_round: int) -> None:
+        """Deployed: write the users' vectors and histories and this global model back, encrypted."""
+        if self.deployed is None:
+            return
+        deployed = self.deployed
+        vectors, histories = UserVectorStore(self.state), PrivacyHistoryStore(self.state)
+        with locked(deployed.state_dir):
+            current = load_state(deployed.state_dir)  # re-read: keep what another writer added
+            if (current.meta.get("model"), current.meta.get("dim"), current.meta.get("catalogue_sha256")) != (
+                    self.config.model, self.config.dim, catalogue_digest(deployed.catalogue)):
+                current.vectors = {}  # another model's vectors cannot be used with this one
+            for index, raw_user in enumerate(deployed.local.user_ids):
+                local = vectors.load(index)
+                if local is not None:
+                    current.vectors[raw_user] = local
+                history = histories.load(index)
+                if history:
+                    current.histories[raw_user] = history
+            current.global_model = {k: np.asarray(v, dtype=np.float32) for k, v in self.global_arrays.items()}
+            current.meta.update({
+                "model": self.config.model, "dim": self.config.dim, "seed": self.config.seed,
+                "catalogue": list(deployed.catalogue), "catalogue_sha256": catalogue_digest(deployed.catalogue),
+                "server_round": server_round, "reconstruct_epochs": self.config.reconstruct_epochs,
+                "training": {"lr": self.config.lr, "batch_size": self.config.batch_size,
+                             "negatives": self.config.negatives, "loss": self.config.loss,
+                             "optimizer": self.config.client_optimizer},
+                "dp": self.config.dp, "epsilon_budget": self.config.epsilon, "delta": self.config.delta,
+            })
+            save_state(deployed.state_dir, current)
 
 
 @app.train()
@@ -170,6 +262,7 @@ def train(msg: Message, context: Context) -> Message:
     result = train_users(config, global_arrays, store.load_many(users), data, server_round,
                          device=resolve_device(config.device))
     store.save_many(result.users, result.locals)
+    node.persist(server_round)
     if result.weight > 0:
         update, loss = result.mean_update, result.mean_loss
     else:  # a node without training data contributes nothing (weight 0)
@@ -192,7 +285,7 @@ def _train_private(msg: Message, context: Context, node: _NodeRound, data: list,
     training loss, which would be releases no accountant covers.
     """
     config, global_arrays, store = node.config, node.global_arrays, node.store
-    histories = PrivacyHistoryStore(context.state)
+    histories = PrivacyHistoryStore(node.state)
     users = [d.user for d in data]
     instruction = msg.content.config_records.get(CONFIG)
     if config.dp == "user-central" and instruction is not None and DP_CLIP in instruction:
@@ -207,6 +300,7 @@ def _train_private(msg: Message, context: Context, node: _NodeRound, data: list,
         for user, history in zip(users, new_histories):
             if history:
                 histories.save(user, history)
+    node.persist(server_round)
     if result.weight > 0:
         update = {k: (v / result.weight).astype(np.float32) for k, v in result.update_sum.items()}
     else:
@@ -243,6 +337,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     stored = store.load_many([d.user for d in data])
     reconstructed = sum(local is None for local in stored)
     rows = evaluate_users(config, global_arrays, stored, data, device=resolve_device(config.device))
+    node.persist(_server_round(msg))  # a deployed device keeps the newest global model for offline use
 
     values = mean_metrics(rows) or {key: 0.0 for key in metric_keys(config.eval_k)}
     metrics = MetricRecord(

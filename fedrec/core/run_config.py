@@ -74,6 +74,12 @@ class RunConfig:
     # record / user-local: σ from ε is planned for this many rounds per client (0: every
     # round); a client sampled more often refuses once its budget is spent
     dp_participations: int = 0
+    # deployment (fedrec server run): the item catalogue file on the server (one raw item id
+    # per line; empty in simulation), the fewest connected nodes a round waits for, and the
+    # fewest valid updates a round needs to be aggregated (fewer: the round is skipped)
+    catalogue: str = ""
+    min_nodes: int = 1
+    min_valid_updates: int = 1
 
     def __post_init__(self) -> None:
         if self.model not in MODELS:
@@ -95,6 +101,9 @@ class RunConfig:
             raise ValueError(f"server-lr must be > 0, got {self.server_lr}")
         if self.user_epochs < 0:
             raise ValueError(f"user-epochs must be ≥ 0, got {self.user_epochs}")
+        if self.min_nodes < 1 or self.min_valid_updates < 1:
+            raise ValueError(f"min-nodes and min-valid-updates must be ≥ 1, got {self.min_nodes}, "
+                             f"{self.min_valid_updates}")
         if self.reconstruct_epochs < 0 or self.eval_negatives < 1 or self.num_items < 0:
             raise ValueError("reconstruct-epochs ≥ 0, eval-negatives ≥ 1 and num-items ≥ 0 are required")
         self.training  # validates the training hyper-parameters

@@ -31,3 +31,10 @@ PRIVACY_EPSILON = "epsilon"
 PRIVACY_STATE_PREFIX = "fedrec.privacy."  # context.state key of one user's accountant history
 DP_CLIP = "dp-clip"  # user-central with adaptive clipping: this round's clip norm (server → client)
 DP_WITHIN_CLIP = "dp-within-clip"  # user-central: users of the reply whose ‖Δ‖ ≤ C (adaptive clipping's bits)
+
+# Deployment: the item catalogue (raw item ids in item-row order) sent with every
+# instruction, and the node-config keys `fedrec client start` gives its SuperNode.
+CATALOGUE = "catalogue"
+NODE_DATA_FILE = "data-file"
+NODE_STATE_DIR = "state-dir"
+NODE_DEVICE = "device"

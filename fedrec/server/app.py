@@ -4,9 +4,11 @@ Reads the run config, sizes the global model from the item catalogue, runs the r
 loop (:mod:`fedrec.server.loop`), and writes the run directory: ``metrics.jsonl``,
 checkpoints, ``model.npz``, ``summary.json`` and ``curves.png``.
 
-The server needs the catalogue size (``num-items``). In simulation, when it is not
-given, it is read from the dataset; ItemPop — a central reference line, not part of
-federated training — is then computed from the same split for the summary.
+The server needs the catalogue size (``num-items``). Deployed (``catalogue`` names an
+item catalogue file), the catalogue sizes the model and travels with every instruction;
+the server holds no user data. In simulation, when ``num-items`` is not given, it is
+read from the dataset; ItemPop — a central reference line, not part of federated
+training — is then computed from the same split for the summary.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedrec.core.data.catalogue import read_catalogue
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import leave_one_out
 from fedrec.core.itempop import evaluate_itempop
@@ -42,6 +45,27 @@ def main(grid: Grid, context: Context) -> None:
     started = time.perf_counter()
     itempop = None
     n_users = None
+    catalogue: tuple[str, ...] | None = None
+    if config.catalogue:
+        catalogue = read_catalogue(config.catalogue)
+        if config.num_items and config.num_items != len(catalogue):
+            raise ValueError(f"num-items={config.num_items} but the catalogue lists {len(catalogue)} items")
+        n_items = len(catalogue)
+        logger.info("deployment: %d items in catalogue %s; devices hold the data", n_items, config.catalogue)
+    else:
+        n_items, n_users, itempop = _from_dataset(config)
+    rows = run_rounds(grid, config, run_dir, n_items, n_users, run_id=str(context.run_id), catalogue=catalogue)
+    k = config.eval_k
+    summary = build_summary(rows, k, itempop, config.to_user_config(), time.perf_counter() - started)
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
+    plot_curves(rows, k, run_dir / CURVES_FILE, itempop, title=f"fedrec {config.model} on {config.dataset}")
+    logger.info("run written to %s", run_dir)
+
+
+def _from_dataset(config: RunConfig) -> tuple[int, int | None, dict[str, float] | None]:
+    """(n_items, n_users, ItemPop metrics) from the dataset, or num-items alone when unreadable."""
+    itempop = None
+    n_users = None
     try:
         data = load_dataset(config.dataset, config.data_dir, config.seed)
     except (FileNotFoundError, ValueError) as err:
@@ -57,9 +81,4 @@ def main(grid: Grid, context: Context) -> None:
         split = leave_one_out(data, seed=config.seed, eval_negatives=config.eval_negatives)
         itempop = evaluate_itempop(split, config.eval_k)
         logger.info(preflight(config, split))
-    rows = run_rounds(grid, config, run_dir, n_items, n_users, run_id=str(context.run_id))
-    k = config.eval_k
-    summary = build_summary(rows, k, itempop, config.to_user_config(), time.perf_counter() - started)
-    write_json_atomic(run_dir / SUMMARY_FILE, summary)
-    plot_curves(rows, k, run_dir / CURVES_FILE, itempop, title=f"fedrec {config.model} on {config.dataset}")
-    logger.info("run written to %s", run_dir)
+    return n_items, n_users, itempop

@@ -31,7 +31,7 @@ from fedrec.core.report import METRICS_FILE, append_jsonl, read_jsonl
 from fedrec.core.run_config import RunConfig
 from fedrec.core.sampling import sample_users
 from fedrec.server.privacy import ServerPrivacy
-from fedrec.core.wire import DP_CLIP, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS, USERS_TRAINED
+from fedrec.core.wire import CATALOGUE, DP_CLIP, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS, USERS_TRAINED
 from fedrec.core.privacy.ledger import LEDGER_FILE
 from fedrec.server.checkpoint import (
     MODEL_FILE,
@@ -61,14 +61,18 @@ def make_server_optimizer(config: RunConfig, n_items: int) -> ServerOptimizer:
 
 
 def make_strategy(config: RunConfig, n_nodes: int, n_items: int,
-                  privacy: ServerPrivacy | None = None) -> FedOptOnUpdates:
+                  privacy: ServerPrivacy | None = None, deployed: bool = False) -> FedOptOnUpdates:
     """Per-client: Flower samples ``clients-per-round`` of the (one-user) nodes
     (user-central DP: each node with probability ``q``, see :mod:`fedrec.server.privacy`).
 
     Cohort: every node is asked each round and trains those of its users that the
     server sampled (:func:`fedrec.core.sampling.sample_users`; Poisson under user-central).
     """
-    if config.executor == "cohort":
+    if deployed:  # every connected device each round; wait for at least min-nodes
+        clients, evaluate_fraction, evaluate_nodes = config.min_nodes, 1.0, config.min_nodes
+        n_nodes = max(n_nodes, 1)
+        train_fraction = 1.0
+    elif config.executor == "cohort":
         clients, evaluate_fraction, evaluate_nodes = n_nodes, 1.0, n_nodes
     else:
         clients = min(config.clients_per_round, n_nodes)
@@ -77,7 +81,8 @@ def make_strategy(config: RunConfig, n_nodes: int, n_items: int,
     strategy = FedOptOnUpdates(
         make_server_optimizer(config, n_items),
         privacy,
-        fraction_train=clients / n_nodes,
+        min_valid_updates=config.min_valid_updates,
+        fraction_train=train_fraction if deployed else clients / n_nodes,
         min_train_nodes=clients,
         fraction_evaluate=evaluate_fraction,
         min_evaluate_nodes=evaluate_nodes,
@@ -88,13 +93,16 @@ def make_strategy(config: RunConfig, n_nodes: int, n_items: int,
 
 
 def round_config(config: RunConfig, n_users: int | None, server_round: int, purpose: str,
-                 privacy: ServerPrivacy | None = None) -> ConfigRecord:
+                 privacy: ServerPrivacy | None = None, catalogue: tuple[str, ...] | None = None) -> ConfigRecord:
     """What an instruction carries besides the model: in cohort mode, the sampled users
     (under user-central DP, each user with probability ``clients-per-round / n``, secretly);
-    with adaptive clipping, this round's clip norm."""
+    with adaptive clipping, this round's clip norm; deployed, the item catalogue."""
     record = ConfigRecord()
     if purpose == "train" and privacy is not None and privacy.adaptive is not None:
         record[DP_CLIP] = float(privacy.clip)
+    if catalogue is not None:  # deployed: each device trains all of its users
+        record[CATALOGUE] = list(catalogue)
+        return record
     if config.executor != "cohort":
         return record
     if n_users is None:
@@ -166,7 +174,8 @@ def _record_bytes(record: Any) -> int:
 
 
 def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
-               n_users: int | None = None, run_id: str = "") -> list[dict[str, Any]]:
+               n_users: int | None = None, run_id: str = "",
+               catalogue: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
     """Train for ``config.rounds`` rounds (minus those already done when resuming).
 
     Under a DP mode, ``privacy.db`` gets each round's mechanism applications
@@ -189,21 +198,35 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
 
     # Flower's node sampling draws from `random`; a resumed run continues with fresh draws
     random.seed(config.seed * 1_000_003 + first_round)
-    n_nodes = len(list(grid.get_node_ids()))
+    n_nodes = len(list(grid.get_node_ids())) if catalogue is None else _wait_for_nodes(grid, config.min_nodes)
     privacy = None
     _check_private_setup(config, run_dir, first_round, n_nodes, n_users)
     if config.dp != "off":
         n_units = n_users if config.executor == "cohort" and n_users is not None else n_nodes
         privacy = ServerPrivacy.open(config, n_units, run_dir, run_id or run_dir.name)
-    strategy = make_strategy(config, n_nodes, n_items, privacy)
+    strategy = make_strategy(config, n_nodes, n_items, privacy, deployed=catalogue is not None)
     strategy.optimizer.state = optimizer_state
     metrics_path = run_dir / METRICS_FILE
     try:
-        _train_rounds(grid, config, run_dir, arrays, strategy, privacy, first_round, n_users)
+        _train_rounds(grid, config, run_dir, arrays, strategy, privacy, first_round, n_users, catalogue)
     finally:
         if privacy is not None:
             privacy.close()
     return read_jsonl(metrics_path)
+
+
+NODE_WAIT_LOG_S = 10.0
+
+
+def _wait_for_nodes(grid: Grid, minimum: int) -> int:
+    """Deployed: block until ``minimum`` devices are connected; their number."""
+    last_log = 0.0
+    while (connected := len(list(grid.get_node_ids()))) < minimum:
+        if time.monotonic() - last_log >= NODE_WAIT_LOG_S:
+            logger.info("waiting for devices: %d connected, %d needed (min-nodes)", connected, minimum)
+            last_log = time.monotonic()
+        time.sleep(0.5)
+    return connected
 
 
 def _check_private_setup(config: RunConfig, run_dir: Path, first_round: int, n_nodes: int,
@@ -225,7 +248,7 @@ def _check_private_setup(config: RunConfig, run_dir: Path, first_round: int, n_n
 
 def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str, np.ndarray],
                   strategy: FedOptOnUpdates, privacy: ServerPrivacy | None, first_round: int,
-                  n_users: int | None) -> None:
+                  n_users: int | None, catalogue: tuple[str, ...] | None = None) -> None:
     metrics_path = run_dir / METRICS_FILE
     user_config = config.to_user_config()
     for server_round in range(first_round, config.rounds + 1):
@@ -238,7 +261,7 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
             privacy.begin_round()
         record = numpy_to_arrays(arrays)
         instructions = list(strategy.configure_train(
-            server_round, record, round_config(config, n_users, server_round, "train", privacy), grid))
+            server_round, record, round_config(config, n_users, server_round, "train", privacy, catalogue), grid))
         bytes_down = _content_bytes(instructions)
         replies = send_and_receive(grid, instructions, config.round_timeout)
         bytes_up = _content_bytes(replies)
@@ -255,12 +278,14 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
             "train_loss": float(train_metrics[TRAIN_LOSS]) if train_metrics and TRAIN_LOSS in train_metrics else None,
             "examples": int(train_metrics[NUM_EXAMPLES]) if train_metrics else 0,
         }
+        if server_round in strategy.skipped_rounds:
+            row["skipped"] = True  # fewer valid updates than min-valid-updates: model unchanged
         if privacy is not None:  # committed to privacy.db before this row is written
             row.update(privacy.record_round(server_round, replies))
         if server_round % config.eval_every == 0 or server_round == config.rounds:
             record = numpy_to_arrays(arrays)
             eval_messages = list(strategy.configure_evaluate(
-                server_round, record, round_config(config, n_users, server_round, "evaluate"), grid))
+                server_round, record, round_config(config, n_users, server_round, "evaluate", catalogue=catalogue), grid))
             bytes_down += _content_bytes(eval_messages)
             eval_replies = send_and_receive(grid, eval_messages, config.round_timeout)
             bytes_up += _content_bytes(eval_replies)

@@ -89,7 +89,7 @@ class FedOptOnUpdates(FedAvg):
     """Aggregates updates of the global part and applies a server optimiser."""
 
     def __init__(self, optimizer: ServerOptimizer, privacy: ServerPrivacy | None = None,
-                 **fedavg_kwargs: object) -> None:
+                 min_valid_updates: int = 1, **fedavg_kwargs: object) -> None:
         super().__init__(
             weighted_by_key=NUM_EXAMPLES,
             arrayrecord_key=ARRAYS,
@@ -98,8 +98,12 @@ class FedOptOnUpdates(FedAvg):
             evaluate_metrics_aggr_fn=aggregate_reply_metrics,
             **fedavg_kwargs,  # type: ignore[arg-type]
         )
+        if min_valid_updates < 1:
+            raise ValueError(f"min_valid_updates must be ≥ 1, got {min_valid_updates}")
         self.optimizer = optimizer
         self.privacy = privacy
+        self.min_valid_updates = min_valid_updates
+        self.skipped_rounds: list[int] = []
         self._current: dict[str, np.ndarray] | None = None
         self.poisson_nodes = False  # set by the loop: user-central with one user per node
 
@@ -121,6 +125,14 @@ class FedOptOnUpdates(FedAvg):
             raise RuntimeError("aggregate_train called before configure_train")
         valid, _ = self._check_and_log_replies(list(replies), is_train=True, validate=False)
         usable = [m for m in valid if self._update_is_usable(m, server_round)]
+        # Too few to average: the model stays as it is. Not under user-central DP, whose noised
+        # sum is divided by the *expected* count so that the actual count stays hidden.
+        central = self.privacy is not None and self.privacy.central
+        if len(usable) < self.min_valid_updates and not central:
+            log(WARNING, "round %d skipped: %d valid updates, at least %d needed (min-valid-updates)",
+                server_round, len(usable), self.min_valid_updates)
+            self.skipped_rounds.append(server_round)
+            return None, None
         contents = [m.content for m in usable]
         weights = [float(c.metric_records[METRICS][NUM_EXAMPLES]) for c in contents]
         metrics = aggregate_reply_metrics(contents, NUM_EXAMPLES) if contents else None
@@ -171,7 +183,8 @@ class FedOptOnUpdates(FedAvg):
         elif record is None:
             reason = "no update arrays"
         else:
-            reason = array_problem(arrays_to_numpy(record), {k: v.shape for k, v in self._current.items()})
+            reason = array_problem(arrays_to_numpy(record), {k: v.shape for k, v in self._current.items()},
+                                   dtype=np.float32)
         if reason is None and self.privacy is not None:
             reason = self._privacy_problem(message, float(weight))
         if reason:
