@@ -87,6 +87,14 @@ def _read_or_create_key(path: Path, create: bool) -> bytes:
     return key
 
 
+def prepare_key(source: KeySource) -> str:
+    """Create the key file (0600) when the key comes from one and it does not exist yet;
+    returns how the state is encrypted (for the operator)."""
+    if source.key_file is not None and source.passphrase is None:
+        _read_or_create_key(source.key_file, create=True)
+    return source.describe()
+
+
 def encrypt(plaintext: bytes, source: KeySource) -> bytes:
     """The file bytes for ``plaintext`` (see the module docstring for the layout)."""
     salt = os.urandom(SALT_BYTES)

@@ -18,19 +18,23 @@ The environment sets no telemetry and no per-run dependency installation.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from fedrec.core.run_config import RunConfig
+from fedrec.core.processes import (  # noqa: F401  (free_port etc. are used by tests and benchmarks)
+    console_script,
+    flower_environment,
+    free_listening_port,
+    free_port,
+    stop_process_group,
+    wait_for_port,
+)
+from fedrec.core.app_package import toml_value as _toml_value, write_app_dir
 
 CONNECTION_NAME = "fedrec"
 # Folder that holds the runtime folders (default /tmp). Keep it short: Ray's socket paths
@@ -38,117 +42,6 @@ CONNECTION_NAME = "fedrec"
 RUNTIME_PARENT_ENV = "FEDREC_RUNTIME_DIR"
 STARTUP_TIMEOUT_S = 60.0
 
-APP_PYPROJECT = """[build-system]
-requires = ["setuptools>=68"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "fedrec-sim"
-version = "0.1.0"
-description = "fedrec simulation app (components come from the installed fedrec package)"
-license = { text = "Apache-2.0" }
-dependencies = []
-
-[tool.flwr.app]
-publisher = "fedrec"
-
-[tool.flwr.app.components]
-serverapp = "fedrec.server.app:app"
-clientapp = "fedrec.client.app:app"
-
-[tool.flwr.app.config]
-"""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
-        return low, high
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
-
-
-def free_listening_port(rng: random.Random | None = None) -> int:
-    """A free port below the kernel's ephemeral range (for a server that binds it later).
-
-    A port from :func:`free_port` is in the ephemeral range, where any process's next
-    outgoing connection may take it before our server binds it; seen with Ray's GCS
-    server, which then died at start-up. Ports below the range are only ever taken by
-    listeners, and we check that none holds this one now.
-    """
-    rng = rng or random.Random()
-    low, _ = _ephemeral_range()
-    floor = 10_000 if low > 12_000 else 1_024
-    for _ in range(200):
-        port = rng.randrange(floor, low)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
-    return free_port()
-
-
-def flower_environment(flwr_home: Path, ray_tmp: Path) -> dict[str, str]:
-    env = os.environ.copy()
-    env.update({
-        "FLWR_HOME": str(flwr_home),
-        "RAY_TMPDIR": str(ray_tmp),
-        "FLWR_TELEMETRY_ENABLED": "0",
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-        "FLWR_DISABLE_UPDATE_CHECK": "1",
-        "RAY_DEDUP_LOGS": "0",
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "PYTHONUNBUFFERED": "1",
-        # Flower spawns its helpers (flower-superexec, flwr-simulation) from PATH
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-    })
-    return env
-
-
-def _bin(name: str) -> str:
-    """A console script of this interpreter's environment (falls back to PATH)."""
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
-
-
-def _wait_for_port(port: int, process: subprocess.Popen, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"flower-superlink exited with code {process.returncode}; see {log_path}")
-        with socket.socket() as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"flower-superlink did not open port {port} in {STARTUP_TIMEOUT_S:.0f}s; see {log_path}")
-
-
-def stop_process_group(process: subprocess.Popen, grace_s: float = 15.0) -> None:
-    """SIGTERM the process group led by ``process`` (ours), then SIGKILL what is left."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-    try:  # children (flwr-simulation, Ray) share the group even after the leader exits
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    if process.poll() is None:
-        process.wait(timeout=5)
 
 
 class SimulationRuntime:
@@ -162,8 +55,7 @@ class SimulationRuntime:
         self.log_dir = log_dir
         for folder in (self.flwr_home, self.ray_tmp, self.app_dir):
             folder.mkdir(parents=True)
-        defaults = "".join(f"{k} = {_toml_value(v)}\n" for k, v in RunConfig().to_user_config().items())
-        (self.app_dir / "pyproject.toml").write_text(APP_PYPROJECT + defaults)
+        write_app_dir(self.app_dir)
         self.env = flower_environment(self.flwr_home, self.ray_tmp)
         self.control_port = free_port()
         (self.flwr_home / "config.toml").write_text(
@@ -180,7 +72,7 @@ class SimulationRuntime:
     def start_superlink(self) -> None:
         log_path = self.log_dir / "superlink.log"
         command = [
-            _bin("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
+            console_script("flower-superlink"), "--insecure", "--simulation", "--isolation", "subprocess",
             "--control-api-address", f"127.0.0.1:{self.control_port}",
             "--serverappio-api-address", f"127.0.0.1:{free_port()}",
             "--fleet-api-address", f"127.0.0.1:{free_port()}",
@@ -191,7 +83,7 @@ class SimulationRuntime:
                 command, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.root,
             )
-        _wait_for_port(self.control_port, self.superlink, log_path)
+        wait_for_port(self.control_port, self.superlink, log_path, "flower-superlink", STARTUP_TIMEOUT_S)
 
     def flwr_run_command(
         self,
@@ -210,7 +102,7 @@ class SimulationRuntime:
         if gpus_per_client > 0:
             federation += f" client-resources-num-gpus={gpus_per_client:g}"
         return [
-            _bin("flwr"), "run", str(app_dir or self.app_dir), CONNECTION_NAME,
+            console_script("flwr"), "run", str(app_dir or self.app_dir), CONNECTION_NAME,
             *[arg for k, v in run_config.items() for arg in ("--run-config", f"{k}={_toml_value(v)}")],
             "--federation-config", federation, "--stream",
         ]
@@ -243,15 +135,6 @@ def ray_failed_to_start(log_text: str) -> bool:
     """
     in_init = "in init_ray" in log_text and "Traceback" in log_text
     return in_init or ("Timed out waiting for file" in log_text and "gcs_server_port" in log_text)
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
 
 
 class Terminated(Exception):

@@ -1,0 +1,134 @@
+"""``fedrec client start``: a Flower SuperNode for this device, over TLS with its own key.
+
+The device's state directory (``--state-dir``) holds::
+
+    STATE/state.enc       user vectors, accountant histories, last global model (encrypted)
+    STATE/state.key       the AES key (0600), unless $FEDREC_STATE_PASSPHRASE is set
+    STATE/supernode.pid   PID of the SuperNode (leader of its own process group)
+    STATE/supernode.log   the SuperNode's log (and its ClientApp's)
+    STATE/flwr/           FLWR_HOME of the SuperNode (the Flower Apps it received)
+
+The SuperNode connects to the server's Fleet API with TLS (``--ca``: the CA that signed
+the server's certificate) and authenticates with the device's private key (``--key``,
+registered on the server with ``fedrec server register-client KEY.pub``). The
+ClientApp finds the device's CSV and state directory in the node config.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedrec.client.encrypted_file import KeySource, prepare_key
+from fedrec.core.app_package import toml_value
+from fedrec.core.data.csv_file import load_csv
+from fedrec.core.device import DEVICES
+from fedrec.core.processes import (
+    console_script,
+    flower_environment,
+    free_port,
+    read_pid_file,
+    stop_group_by_pid,
+    write_pid_file,
+)
+from fedrec.core.wire import NODE_DATA_FILE, NODE_DEVICE, NODE_STATE_DIR
+
+PID_FILE = "supernode.pid"
+LOG_FILE = "supernode.log"
+EARLY_EXIT_WAIT_S = 3.0
+
+
+class ClientError(Exception):
+    """A client command cannot do what was asked (the message says why)."""
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    pid: int
+    server: str
+    tls: bool
+    log: Path
+
+
+def parse_server_address(server: str) -> tuple[str, int]:
+    host, sep, port = server.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClientError(f"--server must be HOST:PORT, got {server!r}")
+    return host.strip("[]"), int(port)
+
+
+def running_pid(state_dir: Path) -> int | None:
+    return read_pid_file(Path(state_dir).expanduser() / PID_FILE)
+
+
+def supernode_command(server: str, ca: Path | None, key: Path | None, data: Path, state_dir: Path,
+                      device: str, insecure: bool, clientappio_port: int) -> list[str]:
+    node_config = " ".join(f"{k}={toml_value(str(v))}" for k, v in (
+        (NODE_DATA_FILE, data), (NODE_STATE_DIR, state_dir), (NODE_DEVICE, device)))
+    security = ["--insecure"] if insecure else [
+        "--root-certificates", str(ca), "--auth-supernode-private-key", str(key)]
+    return [console_script("flower-supernode"), "--superlink", server, *security,
+            "--node-config", node_config, "--isolation", "subprocess",
+            "--clientappio-api-address", f"127.0.0.1:{clientappio_port}"]
+
+
+def start_client(server: str, ca: Path | None, key: Path | None, data: Path, state_dir: Path,
+                 device: str = "auto", insecure: bool = False, foreground: bool = False) -> ClientInfo:
+    """Check the inputs, prepare the state directory and start the SuperNode.
+
+    Detached by default (PID in ``STATE/supernode.pid``; ``fedrec client stop``);
+    ``foreground`` runs it in this process's terminal until it ends.
+    """
+    parse_server_address(server)
+    if device not in DEVICES:
+        raise ClientError(f"unknown device {device!r}: choose one of {DEVICES}")
+    data = Path(data).expanduser().resolve()
+    state_dir = Path(state_dir).expanduser().resolve()
+    if not insecure:
+        if ca is None or key is None:
+            raise ClientError("give --ca (the server's CA certificate) and --key (this device's private key), "
+                              "or ask for --insecure")
+        ca, key = Path(ca).expanduser().resolve(), Path(key).expanduser().resolve()
+        for path, what in ((ca, "CA certificate"), (key, "private key")):
+            if not path.is_file():
+                raise ClientError(f"{what} {path} not found")
+        if key.stat().st_mode & 0o077:
+            raise ClientError(f"private key {key} is readable by others: chmod 600 it")
+    try:
+        load_csv(data)  # a malformed file fails here, with its line number
+    except (FileNotFoundError, ValueError) as err:
+        raise ClientError(str(err)) from err
+    if (pid := running_pid(state_dir)) is not None:
+        raise ClientError(f"a client is already running from {state_dir} (PID {pid}); fedrec client stop first")
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    state_dir.chmod(0o700)
+    prepare_key(KeySource.for_state_dir(state_dir))  # state.key (0600) on first start, unless a passphrase
+    command = supernode_command(server, ca, key, data, state_dir, device, insecure, free_port())
+    env = flower_environment(state_dir / "flwr", state_dir / "ray")
+    (state_dir / "flwr").mkdir(exist_ok=True, mode=0o700)
+    log_path = state_dir / LOG_FILE
+    if foreground:
+        completed = subprocess.run(command, env=env, cwd=state_dir)
+        return ClientInfo(pid=0 if completed.returncode == 0 else -completed.returncode, server=server,
+                          tls=not insecure, log=log_path)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True, cwd=state_dir)
+    write_pid_file(state_dir / PID_FILE, process.pid)
+    deadline = time.monotonic() + EARLY_EXIT_WAIT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            (state_dir / PID_FILE).unlink(missing_ok=True)
+            raise ClientError(f"the SuperNode exited at once (code {process.returncode}); see {log_path}")
+        time.sleep(0.1)
+    return ClientInfo(pid=process.pid, server=server, tls=not insecure, log=log_path)
+
+
+def stop_client(state_dir: Path, grace_s: float = 10.0) -> bool:
+    """Stop the SuperNode started from ``state_dir`` (its process group); False if none ran."""
+    state_dir = Path(state_dir).expanduser()
+    pid = running_pid(state_dir)
+    (state_dir / PID_FILE).unlink(missing_ok=True)
+    return pid is not None and stop_group_by_pid(pid, grace_s)
