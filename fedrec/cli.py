@@ -7,11 +7,15 @@ from typing import Optional
 
 import typer
 
+from fedrec.cli_deploy import certs_app, client_app, server_app
 from fedrec.core.run_config import RunConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated, private recommenders on Flower.")
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: download and inspect.")
 app.add_typer(data_app, name="data")
+app.add_typer(certs_app, name="certs")
+app.add_typer(server_app, name="server")
+app.add_typer(client_app, name="client")
 
 DEFAULTS = RunConfig()
 
@@ -145,6 +149,26 @@ def data_download(
     except DownloadError as err:
         _fail(str(err))
     typer.echo(f"ml-100k verified in {folder}; use --dataset ml-100k --data-dir {dir}")
+
+
+@data_app.command("export")
+def data_export(
+    dataset: str = typer.Option(DEFAULTS.dataset, help="synthetic, ml-100k or a CSV path"),
+    data_dir: str = typer.Option("", help="folder holding ml-100k"),
+    clients: int = typer.Option(2, help="number of device CSV files (users dealt round-robin)"),
+    out: Path = typer.Option(..., help="folder for items.txt and client-K.csv"),
+    seed: int = typer.Option(DEFAULTS.seed),
+    force: bool = typer.Option(False, help="overwrite existing files"),
+) -> None:
+    """Write an item catalogue and one CSV per device, to try a deployment."""
+    from fedrec.core.data.export import CATALOGUE_FILE, export_for_devices
+    from fedrec.core.data.loaders import load_dataset
+
+    try:
+        paths = export_for_devices(load_dataset(dataset, data_dir, seed), clients, out, force=force)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        _fail(str(err))
+    typer.echo(f"catalogue {out / CATALOGUE_FILE}; device files {paths[0]} … {paths[-1]}")
 
 
 def _print_summary(summary: dict, out_dir: Path) -> None:

@@ -159,6 +159,7 @@ class _Deployed:
     """A deployed device's side of a round: its data and its decrypted state."""
 
     state_dir: Path
+    data_file: Path
     local: LocalData
     catalogue: tuple[str, ...]
     saved: DeviceState
@@ -213,7 +214,8 @@ class _NodeRound:
                 vectors.save(index, saved.vectors[raw_user])
             if saved.histories.get(raw_user):  # ε spent is never forgotten, whatever the model
                 histories.save(index, saved.histories[raw_user])
-        deployed = _Deployed(state_dir, local, catalogue, saved)
+        data_file = Path(str(node_config[NODE_DATA_FILE])).expanduser().resolve()
+        deployed = _Deployed(state_dir, data_file, local, catalogue, saved)
         return cls(config, local.split, arrays, vectors, state, deployed)
 
     def persist(self, server_round: int) -> None:
@@ -238,11 +240,8 @@ class _NodeRound:
             current.meta.update({
                 "model": self.config.model, "dim": self.config.dim, "seed": self.config.seed,
                 "catalogue": list(deployed.catalogue), "catalogue_sha256": catalogue_digest(deployed.catalogue),
-                "server_round": server_round, "reconstruct_epochs": self.config.reconstruct_epochs,
-                "training": {"lr": self.config.lr, "batch_size": self.config.batch_size,
-                             "negatives": self.config.negatives, "loss": self.config.loss,
-                             "optimizer": self.config.client_optimizer},
-                "dp": self.config.dp, "epsilon_budget": self.config.epsilon, "delta": self.config.delta,
+                "server_round": server_round, "data_file": str(deployed.data_file),
+                "run_config": self.config.to_user_config(),
             })
             save_state(deployed.state_dir, current)
 

@@ -74,3 +74,15 @@ def load_checkpoint(run_dir: Path) -> Checkpoint:
         group, name = key.split("/", 1)
         optimizer_state.setdefault(group, {})[name] = value
     return Checkpoint(int(state["round"]), load_arrays(folder / GLOBAL_FILE), optimizer_state, state["config"])
+
+
+def checkpointed_config(run_dir: Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The run config (run-config keys) of a checkpointed run, with ``overrides`` applied and
+    ``resume`` set, for continuing it."""
+    state_path = run_dir / CHECKPOINT_DIR / STATE_FILE
+    if not state_path.is_file():
+        raise FileNotFoundError(f"cannot resume {run_dir}: no checkpoint there")
+    saved = dict(json.loads(state_path.read_text())["config"])
+    saved.update(overrides)
+    saved.update({"resume": True, "out-dir": str(run_dir.resolve())})
+    return saved

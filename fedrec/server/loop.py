@@ -200,7 +200,7 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
     random.seed(config.seed * 1_000_003 + first_round)
     n_nodes = len(list(grid.get_node_ids())) if catalogue is None else _wait_for_nodes(grid, config.min_nodes)
     privacy = None
-    _check_private_setup(config, run_dir, first_round, n_nodes, n_users)
+    _check_private_setup(config, run_dir, first_round, n_nodes, n_users, deployed=catalogue is not None)
     if config.dp != "off":
         n_units = n_users if config.executor == "cohort" and n_users is not None else n_nodes
         privacy = ServerPrivacy.open(config, n_units, run_dir, run_id or run_dir.name)
@@ -230,11 +230,14 @@ def _wait_for_nodes(grid: Grid, minimum: int) -> int:
 
 
 def _check_private_setup(config: RunConfig, run_dir: Path, first_round: int, n_nodes: int,
-                         n_users: int | None) -> None:
-    """Refuse DP set-ups whose accounting would be wrong (raises ``ValueError``)."""
+                         n_users: int | None, deployed: bool = False) -> None:
+    """Refuse DP set-ups whose accounting would be wrong (raises ``ValueError``).
+
+    Deployed devices keep their accountants in their encrypted state directories, so a
+    record/user-local run can resume there; simulated nodes lose theirs with the run."""
     if config.dp == "off":
         return
-    if first_round > 1 and config.dp in ("record", "user-local"):
+    if first_round > 1 and config.dp in ("record", "user-local") and not deployed:
         raise ValueError(f"cannot resume a dp {config.dp} run: each client's accountant lives in its node's "
                          "state, which a new run does not have; every ε would restart from zero")
     if first_round > 1 and not (run_dir / LEDGER_FILE).exists():

@@ -21,7 +21,7 @@ from fedrec.core.data.split import leave_one_out
 from fedrec.core.privacy.plan import preflight
 from fedrec.core.report import METRICS_FILE, SUMMARY_FILE, read_jsonl
 from fedrec.core.run_config import RunConfig
-from fedrec.server.checkpoint import CHECKPOINT_DIR, STATE_FILE
+from fedrec.server.checkpoint import checkpointed_config
 from fedrec.simulations.flower_runtime import ray_failed_to_start, simulation_runtime
 
 FLOWER_LOG = "flower.log"
@@ -35,13 +35,7 @@ CONFIG_FILE = "run_config.json"
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
     """The config of a checkpointed run, with ``overrides`` (e.g. more rounds) applied."""
-    state_path = run_dir / CHECKPOINT_DIR / STATE_FILE
-    if not state_path.is_file():
-        raise FileNotFoundError(f"cannot resume {run_dir}: no checkpoint there")
-    saved = json.loads(state_path.read_text())["config"]
-    saved.update(overrides)
-    saved.update({"resume": True, "out-dir": str(run_dir.resolve())})
-    config = RunConfig.from_user_config(saved)
+    config = RunConfig.from_user_config(checkpointed_config(run_dir, overrides))
     if config.dp in ("record", "user-local"):
         raise ValueError(f"cannot resume {run_dir}: under dp {config.dp} each client keeps its own accountant "
                          "in the simulated node's state, which ended with the previous run; resuming would "
