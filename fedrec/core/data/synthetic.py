@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from fedrec.core.data.interactions import Interactions
 
@@ -40,14 +41,32 @@ class SyntheticConfig:
     median_items: int = 25
 
 
+def _planted_factors(
+    rng: np.random.Generator, config: SyntheticConfig
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The planted factors ``x (n_users, d)`` and ``y (n_items, d)``: the generator's first two draws."""
+    d = config.latent_dim
+    user_factors = rng.normal(0.0, 1.0 / np.sqrt(d), size=(config.n_users, d))
+    item_factors = rng.normal(0.0, 1.0 / np.sqrt(d), size=(config.n_items, d))
+    return user_factors, item_factors
+
+
+def planted_item_factors(seed: int = 0, config: SyntheticConfig = SyntheticConfig()) -> NDArray[np.float64]:
+    """``(n_items, d)`` item factors ``y_i`` that :func:`generate_synthetic` plants for ``seed``.
+
+    Row ``i`` belongs to the generator's item ``i`` (the raw item id). It replays the
+    generator's first draws, so it is exactly what the dataset was generated from.
+    """
+    return _planted_factors(np.random.default_rng(seed), config)[1]
+
+
 def generate_synthetic(seed: int = 0, config: SyntheticConfig = SyntheticConfig()) -> Interactions:
     """Generate the synthetic interactions; the same seed gives the same bytes."""
     if config.max_items > config.n_items:
         raise ValueError("max_items cannot exceed n_items")
     rng = np.random.default_rng(seed)
     d = config.latent_dim
-    user_factors = rng.normal(0.0, 1.0 / np.sqrt(d), size=(config.n_users, d))
-    item_factors = rng.normal(0.0, 1.0 / np.sqrt(d), size=(config.n_items, d))
+    user_factors, item_factors = _planted_factors(rng, config)
     popularity_rank = rng.permutation(config.n_items)
     log_popularity = -config.zipf * np.log1p(popularity_rank)
 

@@ -1,22 +1,80 @@
-"""The model registry: recommenders picked by name (``--model neumf``)."""
+"""The model registries: recommenders picked by name (``--model neumf``).
+
+Three registries, by what a model needs beyond ``(n_users, n_items, dim)``:
+
+* :data:`MODELS` — implicit-feedback rankers that need nothing more; every entry runs
+  through the whole federated pipeline (client, cohort executor, record-level DP);
+* :data:`FEATURE_MODELS` — implicit-feedback rankers that also need the item-feature
+  matrix (``needs_item_features = True``), passed as ``build_model(..., item_features=F)``;
+* :data:`RATING_MODELS` — explicit-rating regressors, trained with the squared error of
+  :mod:`fedrec.core.rating_split` instead of the ranking losses.
+
+:func:`build_model` is the one front door to all three.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 
+from fedrec.core.data.item_features import ItemFeatures
 from fedrec.core.models.base import Recommender
+from fedrec.core.models.content import ContentRanker
+from fedrec.core.models.explicit_mf import ExplicitMF
 from fedrec.core.models.gmf import GMF
+from fedrec.core.models.hybrid import Hybrid
 from fedrec.core.models.mf import MF
 from fedrec.core.models.mlp import MLP
 from fedrec.core.models.neumf import NeuMF
 
 MODELS: dict[str, type[Recommender]] = {"mf": MF, "gmf": GMF, "mlp": MLP, "neumf": NeuMF}
+FEATURE_MODELS: dict[str, type[Recommender]] = {"hybrid": Hybrid, "content": ContentRanker}
+RATING_MODELS: dict[str, type[Recommender]] = {"explicit-mf": ExplicitMF}
+
+ItemFeatureInput = ItemFeatures | NDArray[np.floating] | torch.Tensor
 
 
-def build_model(name: str, n_users: int, n_items: int, dim: int, seed: int = 0) -> Recommender:
-    """Build a registered model with parameters drawn from a seeded generator."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}: choose one of {sorted(MODELS)}")
+def model_class(name: str) -> type[Recommender]:
+    """The class registered under ``name`` in any of the registries."""
+    for registry in (MODELS, FEATURE_MODELS, RATING_MODELS):
+        if name in registry:
+            return registry[name]
+    known = sorted([*MODELS, *FEATURE_MODELS, *RATING_MODELS])
+    raise ValueError(f"unknown model {name!r}: choose one of {known}")
+
+
+def needs_item_features(name: str) -> bool:
+    """Whether model ``name`` must be built with ``item_features``."""
+    return bool(getattr(model_class(name), "needs_item_features", False))
+
+
+def build_model(
+    name: str,
+    n_users: int,
+    n_items: int,
+    dim: int,
+    seed: int = 0,
+    item_features: ItemFeatureInput | None = None,
+) -> Recommender:
+    """Build a registered model with parameters drawn from a seeded generator.
+
+    ``item_features`` (``(n_items, F)``, e.g. from
+    :func:`fedrec.core.data.item_features.item_features_for`) is passed only to models
+    that declare ``needs_item_features``; the others ignore it, so their parameters
+    are the same with or without it.
+    """
+    cls = model_class(name)
+    if needs_item_features(name):
+        if item_features is None:
+            raise ValueError(
+                f"model {name!r} needs item features: pass item_features, an (n_items, F) matrix "
+                "(fedrec.core.data.item_features.item_features_for)"
+            )
+        values = item_features.values if isinstance(item_features, ItemFeatures) else item_features
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls(n_users, n_items, dim, values)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return MODELS[name](n_users, n_items, dim)
+        return cls(n_users, n_items, dim)

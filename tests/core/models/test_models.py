@@ -1,7 +1,8 @@
-"""One shared suite run over every entry of :data:`fedrec.core.models.MODELS`.
+"""One shared suite run over every entry of :data:`fedrec.core.models.MODELS` and ``FEATURE_MODELS``.
 
-A model added to the registry is covered automatically: its declared global/local
-split, scoring, (de)serialisation, seeding and a tiny training run.
+A model added to either registry is covered automatically: its declared global/local
+split, scoring, (de)serialisation, seeding and a tiny training run. Models that need
+item features are built with a fixed random ``(n_items, N_FEATURES)`` matrix.
 """
 
 from __future__ import annotations
@@ -11,24 +12,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.func import functional_call, grad, vmap
 
 from fedrec.core.models import MODELS, Recommender, build_model, global_state, load_parameters, local_state
+from fedrec.core.models.registry import FEATURE_MODELS, model_class, needs_item_features
 from fedrec.core.models.registry import build_model as registry_build_model
 from fedrec.core.training import TrainingConfig, batch_loss, make_optimizer, train_epoch
 
 # 13 users is a size no weight matrix of these models shares by accident. DIM = 8:
 # at DIM = 4 some seeds give an MLP whose ReLUs are all dead (see the xfail below).
 N_USERS, N_ITEMS, DIM = 13, 7, 8
+N_FEATURES = 11  # feature models' F: no other size, and > N_ITEMS so content models can fit any scoring
 
 
-@pytest.fixture(params=sorted(MODELS))
+@pytest.fixture(params=sorted([*MODELS, *FEATURE_MODELS]))
 def name(request) -> str:
-    """Every registered model; a new entry of MODELS runs the whole suite."""
+    """Every registered model; a new entry of MODELS or FEATURE_MODELS runs the whole suite."""
     return request.param
 
 
+def build(name: str, n_users: int, n_items: int, dim: int, seed: int = 0) -> Recommender:
+    """``build_model``, with fixed random features in [0, 1) for the models that need them."""
+    features = None
+    if needs_item_features(name):
+        features = np.random.default_rng(11).random((n_items, N_FEATURES)).astype(np.float32)
+    return build_model(name, n_users, n_items, dim, seed=seed, item_features=features)
+
+
 def make(name: str, seed: int = 0) -> Recommender:
-    return build_model(name, N_USERS, N_ITEMS, DIM, seed=seed)
+    return build(name, N_USERS, N_ITEMS, DIM, seed=seed)
 
 
 def all_scores(model: Recommender) -> torch.Tensor:
@@ -186,7 +198,7 @@ def test_reset_local_parameters_only_touches_the_local_part(name: str) -> None:
 def test_build_model_is_seeded(name: str) -> None:
     assert params_equal(make(name, seed=5), make(name, seed=5))
     assert not params_equal(make(name, seed=5), make(name, seed=6))
-    assert isinstance(make(name), MODELS[name])
+    assert isinstance(make(name), model_class(name))
 
 
 def test_build_model_leaves_the_global_torch_rng_alone(name: str) -> None:
@@ -205,7 +217,7 @@ def test_build_model_rejects_unknown_name() -> None:
 def test_build_model_rejects_bad_sizes(name: str) -> None:
     for sizes in ((0, N_ITEMS, DIM), (N_USERS, 0, DIM), (N_USERS, N_ITEMS, 0)):
         with pytest.raises(ValueError):
-            build_model(name, *sizes)
+            build(name, *sizes)
 
 
 # --- training ----------------------------------------------------------------------
@@ -253,9 +265,32 @@ def test_small_mlp_starts_trainable() -> None:
 
 
 def test_item_tables_are_global_and_indexed_by_item(name: str) -> None:
-    model = build_model(name, N_USERS, N_ITEMS, DIM)
+    model = make(name)
     params = dict(model.named_parameters())
     assert model.item_table_names, "every model declares its item tables"
     for table in model.item_table_names:
         assert table in model.global_parameter_names
         assert params[table].shape[0] == N_ITEMS
+
+
+def test_per_user_gradients_under_vmap_match_a_loop(name: str) -> None:
+    """The cohort executor's pattern: ``vmap(grad(L))`` over ``functional_call`` of a
+    one-user model, users stacked on a leading axis, equals one backward pass per user."""
+    model = build(name, 1, N_ITEMS, DIM, seed=4)
+    shared = {k: v.detach() for k, v in global_state(model).items()}
+    stacked = {k: torch.randn(3, *v.shape, generator=torch.Generator().manual_seed(5)) * 0.3
+               for k, v in local_state(model).items()}
+    items = torch.tensor([[0, 3, 6], [1, 1, 2], [5, 4, 0]])
+
+    def loss(local: dict[str, torch.Tensor], shared: dict[str, torch.Tensor], items: torch.Tensor) -> torch.Tensor:
+        scores = functional_call(model, {**shared, **local}, (torch.zeros_like(items), items))
+        return (scores ** 2).sum()
+
+    batched = vmap(grad(loss, argnums=(0, 1)), in_dims=(0, None, 0))(stacked, shared, items)
+    for b in range(3):
+        local = {k: v[b].clone().requires_grad_(True) for k, v in stacked.items()}
+        glob = {k: v.clone().requires_grad_(True) for k, v in shared.items()}
+        loss(local, glob, items[b]).backward()
+        for part, values in ((0, local), (1, glob)):
+            for k, v in values.items():
+                torch.testing.assert_close(batched[part][k][b], v.grad, rtol=1e-5, atol=1e-6)
