@@ -75,6 +75,8 @@ def simulate(
     out: Optional[Path] = typer.Option(None, help="run directory (required unless --resume)"),
     resume: Optional[Path] = typer.Option(None, help="continue the checkpointed run in this directory"),
     quiet: bool = typer.Option(False, help="no progress bar"),
+    ray_address: str = typer.Option("", help="HOST:PORT of an existing Ray cluster's head (`ray start --head`); "
+                                    "default: a private Ray on this machine"),
 ) -> None:
     """Run a federated simulation (every user a client) and write the run directory."""
     from fedrec.simulations.flower_runtime import Terminated
@@ -99,7 +101,7 @@ def simulate(
                 **_privacy_targets(epsilon, noise_multiplier),
             )
             out_dir = out
-        summary = run_simulation(config, out_dir, show_progress=not quiet)
+        summary = run_simulation(config, out_dir, show_progress=not quiet, ray_address=ray_address)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, Terminated) as err:
         _fail(str(err))
     _print_summary(summary, out_dir)

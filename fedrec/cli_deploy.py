@@ -247,6 +247,11 @@ def client_start(
         _fail(str(err))
     if not foreground:
         typer.echo(f"SuperNode PID {info.pid} → {info.server} ({'TLS' if info.tls else 'INSECURE'}); log {info.log}")
+        if info.node_id:
+            typer.echo(f"connected: node id {info.node_id}")
+        else:
+            _warn(f"not connected yet (the server is unreachable or refuses this device); it keeps "
+                  f"retrying: see {info.log}")
         typer.echo(f"state encrypted with {KeySource.for_state_dir(state_dir.expanduser()).describe()}")
 
 

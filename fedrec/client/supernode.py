@@ -37,7 +37,10 @@ from fedrec.core.wire import NODE_DATA_FILE, NODE_DEVICE, NODE_STATE_DIR
 
 PID_FILE = "supernode.pid"
 LOG_FILE = "supernode.log"
-EARLY_EXIT_WAIT_S = 3.0
+# How long `start` waits for the SuperNode to connect (or fail) before returning; a
+# SuperNode that cannot reach the server keeps retrying in the background.
+CONNECT_WAIT_S = 45.0
+CONNECTED_MARK = "SuperNode ID:"
 
 
 class ClientError(Exception):
@@ -50,6 +53,7 @@ class ClientInfo:
     server: str
     tls: bool
     log: Path
+    node_id: str = ""  # empty while the SuperNode has not connected yet
 
 
 def parse_server_address(server: str) -> tuple[str, int]:
@@ -75,7 +79,8 @@ def supernode_command(server: str, ca: Path | None, key: Path | None, data: Path
 
 
 def start_client(server: str, ca: Path | None, key: Path | None, data: Path, state_dir: Path,
-                 device: str = "auto", insecure: bool = False, foreground: bool = False) -> ClientInfo:
+                 device: str = "auto", insecure: bool = False, foreground: bool = False,
+                 connect_wait_s: float = CONNECT_WAIT_S) -> ClientInfo:
     """Check the inputs, prepare the state directory and start the SuperNode.
 
     Detached by default (PID in ``STATE/supernode.pid``; ``fedrec client stop``);
@@ -117,13 +122,50 @@ def start_client(server: str, ca: Path | None, key: Path | None, data: Path, sta
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=state_dir)
     write_pid_file(state_dir / PID_FILE, process.pid)
-    deadline = time.monotonic() + EARLY_EXIT_WAIT_S
-    while time.monotonic() < deadline:
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    node_id = ""
+    deadline = time.monotonic() + connect_wait_s
+    while time.monotonic() < deadline and not node_id:
         if process.poll() is not None:
             (state_dir / PID_FILE).unlink(missing_ok=True)
-            raise ClientError(f"the SuperNode exited at once (code {process.returncode}); see {log_path}")
-        time.sleep(0.1)
-    return ClientInfo(pid=process.pid, server=server, tls=not insecure, log=log_path)
+            raise ClientError(f"the SuperNode exited (code {process.returncode}): "
+                              f"{_early_exit_reason(log_path)}; see {log_path}")
+        node_id = _connected_node_id(log_path, offset)
+        time.sleep(0.2)
+    return ClientInfo(pid=process.pid, server=server, tls=not insecure, log=log_path, node_id=node_id)
+
+
+def _connected_node_id(log_path: Path, offset: int) -> str:
+    """The node id the SuperNode logged once the server admitted it ('' before that)."""
+    try:
+        with log_path.open("rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        if CONNECTED_MARK in line:
+            return line.split(CONNECTED_MARK, 1)[1].strip()
+    return ""
+
+
+_KNOWN_FAILURES = (
+    ("No SuperNode found with the given public key", "the server does not know this device's key: register "
+     "its NAME.pub there (fedrec server register-client)"),
+    ("CERTIFICATE_VERIFY_FAILED", "the server's certificate is not signed by the CA given with --ca"),
+    ("SSL/TLS handshake error", "the TLS handshake failed (wrong CA, or the server name is not in its certificate)"),
+)
+
+
+def _early_exit_reason(log_path: Path) -> str:
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return "no log"
+    for needle, reason in _KNOWN_FAILURES:
+        if needle in text:
+            return reason
+    return "unknown reason"
 
 
 def stop_client(state_dir: Path, grace_s: float = 10.0) -> bool:

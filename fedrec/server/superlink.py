@@ -233,25 +233,29 @@ def run_directory(state_dir: Path, name: str | None = None) -> Path:
     return runs / (name or time.strftime("run-%Y%m%d-%H%M%S"))
 
 
-def run_command(state_dir: Path, run_config: dict[str, object]) -> list[str]:
-    """``flwr run`` of the fedrec App against this server, streaming its log until the run ends."""
-    app_dir = write_app_dir(_paths(state_dir)["app"])
+def run_command(state_dir: Path, run_config: dict[str, object], app_dir: Path | None = None) -> list[str]:
+    """``flwr run`` of the fedrec App (or ``app_dir``) against this server, streaming its log until it ends."""
+    app_dir = app_dir or write_app_dir(_paths(state_dir)["app"])
     overrides = [arg for k, v in run_config.items() for arg in ("--run-config", f"{k}={toml_value(v)}")]
     return [console_script("flwr"), "run", str(app_dir), CONNECTION, *overrides, "--stream"]
 
 
 def submit_run(state_dir: Path, run_config: dict[str, object], log_path: Path,
-               timeout_s: float | None = None) -> int:
+               timeout_s: float | None = None, app_dir: Path | None = None) -> int:
     """Submit a training run and wait for it to end; its log goes to ``log_path``; returns flwr's exit code."""
     if running_pid(state_dir) is None:
         raise ServerError(f"no server is running from {_paths(state_dir)['state']}: fedrec server start first")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        process = subprocess.Popen(run_command(state_dir, run_config), env=server_environment(state_dir),
+        process = subprocess.Popen(run_command(state_dir, run_config, app_dir), env=server_environment(state_dir),
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
         try:
             return process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired as err:
+            stop_group_by_pid(process.pid, grace_s=5)
+            process.wait(timeout=10)
+            raise TimeoutError(f"the run did not end within {timeout_s} s") from err
         except BaseException:
             stop_group_by_pid(process.pid, grace_s=5)
             process.wait(timeout=10)

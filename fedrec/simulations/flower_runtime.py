@@ -47,7 +47,7 @@ STARTUP_TIMEOUT_S = 60.0
 class SimulationRuntime:
     """Paths, environment and the SuperLink process of one private runtime."""
 
-    def __init__(self, root: Path, log_dir: Path) -> None:
+    def __init__(self, root: Path, log_dir: Path, ray_address: str = "") -> None:
         self.root = root
         self.flwr_home = root / "flwr"
         self.ray_tmp = root / "ray"
@@ -67,6 +67,9 @@ class SimulationRuntime:
         # missed several times in a row. With the port given, Ray connects with retries.
         # The port lies below the ephemeral range so no outgoing connection can take it.
         self.env["RAY_GCS_SERVER_PORT"] = str(free_listening_port())
+        if ray_address:  # an existing Ray cluster (`ray start --head`): ray.init() joins it
+            self.env["RAY_ADDRESS"] = ray_address
+            del self.env["RAY_GCS_SERVER_PORT"]
         self.superlink: subprocess.Popen | None = None
 
     def start_superlink(self) -> None:
@@ -166,11 +169,11 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 @contextmanager
-def simulation_runtime(log_dir: Path) -> Iterator[SimulationRuntime]:
+def simulation_runtime(log_dir: Path, ray_address: str = "") -> Iterator[SimulationRuntime]:
     """A started runtime; on exit (also on SIGTERM) the SuperLink group is stopped and the temp folder removed."""
     parent = os.environ.get(RUNTIME_PARENT_ENV) or ("/tmp" if os.path.isdir("/tmp") else None)
     root = Path(tempfile.mkdtemp(prefix="fr-", dir=parent))
-    runtime = SimulationRuntime(root, log_dir)
+    runtime = SimulationRuntime(root, log_dir, ray_address)
     with _sigterm_raises():
         try:
             runtime.start_superlink()

@@ -8,6 +8,7 @@ ServerApp writes it, and stops every process it started when done or on error.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 from dataclasses import replace
@@ -44,8 +45,14 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> RunConfig:
 
 
 def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_progress: bool = True,
-             timeout_s: float | None = None) -> dict[str, Any]:
-    """Run a federated simulation and return its ``summary.json`` content."""
+             timeout_s: float | None = None, ray_address: str = "") -> dict[str, Any]:
+    """Run a federated simulation and return its ``summary.json`` content.
+
+    ``ray_address`` (``HOST:PORT`` of a cluster's head started with ``ray start --head``)
+    runs the simulated nodes on that Ray cluster instead of a private one-machine Ray.
+    """
+    if ray_address:
+        _check_ray_address(ray_address)
     out_dir = out_dir.expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     config = replace(config, out_dir=str(out_dir))
@@ -71,7 +78,7 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
         log_offset = (out_dir / FLOWER_LOG).stat().st_size if (out_dir / FLOWER_LOG).exists() else 0
         rows_before = _row_count(out_dir / METRICS_FILE)
         returncode = _run_once(config, out_dir, n_nodes, cpus_per_client, show_progress, started, timeout_s,
-                               attempt, log_offset)
+                               attempt, log_offset, ray_address)
         if attempt == RUNTIME_START_ATTEMPTS or (out_dir / SUMMARY_FILE).is_file():
             break
         log_text = _attempt_log(out_dir / FLOWER_LOG, log_offset)
@@ -97,10 +104,23 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
     return summary
 
 
+def _check_ray_address(address: str) -> None:
+    """Fail fast when nothing listens at a Ray head's ``HOST:PORT`` (ray.init would wait minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--ray-address must be HOST:PORT of a Ray head (ray start --head --port PORT), got {address!r}")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as err:
+        raise ValueError(f"no Ray cluster answers at {address} ({err}); start one with "
+                         f"`ray start --head --node-ip-address {host} --port {port}`") from err
+
+
 def _run_once(config: RunConfig, out_dir: Path, n_nodes: int, cpus_per_client: int, show_progress: bool,
-              started: float, timeout_s: float | None, attempt: int, log_offset: int) -> int:
+              started: float, timeout_s: float | None, attempt: int, log_offset: int,
+              ray_address: str = "") -> int:
     """One private runtime, one ``flwr run``; returns its exit code (0 even on a crash)."""
-    with simulation_runtime(out_dir) as runtime:
+    with simulation_runtime(out_dir, ray_address) as runtime:
         command = runtime.flwr_run_command(config.to_user_config(), n_nodes, cpus_per_client,
                                            gpus_per_client=_gpu_share(config, n_nodes))
         with (out_dir / FLOWER_LOG).open("ab") as log:
