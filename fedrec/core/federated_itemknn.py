@@ -49,7 +49,8 @@ recipe ranks best (``k = 20``, ``shrink = 10``: 0.608 untruncated, 0.626 with
 a rarely held item's noisy count is near 0, so noise divided by it dominates its row,
 and top-``k`` keeps the largest noise draws. ``k = n_items`` (sums over all the user's
 items, where the noise, clamped at 0, adds a roughly constant offset and its spread
-averages out) with ``shrink ≫ σC`` (``s_ij → c_ij/shrink``, co-occurrence scoring) gives, at ``M = 60``, 0.187 (ε = 1), 0.377 (ε = 4), 0.470 (ε = 8),
+averages out) with ``shrink ≫ σC`` (``s_ij → c_ij/shrink``, co-occurrence scoring) gives,
+at ``M = 60``, 0.187 (ε = 1), 0.377 (ε = 4), 0.470 (ε = 8),
 mean of 5 noise draws; 0.530 without noise.
 
 Trust model: the noise is added by the aggregator, so the guarantee is about what the
