@@ -117,7 +117,8 @@ class Deployment:
             executor="cohort", rounds=2, eval_every=2, checkpoint_every=1, min_nodes=2, round_timeout=60.0,
         )
         values = config.to_user_config()
-        values.update(overrides)
+        values.update({key.replace("_", "-"): value for key, value in overrides.items()})
+        RunConfig.from_user_config(values)  # a misspelt key fails here, not in flwr run
         return values
 
     def run(self, name: str, timeout_s: float = 420, app_dir: Path | None = None, **overrides) -> tuple[int, Path]:
