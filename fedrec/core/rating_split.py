@@ -9,7 +9,10 @@ Beside the implicit-feedback path (:mod:`fedrec.core.data.split`,
   for test (``f = test_fraction``), always leaving at least one training rating; a user
   with a single rating keeps it for training. A client can recompute its own hold-out
   from its own ratings alone.
-* **Loss.** The mean squared error ``(1/|B|) Σ_{(u,i,r) ∈ B} (r̂_ui − r)²`` per batch.
+* **Loss.** ``(1/|B|) Σ_{(u,i,r) ∈ B} [(r̂_ui − r)² + λ · penalty(u, i)]`` per batch, where
+  ``penalty`` is the model's per-rating L2 term (:meth:`ExplicitMF.penalty
+  <fedrec.core.models.explicit_mf.ExplicitMF.penalty>`) and ``λ = l2``. The penalty
+  only touches the rows a rating uses, so the item-table update stays row-sparse.
 * **Local round.** As :func:`fedrec.core.local_update.train_user`: optionally
   ``user_epochs`` on the local part (user vector and bias) with the global part frozen,
   then ``local_epochs`` on everything; the update ``Δ = x' − x`` covers the global part
@@ -162,7 +165,7 @@ class RatingTrainingConfig:
     lr: float = 0.01
     batch_size: int = 64
     optimizer: str = "adam"
-    weight_decay: float = 0.0
+    l2: float = 0.0  # λ of the per-rating penalty
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -171,14 +174,14 @@ class RatingTrainingConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1, got {self.batch_size}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be ≥ 0, got {self.weight_decay}")
+        if self.l2 < 0:
+            raise ValueError(f"l2 must be ≥ 0, got {self.l2}")
 
 
 def make_rating_optimizer(params: list[torch.nn.Parameter], config: RatingTrainingConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.Adam(params, lr=config.lr)
+    return torch.optim.SGD(params, lr=config.lr)
 
 
 def mse_epoch(
@@ -187,14 +190,19 @@ def mse_epoch(
     users: NDArray[np.int64],
     items: NDArray[np.int64],
     ratings: NDArray[np.float32],
-    batch_size: int,
+    config: RatingTrainingConfig,
     rng: np.random.Generator,
 ) -> float:
-    """One shuffled pass of MSE steps over ``(users, items, ratings)``; returns the mean
-    squared error over the epoch's examples (stars², measured before each step)."""
+    """One shuffled pass of regularised MSE steps over ``(users, items, ratings)``.
+
+    Returns the mean squared error (stars², without the penalty) over the epoch's
+    examples, each measured in its batch before the step.
+    """
     n = len(users)
     if not len(items) == len(ratings) == n:
         raise ValueError(f"users, items and ratings differ in length: {n}, {len(items)}, {len(ratings)}")
+    if config.l2 > 0 and not hasattr(model, "penalty"):
+        raise ValueError(f"l2 = {config.l2} needs a model with a per-rating penalty; {type(model).__name__} has none")
     if n == 0:
         return 0.0
     order = rng.permutation(n)
@@ -203,13 +211,17 @@ def mse_epoch(
     ratings_t = torch.from_numpy(np.asarray(ratings, dtype=np.float32)[order])
     total = 0.0
     model.train()
-    for start in range(0, n, batch_size):
-        end = min(start + batch_size, n)
+    for start in range(0, n, config.batch_size):
+        end = min(start + config.batch_size, n)
+        batch_users, batch_items = users_t[start:end], items_t[start:end]
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.mean((model(users_t[start:end], items_t[start:end]) - ratings_t[start:end]) ** 2)
+        squared = torch.mean((model(batch_users, batch_items) - ratings_t[start:end]) ** 2)
+        loss = squared
+        if config.l2 > 0:
+            loss = loss + config.l2 * torch.mean(model.penalty(batch_users, batch_items))
         loss.backward()
         optimizer.step()
-        total += loss.item() * (end - start)
+        total += squared.item() * (end - start)
     return total / n
 
 
@@ -232,7 +244,7 @@ def reconstruct_rating_local(
         optimizer = make_rating_optimizer([params[n] for n in model.local_parameter_names], config)
         users = np.zeros(len(items), dtype=np.int64)
         for _ in range(epochs):
-            mse_epoch(model, optimizer, users, items, ratings, config.batch_size, rng)
+            mse_epoch(model, optimizer, users, items, ratings, config, rng)
     finally:
         for p in frozen:
             p.requires_grad_(True)
@@ -272,7 +284,7 @@ def train_rating_user(
         reconstruct_rating_local(model, user.train_items, user.train_ratings, config, user_epochs, rng)
     optimizer = make_rating_optimizer(list(model.parameters()), config)
     users = np.zeros(len(user.train_items), dtype=np.int64)
-    losses = [mse_epoch(model, optimizer, users, user.train_items, user.train_ratings, config.batch_size, rng)
+    losses = [mse_epoch(model, optimizer, users, user.train_items, user.train_ratings, config, rng)
               for _ in range(local_epochs)]
     new_global = _to_numpy(global_state(model))
     update = {k: new_global[k] - global_arrays[k] for k in global_arrays}
@@ -364,7 +376,7 @@ def train_rating_central(
                          f"the split ({split.n_users}, {split.n_items})")
     optimizer = make_rating_optimizer([p for p in model.parameters() if p.requires_grad], config)
     users = split.train_users()
-    return [mse_epoch(model, optimizer, users, split.train_items, split.train_ratings, config.batch_size, rng)
+    return [mse_epoch(model, optimizer, users, split.train_items, split.train_ratings, config, rng)
             for _ in range(epochs)]
 
 

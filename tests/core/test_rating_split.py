@@ -129,7 +129,7 @@ def test_predictions_are_clipped_to_the_rating_range() -> None:
 
 
 def test_config_validation() -> None:
-    for bad in ({"lr": 0}, {"batch_size": 0}, {"optimizer": "lbfgs"}, {"weight_decay": -1.0}):
+    for bad in ({"lr": 0}, {"batch_size": 0}, {"optimizer": "lbfgs"}, {"l2": -1.0}):
         with pytest.raises(ValueError):
             RatingTrainingConfig(**bad)
 
@@ -142,15 +142,30 @@ def test_initial_arrays_start_mu_and_only_for_rating_models() -> None:
         initial_rating_arrays("mf", 7, 3, seed=0, global_mean=3.6)
 
 
-def test_mse_epoch_lowers_the_error() -> None:
+def test_mse_epoch_lowers_the_error_and_the_penalty_shrinks() -> None:
     data = ratings_data()
-    model = build_model("explicit-mf", data.n_users, data.n_items, 4)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    rng = np.random.default_rng(0)
-    losses = [mse_epoch(model, optimizer, data.users, data.items, data.ratings, 16, rng) for _ in range(30)]
-    assert losses[-1] < 0.1 * losses[0]
+    norms = {}
+    for l2 in (0.0, 0.5):
+        model = build_model("explicit-mf", data.n_users, data.n_items, 4)
+        config = RatingTrainingConfig(lr=0.05, batch_size=16, l2=l2)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        rng = np.random.default_rng(0)
+        losses = [mse_epoch(model, optimizer, data.users, data.items, data.ratings, config, rng) for _ in range(30)]
+        assert losses[-1] < 0.1 * losses[0] if l2 == 0 else losses[-1] < losses[0]
+        with torch.no_grad():
+            norms[l2] = float(model.penalty(torch.from_numpy(data.users), torch.from_numpy(data.items)).mean())
+    assert norms[0.5] < 0.5 * norms[0.0]
     with pytest.raises(ValueError, match="differ in length"):
-        mse_epoch(model, optimizer, data.users, data.items[:-1], data.ratings, 16, rng)
+        mse_epoch(model, optimizer, data.users, data.items[:-1], data.ratings, config, rng)
+
+
+def test_a_penalty_needs_a_model_that_defines_one() -> None:
+    data = ratings_data()
+    model = build_model("mf", data.n_users, data.n_items, 4)
+    optimizer = torch.optim.Adam(model.parameters())
+    with pytest.raises(ValueError, match="MF has none"):
+        mse_epoch(model, optimizer, data.users, data.items, data.ratings, RatingTrainingConfig(l2=0.1),
+                  np.random.default_rng(0))
 
 
 def test_a_users_round_updates_the_global_part_and_keeps_the_local_part() -> None:
@@ -158,13 +173,14 @@ def test_a_users_round_updates_the_global_part_and_keeps_the_local_part() -> Non
     user = split.user_ratings(5)
     arrays = initial_rating_arrays("explicit-mf", split.n_items, 4, seed=0, global_mean=3.0)
     local = new_local_parameters("explicit-mf", split.n_items, 4, 0, 5)
-    result = train_rating_user("explicit-mf", 4, arrays, local, user, RatingTrainingConfig(lr=0.05, batch_size=8),
+    config = RatingTrainingConfig(lr=0.05, batch_size=8, l2=0.1)
+    result = train_rating_user("explicit-mf", 4, arrays, local, user, config,
                                3, np.random.default_rng(0), user_epochs=1)
     assert set(result.update) == set(arrays) and set(result.local) == set(local)
     assert result.num_examples == 3 * len(user.train_items)
     rated = np.zeros(split.n_items, dtype=bool)
     rated[user.train_items] = True
-    for table in ("item_bias.weight", "item_embedding.weight"):  # only rated rows move
+    for table in ("item_bias.weight", "item_embedding.weight"):  # only rated rows move, penalty included
         moved = np.abs(result.update[table]).sum(axis=1) > 0
         assert np.array_equal(moved, rated), table
     assert result.update["global_mean"][0] != 0

@@ -1,8 +1,12 @@
 """Biased matrix factorisation for explicit ratings (Koren, Bell & Volinsky 2009, eq. 4).
 
 ``r̂(u, i) = μ + b_u + b_i + <p_u, q_i>``, in rating units (stars), trained by
-regression with the squared error ``(r̂ − r)²`` (:mod:`fedrec.core.rating_split`), not
-by the implicit-feedback losses of :mod:`fedrec.core.training`.
+regression with the regularised squared error of Koren et al. (eq. 5),
+``(r̂ − r)² + λ (b_u² + b_i² + ‖p_u‖² + ‖q_i‖²)`` per rating
+(:mod:`fedrec.core.rating_split`), not by the implicit-feedback losses of
+:mod:`fedrec.core.training`. The penalty touches only the rows of the rating's user
+and item, so a user's update of the item tables stays row-sparse (unlike weight
+decay, which moves every row).
 
 * global: the mean ``μ`` (a scalar), item biases ``b_i`` and item embeddings ``q_i``;
 * local: the user vector ``p_u`` and the user bias ``b_u`` — both describe one user.
@@ -52,6 +56,11 @@ class ExplicitMF(Recommender):
         p, q = self.user_embedding(users), self.item_embedding(items)
         biases = self.user_bias(users) + self.item_bias(items).squeeze(-1)[None, :]  # (b, m)
         return self.global_mean + biases + p @ q.T
+
+    def penalty(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """``(b,)`` per-rating penalty ``b_u² + b_i² + ‖p_u‖² + ‖q_i‖²`` (λ is the caller's)."""
+        squares = (self.user_embedding(users) ** 2).sum(-1) + (self.item_embedding(items) ** 2).sum(-1)
+        return squares + self.user_bias(users).squeeze(-1) ** 2 + self.item_bias(items).squeeze(-1) ** 2
 
     def reset_local_parameters(self, generator: torch.Generator) -> None:
         """A fresh user: ``p_u ~ N(0, EMBEDDING_INIT_STD²)`` and ``b_u = 0``."""

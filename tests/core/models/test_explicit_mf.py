@@ -55,6 +55,12 @@ def test_hand_worked_predictions() -> None:
     torch.testing.assert_close(pairs, torch.tensor([5.1, 3.95, 2.8]))
 
 
+def test_hand_worked_penalty() -> None:
+    # b_u² + b_i² + ‖p_u‖² + ‖q_i‖²: (0.04 + 0.01 + 1 + 1.25), (0.25 + 0.04 + 4 + 1)
+    penalty = hand_model().penalty(torch.tensor([0, 1]), torch.tensor([0, 1]))
+    torch.testing.assert_close(penalty, torch.tensor([2.3, 5.29]))
+
+
 def test_declared_split() -> None:
     model = build_model("explicit-mf", 5, 3, 4)
     assert model.global_parameter_names == ("global_mean", "item_bias.weight", "item_embedding.weight")
@@ -157,7 +163,7 @@ def test_ml100k_beats_the_global_mean_and_the_bias_baseline() -> None:
 
     torch.set_num_threads(1)
     split = holdout_ratings(load_ml100k(SHARED_ML100K), test_fraction=0.1, seed=0)
-    config = RatingTrainingConfig(lr=0.02, batch_size=1024, weight_decay=3e-4)
+    config = RatingTrainingConfig(lr=0.02, batch_size=1024, l2=0.1)
     floor = global_mean_metrics(split)
     bias = evaluate_rating_model(central_fit(split, 16, RatingTrainingConfig(lr=0.01, batch_size=1024), 6,
                                              bias_only=True), split)
