@@ -39,7 +39,7 @@ PID_FILE = "supernode.pid"
 LOG_FILE = "supernode.log"
 # How long `start` waits for the SuperNode to connect (or fail) before returning; a
 # SuperNode that cannot reach the server keeps retrying in the background.
-CONNECT_WAIT_S = 45.0
+CONNECT_WAIT_S = 90.0
 CONNECTED_MARK = "SuperNode ID:"
 
 
@@ -118,21 +118,33 @@ def start_client(server: str, ca: Path | None, key: Path | None, data: Path, sta
         completed = subprocess.run(command, env=env, cwd=state_dir)
         return ClientInfo(pid=0 if completed.returncode == 0 else -completed.returncode, server=server,
                           tls=not insecure, log=log_path)
+    deadline = time.monotonic() + connect_wait_s
+    while True:
+        process, node_id = _launch_and_wait(command, env, state_dir, log_path, deadline)
+        if process.poll() is None:
+            return ClientInfo(pid=process.pid, server=server, tls=not insecure, log=log_path, node_id=node_id)
+        (state_dir / PID_FILE).unlink(missing_ok=True)
+        reason = _early_exit_reason(log_path)
+        if reason != STILL_ONLINE or time.monotonic() + REJOIN_PAUSE_S >= deadline:
+            raise ClientError(f"the SuperNode exited (code {process.returncode}): {reason}; see {log_path}")
+        time.sleep(REJOIN_PAUSE_S)  # the server still holds this device's previous session: wait it out
+
+
+def _launch_and_wait(command: list[str], env: dict[str, str], state_dir: Path, log_path: Path,
+                     deadline: float) -> tuple[subprocess.Popen, str]:
+    """Start the SuperNode; return once it connected, exited, or the deadline passed."""
+    offset = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=state_dir)
     write_pid_file(state_dir / PID_FILE, process.pid)
-    offset = log_path.stat().st_size if log_path.exists() else 0
     node_id = ""
-    deadline = time.monotonic() + connect_wait_s
-    while time.monotonic() < deadline and not node_id:
-        if process.poll() is not None:
-            (state_dir / PID_FILE).unlink(missing_ok=True)
-            raise ClientError(f"the SuperNode exited (code {process.returncode}): "
-                              f"{_early_exit_reason(log_path)}; see {log_path}")
+    while time.monotonic() < deadline and not node_id and process.poll() is None:
         node_id = _connected_node_id(log_path, offset)
         time.sleep(0.2)
-    return ClientInfo(pid=process.pid, server=server, tls=not insecure, log=log_path, node_id=node_id)
+    if process.poll() is not None:
+        process.wait()
+    return process, node_id
 
 
 def _connected_node_id(log_path: Path, offset: int) -> str:
@@ -149,7 +161,11 @@ def _connected_node_id(log_path: Path, offset: int) -> str:
     return ""
 
 
+STILL_ONLINE = ("the server still counts this device as connected (a previous session that ended without "
+                "saying so); it lets it go after two missed heartbeats, about a minute")
+REJOIN_PAUSE_S = 5.0
 _KNOWN_FAILURES = (
+    ("could not be activated", STILL_ONLINE),
     ("No SuperNode found with the given public key", "the server does not know this device's key: register "
      "its NAME.pub there (fedrec server register-client)"),
     ("CERTIFICATE_VERIFY_FAILED", "the server's certificate is not signed by the CA given with --ca"),

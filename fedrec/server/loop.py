@@ -204,6 +204,8 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
     if config.dp != "off":
         n_units = n_users if config.executor == "cohort" and n_users is not None else n_nodes
         privacy = ServerPrivacy.open(config, n_units, run_dir, run_id or run_dir.name)
+        # deployed devices number their users locally: a ledger row names the device too
+        privacy.per_node_users = catalogue is not None
     strategy = make_strategy(config, n_nodes, n_items, privacy, deployed=catalogue is not None)
     strategy.optimizer.state = optimizer_state
     metrics_path = run_dir / METRICS_FILE

@@ -56,6 +56,7 @@ class ServerPrivacy:
     history: list[Step] = field(default_factory=list)
     adaptive: AdaptiveClip | None = None
     round_clip: float = 0.0  # the clip norm of the round being run (adaptive clipping moves it)
+    per_node_users: bool = False  # deployed: user ids are a device's own, so rows name the device too
 
     @classmethod
     def open(cls, config: RunConfig, n_units: int, run_dir: Path, run_id: str) -> "ServerPrivacy":
@@ -152,7 +153,9 @@ class ServerPrivacy:
                         logger.warning("round %d: client %d refused to train: its next round would exceed "
                                        "ε=%g (spent %.4g)", server_round, user, budget or 0.0, eps)
                         continue
-                    entries.append(self._entry(server_round, f"client:{user}", sigma, rate, steps, eps, budget))
+                    who = (f"client:node-{message.metadata.src_node_id}/user-{user}" if self.per_node_users
+                           else f"client:{user}")
+                    entries.append(self._entry(server_round, who, sigma, rate, steps, eps, budget))
         if entries:
             self.ledger.append(entries)
         return {**anchor(self.ledger.head()), "dp_refused": refused,

@@ -92,7 +92,7 @@ class Deployment:
         state = self.root / name
         self.devices[name] = state
         return start_client(self.fleet, ca or self.certs / "ca.crt", key, client_file(self.data, index),
-                            state, device="cpu", insecure=insecure, connect_wait_s=5 if insecure else 60)
+                            state, device="cpu", insecure=insecure, connect_wait_s=5 if insecure else 150)
 
     def start_raw_device(self, name: str, index: int, extra_node_config: str, env_extra: dict[str, str]) -> int:
         """A SuperNode started by hand (for a node config fedrec client start does not offer)."""

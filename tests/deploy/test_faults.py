@@ -55,6 +55,7 @@ def test_server_killed_and_restarted_resumes_from_checkpoint_with_its_ledger(dep
         wait_for(lambda: len(rows(run_dir)) >= 1 and load_checkpoint(run_dir).round >= 1
                  if (run_dir / "checkpoint").exists() else False, 240, "round 1 and its checkpoint")
         kill_group(server_pid(d.server_state))  # the SuperLink and its ServerApp die at once
+        wait_for(lambda: server_pid(d.server_state) is None, 30, "the killed SuperLink to be gone")
     finally:
         first.kill()
         first.wait(timeout=30)
