@@ -44,6 +44,10 @@ class FeatureRecommender(Recommender):
     """
 
     needs_item_features: ClassVar[bool] = True
+    # Buffers indexed by item, like the item tables but public and never trained: an
+    # executor that cuts the item tables to a user's rows and renumbers the items
+    # (the cohort's compact path) must cut these the same way.
+    item_buffer_names: ClassVar[tuple[str, ...]] = ("item_features",)
 
     def __init__(
         self, n_users: int, n_items: int, dim: int, item_features: torch.Tensor | NDArray[np.floating]

@@ -294,3 +294,12 @@ def test_per_user_gradients_under_vmap_match_a_loop(name: str) -> None:
         for part, values in ((0, local), (1, glob)):
             for k, v in values.items():
                 torch.testing.assert_close(batched[part][k][b], v.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_item_buffers_are_indexed_by_item_and_not_parameters(name: str) -> None:
+    model = make(name)
+    buffers, params = dict(model.named_buffers()), dict(model.named_parameters())
+    for buffer in getattr(model, "item_buffer_names", ()):
+        assert buffer in buffers and buffer not in params
+        assert buffers[buffer].shape[0] == N_ITEMS
+    assert bool(getattr(model, "item_buffer_names", ())) == needs_item_features(name)
