@@ -53,6 +53,7 @@ from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.device import resolve_device
 from fedrec.core.evaluation import mean_metrics, metric_keys
 from fedrec.core.models.registry import build_model
+from fedrec.core.privacy.accounting import Step, compact
 from fedrec.core.privacy.client_round import Release, private_train_users
 from fedrec.core.privacy.mechanisms import poisson_sample
 from fedrec.core.run_config import RunConfig
@@ -71,6 +72,10 @@ from fedrec.core.wire import (
     PRIVACY,
     PRIVACY_EPSILON,
     PRIVACY_NOISE,
+    PRIVACY_PRIOR_NOISE,
+    PRIVACY_PRIOR_RATE,
+    PRIVACY_PRIOR_RUNS,
+    PRIVACY_PRIOR_STEPS,
     PRIVACY_RATE,
     PRIVACY_REFUSED,
     PRIVACY_STEPS,
@@ -292,8 +297,9 @@ def _train_private(msg: Message, context: Context, node: _NodeRound, data: list,
         if not clip > 0 or not np.isfinite(clip):
             raise ValueError(f"refusing the round: {DP_CLIP}={clip!r} is not a positive clip norm")
         config = replace(config, clip=clip)
+    prior = histories.load_many(users)
     result, releases, new_histories, within_clip = private_train_users(
-        config, global_arrays, store.load_many(users), data, server_round, histories.load_many(users))
+        config, global_arrays, store.load_many(users), data, server_round, prior)
     store.save_many(result.users, result.locals)
     if config.dp != "user-central":
         for user, history in zip(users, new_histories):
@@ -310,12 +316,14 @@ def _train_private(msg: Message, context: Context, node: _NodeRound, data: list,
         values[DP_WITHIN_CLIP] = within_clip
     content = RecordDict({ARRAYS: _global_only(update, config, node.split.n_items), METRICS: MetricRecord(values)})
     if releases:  # (Flower cannot size a ConfigRecord holding empty lists)
-        content[PRIVACY] = _privacy_record(releases)
+        priors = dict(zip(users, prior)) if node.deployed is not None else None
+        content[PRIVACY] = _privacy_record(releases, priors)
     return Message(content=content, reply_to=msg)
 
 
-def _privacy_record(releases: list[Release]) -> ConfigRecord:
-    return ConfigRecord({
+def _privacy_record(releases: list[Release], priors: dict[int, list[Step]] | None = None) -> ConfigRecord:
+    """Per release: user, refused, σ, q, steps, ε after; deployed, also the user's prior history."""
+    record = ConfigRecord({
         PRIVACY_USERS: [r.user for r in releases],
         PRIVACY_REFUSED: [int(r.refused) for r in releases],
         PRIVACY_NOISE: [float(r.noise_multiplier) for r in releases],
@@ -323,6 +331,15 @@ def _privacy_record(releases: list[Release]) -> ConfigRecord:
         PRIVACY_STEPS: [int(r.steps) for r in releases],
         PRIVACY_EPSILON: [float(r.epsilon) for r in releases],
     })
+    if priors is not None:
+        runs = [compact(priors.get(r.user, [])) for r in releases]
+        record[PRIVACY_PRIOR_RUNS] = [len(h) for h in runs]
+        flat = [step for h in runs for step in h]
+        if flat:  # (Flower cannot size empty lists)
+            record[PRIVACY_PRIOR_NOISE] = [float(s) for s, _, _ in flat]
+            record[PRIVACY_PRIOR_RATE] = [float(q) for _, q, _ in flat]
+            record[PRIVACY_PRIOR_STEPS] = [int(n) for _, _, n in flat]
+    return record
 
 
 @app.evaluate()

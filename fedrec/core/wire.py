@@ -38,3 +38,11 @@ CATALOGUE = "catalogue"
 NODE_DATA_FILE = "data-file"
 NODE_STATE_DIR = "state-dir"
 NODE_DEVICE = "device"
+# Deployed devices keep each user's accountant across runs and server restarts, so a user's
+# history may hold releases this run's ledger never saw (an earlier run; a round the server
+# lost). With each release a device reports the user's history *before* it: per user the
+# number of (σ, q, steps) runs, and the runs themselves concatenated in three flat lists.
+PRIVACY_PRIOR_RUNS = "prior-runs"
+PRIVACY_PRIOR_NOISE = "prior-noise-multiplier"
+PRIVACY_PRIOR_RATE = "prior-sample-rate"
+PRIVACY_PRIOR_STEPS = "prior-steps"

@@ -35,6 +35,10 @@ from fedrec.core.wire import (
     PRIVACY,
     PRIVACY_EPSILON,
     PRIVACY_NOISE,
+    PRIVACY_PRIOR_NOISE,
+    PRIVACY_PRIOR_RATE,
+    PRIVACY_PRIOR_RUNS,
+    PRIVACY_PRIOR_STEPS,
     PRIVACY_RATE,
     PRIVACY_REFUSED,
     PRIVACY_STEPS,
@@ -57,6 +61,7 @@ class ServerPrivacy:
     adaptive: AdaptiveClip | None = None
     round_clip: float = 0.0  # the clip norm of the round being run (adaptive clipping moves it)
     per_node_users: bool = False  # deployed: user ids are a device's own, so rows name the device too
+    _steps_by_who: dict[str, dict[tuple[float, float], int]] | None = None
 
     @classmethod
     def open(cls, config: RunConfig, n_units: int, run_dir: Path, run_id: str) -> "ServerPrivacy":
@@ -146,7 +151,12 @@ class ServerPrivacy:
                 except ValueError as err:  # the strategy dropped this update for the same reason
                     logger.warning("round %d: node %d: %s", server_round, message.metadata.src_node_id, err)
                     continue
-                for release in releases:
+                try:
+                    priors = parse_priors(record, len(releases))
+                except ValueError as err:
+                    logger.warning("round %d: node %d: %s", server_round, message.metadata.src_node_id, err)
+                    priors = None
+                for index, release in enumerate(releases):
                     user, was_refused, sigma, rate, steps, eps = release
                     if was_refused:
                         refused += 1
@@ -155,11 +165,52 @@ class ServerPrivacy:
                         continue
                     who = (f"client:node-{message.metadata.src_node_id}/user-{user}" if self.per_node_users
                            else f"client:{user}")
+                    if priors is not None:
+                        entries.extend(self._carried(server_round, who, priors[index], budget))
                     entries.append(self._entry(server_round, who, sigma, rate, steps, eps, budget))
+                    self._ledgered(who)[(sigma, rate)] = self._ledgered(who).get((sigma, rate), 0) + steps
         if entries:
             self.ledger.append(entries)
         return {**anchor(self.ledger.head()), "dp_refused": refused,
                 "epsilon_max": max((e.epsilon for e in entries), default=None)}
+
+    def _ledgered(self, who: str) -> dict[tuple[float, float], int]:
+        """Steps per (σ, q) this run's ledger holds for ``who`` (read back from privacy.db on resume)."""
+        if self._steps_by_who is None:
+            self._steps_by_who = {}
+            for row in read_ledger(self.ledger.path) if self.ledger.path.exists() else []:
+                if row.who != SERVER:
+                    held = self._steps_by_who.setdefault(row.who, {})
+                    key = (row.noise_multiplier, row.sample_rate)
+                    held[key] = held.get(key, 0) + row.steps
+        return self._steps_by_who.setdefault(who, {})
+
+    def _carried(self, server_round: int, who: str, prior: list[Step], budget: float | None) -> list[LedgerEntry]:
+        """Rows for releases in a device's history that this run's ledger lacks.
+
+        A deployed device's accountant outlives runs and server restarts, so a user's
+        history can hold releases the ledger never saw: an earlier run, or a round whose
+        updates the server received but whose rows it never committed (it was killed).
+        They did happen, so they are written as rows before this round's row; then the
+        rows of ``who`` compose to the ε its device reports. Logged as a warning.
+        """
+        held = self._ledgered(who)
+        wanted: dict[tuple[float, float], int] = {}
+        for sigma, rate, steps in prior:
+            wanted[(sigma, rate)] = wanted.get((sigma, rate), 0) + steps
+        rows = []
+        for (sigma, rate), steps in wanted.items():
+            missing = steps - held.get((sigma, rate), 0)
+            if missing <= 0:
+                continue
+            held[(sigma, rate)] = steps
+            composed = [(s, q, n) for (s, q), n in held.items() if n > 0]
+            rows.append(self._entry(server_round, who, sigma, rate, missing,
+                                    epsilon(composed, self.config.delta, self.config.accountant), budget))
+            logger.warning("round %d: %s's device reports %d earlier release(s) (σ=%g, q=%g) this run's ledger "
+                           "lacks (an earlier run, or a round the server lost); recorded before this round's row",
+                           server_round, who, missing, sigma, rate)
+        return rows
 
     def _entry(self, server_round: int, who: str, sigma: float, rate: float, steps: int, eps: float,
                budget: float | None) -> LedgerEntry:
@@ -170,6 +221,26 @@ class ServerPrivacy:
 
     def close(self) -> None:
         self.ledger.close()
+
+
+def parse_priors(record: ConfigRecord, n_releases: int) -> list[list[Step]] | None:
+    """Each release's prior history from a deployed device's report (None when not reported)."""
+    runs = record.get(PRIVACY_PRIOR_RUNS)
+    if runs is None:
+        return None
+    if not isinstance(runs, list) or len(runs) != n_releases or any(int(n) < 0 for n in runs):
+        raise ValueError(f"malformed privacy report: {PRIVACY_PRIOR_RUNS} must list one count per release")
+    columns = [record.get(k, []) for k in (PRIVACY_PRIOR_NOISE, PRIVACY_PRIOR_RATE, PRIVACY_PRIOR_STEPS)]
+    if any(not isinstance(c, list) or len(c) != sum(int(n) for n in runs) for c in columns):
+        raise ValueError("malformed privacy report: prior histories do not match their counts")
+    steps = [(float(s), float(q), int(n)) for s, q, n in zip(*columns)]
+    if any(not (s >= 0 and 0 < q <= 1 and n > 0) for s, q, n in steps):
+        raise ValueError("malformed privacy report: a prior run has σ < 0, q outside (0, 1] or no steps")
+    out, start = [], 0
+    for n in runs:
+        out.append(steps[start:start + int(n)])
+        start += int(n)
+    return out
 
 
 def parse_releases(record: ConfigRecord) -> list[tuple[int, bool, float, float, int, float]]:
