@@ -1,0 +1,114 @@
+"""Seconds per round and bytes per client-round of a real deployment on this machine.
+
+For each setting (``--clients`` devices × TLS with node authentication, or insecure) a
+fresh server and that many SuperNodes are started on 127.0.0.1, a run of ``--rounds``
+rounds is submitted, and everything is stopped. Reported per setting (from the run's
+``metrics.jsonl``): the median ``wall_seconds`` of the training rounds after the first
+(round 1 includes installing the FAB on every device), ``train_seconds``, the slowest
+device's own compute (``node_seconds_max``), and payload bytes down/up per client-round
+(the arrays and configs in the messages, as the ServerApp counts them; TLS and gRPC
+framing come on top).
+
+Settings run interleaved (TLS, insecure, TLS, …) so that load drifts hit both; ratios
+TLS/insecure are taken within one invocation.
+
+    python -m fedrec.simulations.benchmarks.deploy_rounds --clients 2 4 --rounds 4 --out D
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from fedrec.client.supernode import start_client, stop_client
+from fedrec.core.certs import add_client, init_certs
+from fedrec.core.data.export import CATALOGUE_FILE, client_file, export_for_devices
+from fedrec.core.data.loaders import load_dataset
+from fedrec.core.processes import free_listening_port
+from fedrec.core.report import read_jsonl
+from fedrec.core.run_config import RunConfig
+from fedrec.server.superlink import register_client, start_server, stop_server, submit_run
+
+
+def run_setting(root: Path, data: Path, clients: int, tls: bool, rounds: int, executor: str) -> dict:
+    certs = root / "certs"
+    ports = [free_listening_port() for _ in range(3)]
+    server = root / "server"
+    devices = [root / f"device{k}" for k in range(clients)]
+    started = time.perf_counter()
+    try:
+        start_server(server, certs if tls else None, "127.0.0.1", *ports, insecure=not tls)
+        for k, state in enumerate(devices):
+            key = None
+            if tls:
+                keys = add_client(f"device{k}", certs)
+                register_client(server, keys.public_key)
+                key = keys.private_key
+            start_client(f"127.0.0.1:{ports[0]}", certs / "ca.crt" if tls else None, key, client_file(data, k),
+                         state, device="cpu", insecure=not tls, connect_wait_s=5 if not tls else 90)
+        run_dir = server / "runs" / "bench"
+        config = RunConfig(dataset="deployment", catalogue=str(data / CATALOGUE_FILE), out_dir=str(run_dir),
+                           rounds=rounds, eval_every=rounds + 1 if rounds > 1 else 1, checkpoint_every=rounds,
+                           min_nodes=clients, round_timeout=300.0, executor=executor)
+        code = submit_run(server, config.to_user_config(), root / "run.log", timeout_s=1800)
+        if code != 0:
+            raise RuntimeError(f"run failed (flwr exit {code}); see {root / 'run.log'}")
+        rows = read_jsonl(run_dir / "metrics.jsonl")
+    finally:
+        for state in devices:
+            stop_client(state, grace_s=5)
+        stop_server(server, grace_s=5)
+    later = [r for r in rows if r["round"] > 1] or rows
+    per_client = [r for r in rows if r["nodes"]]
+    return {
+        "clients": clients, "tls": tls, "rounds": len(rows),
+        "round_seconds_median": statistics.median(r["wall_seconds"] for r in later),
+        "train_seconds_median": statistics.median(r["train_seconds"] for r in later),
+        "node_seconds_max_median": statistics.median(r["node_seconds_max"] for r in later),
+        "first_round_seconds": rows[0]["wall_seconds"],
+        "bytes_down_per_client_round": statistics.mean(r["bytes_down"] / r["nodes"] for r in per_client),
+        "bytes_up_per_client_round": statistics.mean(r["bytes_up"] / r["nodes"] for r in per_client),
+        "setting_seconds": time.perf_counter() - started,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--devices-files", type=int, default=50, help="split the synthetic users into this many "
+                        "device files (50: 20 users per device)")
+    parser.add_argument("--executor", default="cohort", help="how each device trains its users")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fr-deploy-") as tmp:
+        data = Path(tmp) / "data"
+        export_for_devices(load_dataset("synthetic", "", 0), args.devices_files, data)
+        for clients in args.clients:
+            for tls in (True, False):
+                root = Path(tmp) / f"c{clients}-{'tls' if tls else 'plain'}"
+                root.mkdir()
+                if tls:
+                    init_certs(root / "certs", ["127.0.0.1", "localhost"])
+                result = run_setting(root, data, clients, tls, args.rounds, args.executor)
+                results.append(result)
+                print(json.dumps(result), flush=True)
+    for clients in args.clients:
+        tls = next(r for r in results if r["clients"] == clients and r["tls"])
+        plain = next(r for r in results if r["clients"] == clients and not r["tls"])
+        print(f"{clients} devices: {tls['round_seconds_median']:.2f} s/round TLS+auth vs "
+              f"{plain['round_seconds_median']:.2f} s insecure (ratio "
+              f"{tls['round_seconds_median'] / plain['round_seconds_median']:.2f}); "
+              f"{tls['bytes_down_per_client_round']:.0f} B down, {tls['bytes_up_per_client_round']:.0f} B up "
+              "per client-round")
+    (args.out / "deploy_rounds.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
