@@ -40,7 +40,7 @@ def test_weighted_mean_times_server_learning_rate() -> None:
     assert metrics[TRAIN_LOSS] == pytest.approx((0.2 * 1 + 0.6 * 3) / 4)
 
 
-@pytest.mark.parametrize("bad", ["nan", "inf", "shape", "keys"])
+@pytest.mark.parametrize("bad", ["nan", "inf", "shape", "keys", "dtype"])
 def test_unusable_updates_are_dropped_and_the_rest_aggregated(bad: str) -> None:
     broken = _update(100.0)
     if bad == "nan":
@@ -49,6 +49,8 @@ def test_unusable_updates_are_dropped_and_the_rest_aggregated(bad: str) -> None:
         broken["item_embedding.weight"][1, 1] = np.inf
     elif bad == "shape":
         broken["item_embedding.weight"] = np.zeros((4, 2), dtype=np.float32)
+    elif bad == "dtype":
+        broken = {k: v.astype(np.float64) for k, v in broken.items()}
     else:
         broken["user_embedding.weight"] = np.zeros((1, 2), dtype=np.float32)
     strategy = _strategy(kind="fedavg")
@@ -76,3 +78,17 @@ def test_an_overflowing_step_keeps_the_previous_model() -> None:
     with np.errstate(over="ignore"):
         arrays, _ = _strategy(lr=2.0).aggregate_train(1, [_reply(huge, 1)])
     assert arrays is None
+
+
+def test_a_round_with_fewer_valid_updates_than_the_minimum_is_skipped() -> None:
+    strategy = FedOptOnUpdates(ServerOptimizer("fedavg", 1.0), min_valid_updates=2,
+                               min_available_nodes=1, min_train_nodes=1)
+    strategy._current = {k: v.copy() for k, v in GLOBAL.items()}
+    broken = _update(1.0)
+    broken["item_bias.weight"][:] = np.nan
+    arrays, metrics = strategy.aggregate_train(3, [_reply(broken, 5), _reply(_update(1.0), 1)])
+    assert arrays is None and metrics is None and strategy.skipped_rounds == [3]
+    arrays, _ = strategy.aggregate_train(4, [_reply(_update(1.0), 1), _reply(_update(3.0), 1)])
+    assert np.allclose(arrays_to_numpy(arrays)["item_embedding.weight"], 2.0)
+    with pytest.raises(ValueError, match="min_valid_updates"):
+        FedOptOnUpdates(ServerOptimizer("fedavg"), min_valid_updates=0)
