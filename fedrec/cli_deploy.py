@@ -77,9 +77,9 @@ def certs_client(
 def server_start(
     certs: Optional[Path] = typer.Option(None, help="folder made by `fedrec certs init` (TLS + node auth)"),
     state: Path = typer.Option(DEFAULT_SERVER_STATE, help="server state: database, logs, runs"),
-    address: str = typer.Option("0.0.0.0", help="interface the Fleet and Control APIs listen on"),
+    address: str = typer.Option("0.0.0.0", help="interface the Fleet API listens on (the Control API: 127.0.0.1)"),
     fleet_port: int = typer.Option(9092, help="port SuperNodes connect to (open it in the firewall)"),
-    control_port: int = typer.Option(9093, help="port of the Control API (fedrec server run/status; keep private)"),
+    control_port: int = typer.Option(9093, help="port of the Control API on 127.0.0.1 (fedrec server run/status)"),
     serverappio_port: int = typer.Option(9091, help="local port between the SuperLink and its ServerApp"),
     insecure: bool = typer.Option(False, help="no TLS and no node authentication (testing only)"),
 ) -> None:

@@ -10,11 +10,13 @@ The server's state directory holds everything the server keeps::
     STATE/app/             the Flower App that `fedrec server run` submits
     STATE/runs/NAME/       one directory per training run: metrics, checkpoints, model, privacy.db
 
-Secure by default: the Fleet API (where SuperNodes connect) and the Control API (where
-``flwr``/``fedrec server run`` connect) use TLS with the certificates of
-``fedrec certs init``, and only SuperNodes whose public key was registered
-(``fedrec server register-client``) are admitted (``--enable-supernode-auth``).
-``--insecure`` turns both off and must be asked for.
+Secure by default: the Fleet API (where SuperNodes connect, on ``--address``) and the
+Control API (where ``flwr``/``fedrec server run`` connect) use TLS with the certificates
+of ``fedrec certs init``, and only SuperNodes whose public key was registered
+(``fedrec server register-client``) are admitted (``--enable-supernode-auth``). The
+Control API listens on 127.0.0.1 only: Flower 1.32 has no user authentication on it
+outside its enterprise edition, so whoever reaches it could submit runs.
+``--insecure`` turns TLS and node authentication off and must be asked for.
 
 Processes are stopped by the PID we started (its process group: the SuperLink, its
 SuperExec and the ServerApp), never by name.
@@ -126,7 +128,9 @@ def start_server(state_dir: Path, certs_dir: Path | None, address: str = "0.0.0.
         paths[key].mkdir(parents=True, exist_ok=True, mode=0o700)
     write_app_dir(paths["app"])
     info = ServerInfo(
-        pid=0, fleet_address=f"{address}:{fleet_port}", control_address=f"{address}:{control_port}",
+        # the Control API (submit runs, register devices) has no user authentication in Flower
+        # 1.32: it listens on loopback only, so only the server machine's operators reach it
+        pid=0, fleet_address=f"{address}:{fleet_port}", control_address=f"127.0.0.1:{control_port}",
         serverappio_address=f"127.0.0.1:{serverappio_port}", tls=not insecure, node_auth=not insecure,
         ca_cert=ca_cert, state_dir=str(paths["state"]),
     )
