@@ -52,11 +52,12 @@ from fedrec.core.executors import evaluate_users, train_users
 from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.device import resolve_device
 from fedrec.core.evaluation import mean_metrics, metric_keys
-from fedrec.core.models.registry import build_model
+from fedrec.core.models.registry import MODELS, needs_item_features
 from fedrec.core.privacy.accounting import Step, compact
 from fedrec.core.privacy.client_round import Release, private_train_users
 from fedrec.core.privacy.mechanisms import poisson_sample
 from fedrec.core.run_config import RunConfig
+from fedrec.core.run_model import build_run_model
 from fedrec.core.wire import (
     ARRAYS,
     CATALOGUE,
@@ -92,9 +93,10 @@ app = ClientApp()
 
 
 @lru_cache(maxsize=8)
-def _declared_split(model: str, n_items: int, dim: int) -> tuple[tuple[str, ...], tuple[str, ...], dict]:
-    """(global names, local names, shapes) a model declares; built once per process."""
-    reference = build_model(model, 1, n_items, dim)
+def _declared_split(config: RunConfig, n_items: int) -> tuple[tuple[str, ...], tuple[str, ...], dict]:
+    """(global names, local names, shapes) the run's model declares; built once per process
+    (a feature model with the run's item features: ``W``'s shape is ``(dim, F)``)."""
+    reference = build_run_model(config, 1, n_items)
     shapes = {name: tuple(p.shape) for name, p in reference.named_parameters()}
     return reference.global_parameter_names, reference.local_parameter_names, shapes
 
@@ -105,7 +107,7 @@ def _received_arrays(msg: Message, config: RunConfig, n_items: int) -> dict[str,
     if record is None:
         raise ValueError(f"instruction carries no ArrayRecord {ARRAYS!r}")
     arrays = {name: array.numpy() for name, array in record.items()}
-    global_names, _, shapes = _declared_split(config.model, n_items, config.dim)
+    global_names, _, shapes = _declared_split(config, n_items)
     problem = array_problem(arrays, {name: shapes[name] for name in global_names})
     if problem is not None:
         raise ValueError(f"refusing the received global model: {problem}")
@@ -114,7 +116,7 @@ def _received_arrays(msg: Message, config: RunConfig, n_items: int) -> dict[str,
 
 def _global_only(update: dict[str, np.ndarray], config: RunConfig, n_items: int) -> ArrayRecord:
     """Pack an update, refusing anything that is not a declared global parameter."""
-    global_names, local_names, _ = _declared_split(config.model, n_items, config.dim)
+    global_names, local_names, _ = _declared_split(config, n_items)
     leaked = set(update) - set(global_names)
     if leaked or set(local_names) & set(update):
         raise RuntimeError(f"refusing to send non-global parameters {sorted(leaked)}")
@@ -126,7 +128,7 @@ def _vector_store(context: Context, config: RunConfig,
     """Where this node keeps its users' vectors: a record per user, or stacked (cohort)."""
     if config.executor != "cohort":
         return UserVectorStore(context.state)
-    _, local_names, shapes = _declared_split(config.model, split.n_items, config.dim)
+    _, local_names, shapes = _declared_split(config, split.n_items)
     held = node_users(context.node_config, split.n_users)
     return CohortVectorStore(context.state, held, {name: shapes[name] for name in local_names})
 
@@ -194,6 +196,10 @@ class _NodeRound:
     @classmethod
     def _open_deployed(cls, msg: Message, context: Context, config: RunConfig) -> "_NodeRound":
         """Load the device's CSV over the server's catalogue and its encrypted state."""
+        if needs_item_features(config.model):
+            raise ValueError(f"model {config.model} cannot run on a deployed device: it reads item features, "
+                             "and a device gets only the item catalogue (shipping features to devices is "
+                             f"future work); deploy one of {', '.join(sorted(MODELS))}")
         node_config = context.node_config
         instruction = msg.content.config_records.get(CONFIG)
         catalogue = instruction.get(CATALOGUE) if instruction is not None else None

@@ -14,10 +14,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from fedrec.core.data.item_features import ItemFeatures, dataset_item_features
 from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.evaluation import evaluate_user, mean_metrics
 from fedrec.core.models.base import Recommender
-from fedrec.core.models.registry import build_model
+from fedrec.core.models.registry import build_model, needs_item_features
 from fedrec.core.training import TrainingConfig, make_optimizer, positives_key, score_all_items, train_epoch
 
 EVAL_BATCH_USERS = 256
@@ -25,6 +26,11 @@ EVAL_BATCH_USERS = 256
 
 @dataclass(frozen=True)
 class CentralConfig:
+    """The central twin's settings. ``dataset`` and ``data_dir`` name the data the split
+    was made from; a feature model (``hybrid``, ``content``) reads its item features there
+    (:func:`~fedrec.core.data.item_features.dataset_item_features` with ``seed``), as the
+    federated run does."""
+
     model: str = "mf"
     dim: int = 32
     epochs: int = 20
@@ -32,6 +38,8 @@ class CentralConfig:
     eval_every: int = 5
     k: int = 10
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(lr=0.001, batch_size=256))
+    dataset: str = ""
+    data_dir: str = ""
 
 
 def evaluate_model(model: Recommender, split: LeaveOneOutSplit, k: int) -> dict[str, float]:
@@ -47,6 +55,16 @@ def evaluate_model(model: Recommender, split: LeaveOneOutSplit, k: int) -> dict[
     return mean_metrics(rows)
 
 
+def _item_features(config: CentralConfig) -> ItemFeatures | None:
+    """The dataset's item features for a feature model; ``None`` for the others."""
+    if not needs_item_features(config.model):
+        return None
+    if not config.dataset:
+        raise ValueError(f"model {config.model} reads item features: give CentralConfig.dataset "
+                         "(and data_dir), the dataset the split was made from")
+    return dataset_item_features(config.dataset, config.data_dir, config.seed)
+
+
 EpochCallback = Callable[[dict[str, float]], None]
 
 
@@ -60,7 +78,8 @@ def train_central(
     """
     torch.manual_seed(config.seed)
     rng = np.random.default_rng([config.seed, 1])
-    model = build_model(config.model, split.n_users, split.n_items, config.dim, seed=config.seed)
+    model = build_model(config.model, split.n_users, split.n_items, config.dim, seed=config.seed,
+                        item_features=_item_features(config))
     optimizer = make_optimizer(list(model.parameters()), config.training)
     users = split.train_users()
     items = split.train_items

@@ -25,6 +25,13 @@ same number of steps (one bias correction for all). A user whose last batch is
 smaller than ``batch-size`` has its padded examples masked out of its mean loss, so
 its loss and gradient are those of the real, smaller batch.
 
+In the second phase (without weight decay) each user carries only the rows of the item
+tables its batches touch, and its items are renumbered into those rows. The model's
+item-indexed buffers (``item_buffer_names``: a feature model's ``F (n_items, F)``) are
+cut to the same rows and passed to ``functional_call`` as a frozen per-user input, so
+renumbered item ``r`` reads the features of the item it stands for. In every other
+phase and in scoring the buffers go in whole, on the executor's device.
+
 Memory: in the second phase each user of a chunk carries its own copy of the global
 part and two optimiser moments plus a gradient, ``≈ 4 |θ_g|`` floats; the cohort is cut
 into chunks whose total stays under ``memory_budget_bytes``. The weighted sum of the
@@ -48,8 +55,8 @@ from fedrec.core.data.split import UserData
 from fedrec.core.evaluation import evaluate_user
 from fedrec.core.local_update import new_local_parameters
 from fedrec.core.models.base import Recommender
-from fedrec.core.models.registry import build_model
 from fedrec.core.run_config import RunConfig
+from fedrec.core.run_model import build_run_model, run_item_features
 from fedrec.core.training import TrainingConfig, epoch_plan, positives_key
 
 Arrays = dict[str, NDArray[np.float32]]
@@ -205,6 +212,16 @@ def _touched_rows(plans: list[list[tuple[NDArray[np.int64], NDArray[np.int64]]]]
             for plan in plans]
 
 
+def _row_index(rows: list[NDArray[np.int64]], device: str | torch.device) -> torch.Tensor:
+    """``(B, width)`` item ids of each user's ``rows``, padded with row 0 (which no batch
+    of a padded position references, so its padding is never read for a loss)."""
+    width = max(len(r) for r in rows)
+    index = np.zeros((len(rows), width), dtype=np.int64)
+    for j, r in enumerate(rows):
+        index[j, :len(r)] = r
+    return torch.from_numpy(index).to(device)
+
+
 def _global_copies(shared: Tensors, item_tables: Sequence[str], rows: list[NDArray[np.int64]] | None,
                    n_users: int) -> Tensors:
     """Each user's own trainable copy of the global part, stacked on a leading axis.
@@ -215,14 +232,21 @@ def _global_copies(shared: Tensors, item_tables: Sequence[str], rows: list[NDArr
     copies = {}
     for name, value in shared.items():
         if rows is not None and name in item_tables:
-            width = max(len(r) for r in rows)
-            index = np.zeros((n_users, width), dtype=np.int64)
-            for j, r in enumerate(rows):
-                index[j, :len(r)] = r
-            copies[name] = value[torch.from_numpy(index).to(value.device)].clone()
+            copies[name] = value[_row_index(rows, value.device)].clone()
         else:
             copies[name] = value.expand(n_users, *value.shape).clone()
     return copies
+
+
+def _item_buffers(model: Recommender, device: str | torch.device) -> Tensors:
+    """The model's item-indexed buffers (``item_buffer_names``), whole, on ``device``."""
+    buffers = dict(model.named_buffers())
+    return {name: buffers[name].to(device) for name in model.item_buffer_names}
+
+
+def _cut_buffers(buffers: Tensors, rows: list[NDArray[np.int64]]) -> Tensors:
+    """Each user's rows of every item buffer, stacked: ``(B, width, …)``, in the order of ``rows``."""
+    return {name: value[_row_index(rows, value.device)] for name, value in buffers.items()}
 
 
 def _stack(rows: list[Arrays], names: Sequence[str], device: str | torch.device = "cpu") -> Tensors:
@@ -264,11 +288,13 @@ def cohort_round(
     if not users:
         return empty_result(global_arrays)
     n_items = users[0].n_items
-    model = build_model(config.model, 1, n_items, config.dim)
+    model = build_run_model(config, 1, n_items)
+    features = run_item_features(config)
     global_names, local_names = model.global_parameter_names, model.local_parameter_names
     training = config.training
     start = {k: np.asarray(global_arrays[k], dtype=np.float32) for k in global_names}
     shared = {k: torch.from_numpy(v).to(device) for k, v in start.items()}
+    buffers = _item_buffers(model, device)
 
     trained = [b for b, u in enumerate(users) if len(u.train_items) > 0]
     order = sorted(trained, key=lambda b: (-len(users[b].train_items), b))
@@ -283,23 +309,26 @@ def cohort_round(
     for chunk in _chunks(order, per_user_bytes, memory_budget_bytes, chunk_size):
         data = [users[b] for b in chunk]
         locals_ = [stored_locals[b] if stored_locals[b] is not None else
-                   new_local_parameters(config.model, n_items, config.dim, config.seed, users[b].user)
+                   new_local_parameters(config.model, n_items, config.dim, config.seed, users[b].user, features)
                    for b in chunk]
         rngs = [np.random.default_rng([config.seed, u.user, server_round]) for u in data]
         keys = [positives_key(np.zeros(len(u.train_items), np.int64), u.train_items, n_items) for u in data]
         local_t = _stack(locals_, local_names, device)
         if config.user_epochs > 0:
             plans = [_plans(u, key, rng, training, config.user_epochs) for u, key, rng in zip(data, keys, rngs)]
-            _run_phase(model, local_t, shared, False,
+            _run_phase(model, local_t, {**shared, **buffers}, False,
                        _schedule(plans, training.batch_size, training.negatives, device), training)
         plans = [_plans(u, key, rng, training, config.local_epochs) for u, key, rng in zip(data, keys, rngs)]
         rows = _touched_rows(plans) if compact else None
+        frozen, frozen_batched = buffers, False
         if rows is not None:
             plans = [[(np.searchsorted(r, pos), np.searchsorted(r, neg)) for pos, neg in plan]
                      for plan, r in zip(plans, rows)]
+            # renumbered item r of user j is item rows[j][r]: its buffer rows must follow
+            frozen, frozen_batched = _cut_buffers(buffers, rows), bool(buffers)
         copies = _global_copies(shared, model.item_table_names if compact else (), rows, len(chunk))
         trainable = {**local_t, **copies}
-        loss_sums = _run_phase(model, trainable, {}, False,
+        loss_sums = _run_phase(model, trainable, frozen, frozen_batched,
                                _schedule(plans, training.batch_size, training.negatives, device), training)
         final = {k: v.cpu().numpy() for k, v in copies.items()}  # one transfer per chunk
         final_local = {k: v.cpu().numpy() for k, v in local_t.items()}
@@ -374,17 +403,20 @@ def cohort_metrics(
     if not users:
         return []
     n_items = users[0].n_items
-    model = build_model(config.model, 1, n_items, config.dim)
+    model = build_run_model(config, 1, n_items)
+    features = run_item_features(config)
     training = config.training
     shared = {k: torch.from_numpy(np.asarray(global_arrays[k], dtype=np.float32)).to(device)
               for k in model.global_parameter_names}
+    # the global part and the item buffers (feature models), whole: nothing is renumbered here
+    frozen = {**shared, **_item_buffers(model, device)}
     rows: list[dict[str, float]] = [{} for _ in users]
     order = sorted(range(len(users)), key=lambda b: (-len(users[b].train_items), b))
     for start in range(0, len(order), chunk_size):
         chunk = order[start:start + chunk_size]
         data = [users[b] for b in chunk]
         locals_ = [stored_locals[b] if stored_locals[b] is not None else
-                   new_local_parameters(config.model, n_items, config.dim, config.seed, users[b].user)
+                   new_local_parameters(config.model, n_items, config.dim, config.seed, users[b].user, features)
                    for b in chunk]
         local_t = _stack(locals_, model.local_parameter_names, device)
         if config.reconstruct_epochs > 0:
@@ -393,22 +425,23 @@ def cohort_metrics(
                 rng = np.random.default_rng([config.seed, u.user, 31])
                 key = positives_key(np.zeros(len(u.train_items), np.int64), u.train_items, n_items)
                 plans.append(_plans(u, key, rng, training, config.reconstruct_epochs))
-            _run_phase(model, local_t, shared, False,
+            _run_phase(model, local_t, frozen, False,
                        _schedule(plans, training.batch_size, training.negatives, device), training)
-        scores = _score_all(model, local_t, shared, n_items)
+        scores = _score_all(model, local_t, frozen, n_items)
         for j, b in enumerate(chunk):
             rows[b] = evaluate_user(scores[j], users[b], config.eval_k)
     return rows
 
 
 @torch.no_grad()
-def _score_all(model: Recommender, local_t: Tensors, shared: Tensors, n_items: int) -> NDArray[np.float32]:
-    """``(B, n_items)`` logits of every user of the chunk for every item."""
-    items = torch.arange(n_items, device=next(iter(shared.values())).device)
+def _score_all(model: Recommender, local_t: Tensors, frozen: Tensors, n_items: int) -> NDArray[np.float32]:
+    """``(B, n_items)`` logits of every user of the chunk for every item (``frozen``: the
+    global part and the item buffers, shared by all users)."""
+    items = torch.arange(n_items, device=next(iter(frozen.values())).device)
     zeros = torch.zeros_like(items)
 
     def score(local: Tensors) -> torch.Tensor:
-        return functional_call(model, {**shared, **local}, (zeros, items))
+        return functional_call(model, {**frozen, **local}, (zeros, items))
 
     model.eval()
     return vmap(score)(local_t).cpu().numpy()

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from fedrec.core.data.item_features import has_item_features
 from fedrec.core.device import DEVICES
 from fedrec.core.privacy.accounting import ACCOUNTANTS
-from fedrec.core.models.registry import MODELS
+from fedrec.core.models.registry import FEATURE_MODELS, MODELS
 from fedrec.core.training import TrainingConfig
 
 AGGREGATIONS = ("fedavg", "fedavg-slr", "fedadam")
@@ -21,6 +22,10 @@ EXECUTORS = ("per-client", "cohort")
 # user-local: each client clips and noises its own update. user-central: clients clip,
 # the server noises the sum (fedrec.core.privacy.plan has the details).
 DP_MODES = ("off", "record", "user-local", "user-central")
+# Ranking models a run can train: the classic ones and those that also read the public item
+# features of the dataset (fedrec.core.run_model). The rating models (explicit-mf) solve
+# another task, with their own split and loss, and are not run by RunConfig.
+RUN_MODELS = (*MODELS, *FEATURE_MODELS)
 
 
 @dataclass(frozen=True)
@@ -82,8 +87,8 @@ class RunConfig:
     min_valid_updates: int = 1
 
     def __post_init__(self) -> None:
-        if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}: choose one of {sorted(MODELS)}")
+        if self.model not in RUN_MODELS:
+            raise ValueError(f"unknown model {self.model!r}: choose one of {sorted(RUN_MODELS)}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}: choose one of {DEVICES}")
         if self.executor not in EXECUTORS:
@@ -107,7 +112,25 @@ class RunConfig:
         if self.reconstruct_epochs < 0 or self.eval_negatives < 1 or self.num_items < 0:
             raise ValueError("reconstruct-epochs ≥ 0, eval-negatives ≥ 1 and num-items ≥ 0 are required")
         self.training  # validates the training hyper-parameters
+        self._check_feature_model()
         self._check_privacy()
+
+    def _check_feature_model(self) -> None:
+        """A feature model needs a dataset with item features and a process that can compute them."""
+        if self.model not in FEATURE_MODELS:
+            return
+        if not has_item_features(self.dataset):
+            raise ValueError(f"model {self.model} reads item features, which dataset {self.dataset!r} does not "
+                             "have: use ml-100k or synthetic[-<N>[k]], or a model without features "
+                             f"({', '.join(sorted(MODELS))})")
+        if self.catalogue:
+            raise ValueError(f"model {self.model} cannot be deployed yet: devices get only the item catalogue, "
+                             "not the item features (shipping features to devices is future work); "
+                             f"deploy one of {', '.join(sorted(MODELS))}")
+        if self.dp == "record":
+            raise ValueError(f"dp record does not run model {self.model} yet: the record-level client round "
+                             "(fedrec.core.privacy.client_round) does not pass item features to Opacus' "
+                             "training; use dp user-local or user-central, or a model without features")
 
     def _check_privacy(self) -> None:
         """What can be checked without the data (δ against the number of units and σ

@@ -25,10 +25,10 @@ from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from fedrec.core.aggregation import ServerOptimizer
-from fedrec.core.models.registry import build_model
 from fedrec.core.models.base import global_state
 from fedrec.core.report import METRICS_FILE, append_jsonl, read_jsonl
 from fedrec.core.run_config import RunConfig
+from fedrec.core.run_model import build_run_model
 from fedrec.core.sampling import sample_users
 from fedrec.server.privacy import ServerPrivacy
 from fedrec.core.wire import CATALOGUE, DP_CLIP, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS, USERS_TRAINED
@@ -50,13 +50,13 @@ RESUME_INVARIANTS = ("dataset", "data-dir", "model", "dim", "seed", "num-items",
 
 
 def initial_global_arrays(config: RunConfig, n_items: int) -> dict[str, np.ndarray]:
-    model = build_model(config.model, 1, n_items, config.dim, seed=config.seed)
+    model = build_run_model(config, 1, n_items, seed=config.seed)
     return {k: v.detach().numpy().copy() for k, v in global_state(model).items()}
 
 
 def make_server_optimizer(config: RunConfig, n_items: int) -> ServerOptimizer:
     """The configured server optimiser; the server LR applies to the model's item tables."""
-    model = build_model(config.model, 1, n_items, config.dim)
+    model = build_run_model(config, 1, n_items)
     return ServerOptimizer(config.aggregation, config.server_lr, scaled=frozenset(model.item_table_names))
 
 

@@ -31,8 +31,8 @@ from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.device import resolve_device
 from fedrec.core.evaluation import mean_metrics
 from fedrec.core.models.base import global_state
-from fedrec.core.models.registry import build_model
 from fedrec.core.run_config import RunConfig
+from fedrec.core.run_model import build_run_model
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.adaptive_clip import AdaptiveClip
@@ -55,7 +55,7 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
     """
     torch.set_num_threads(threads)
     device = resolve_device(config.device)
-    model = build_model(config.model, 1, split.n_items, config.dim, seed=config.seed)
+    model = build_run_model(config, 1, split.n_items, seed=config.seed)
     arrays = {k: v.detach().numpy().copy() for k, v in global_state(model).items()}
     optimizer = make_server_optimizer(config, split.n_items)
     local: dict[int, dict[str, np.ndarray]] = {}

@@ -73,3 +73,18 @@ def test_untrained_model_is_near_chance(split) -> None:
     metrics = evaluate_model(model, split, 10)
     assert 0.05 < metrics["hr@10"] < 0.2
     assert np.isfinite(list(metrics.values())).all()
+
+
+def test_a_feature_model_trains_centrally_on_the_datasets_features(split) -> None:
+    """hybrid (content shares the path; every feature model's loss falls in the model suite)."""
+    itempop = evaluate_itempop(split, k=10)
+    config = CentralConfig(model="hybrid", dim=16, epochs=3, seed=0, eval_every=3, training=TRAINING,
+                           dataset="synthetic")
+    trained, history = train_central(split, config)
+    assert trained.item_features.shape == (split.n_items, 16)  # 2d = 16 planted-cluster columns
+    assert history[-1]["hr@10"] > itempop["hr@10"]
+
+
+def test_a_feature_model_without_its_dataset_is_refused(split) -> None:
+    with pytest.raises(ValueError, match="give CentralConfig.dataset"):
+        train_central(split, CentralConfig(model="hybrid", dim=4, epochs=1, training=TRAINING))

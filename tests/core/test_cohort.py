@@ -10,10 +10,17 @@ import pytest
 from fedrec.core.aggregation import weighted_mean
 from fedrec.core.cohort import cohort_metrics, cohort_round
 from fedrec.core.data.interactions import Interactions
+from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import LeaveOneOutSplit, UserData, leave_one_out
 from fedrec.core.local_update import LocalResult, user_metrics, user_round
+from fedrec.core.models.registry import needs_item_features
 from fedrec.core.run_config import RunConfig
 from fedrec.server.loop import initial_global_arrays
+
+# Feature models read the item features of the run's dataset, so they train on a split of
+# a registry dataset (16 users of the synthetic generator, its 500-item catalogue) instead
+# of the hand-made one below.
+FEATURE_DATASET = "synthetic-16"
 
 
 def _split(n_users: int = 14, n_items: int = 40, seed: int = 3) -> LeaveOneOutSplit:
@@ -27,6 +34,15 @@ def _split(n_users: int = 14, n_items: int = 40, seed: int = 3) -> LeaveOneOutSp
         items += list(chosen)
     data = Interactions.from_raw(users, items)
     return leave_one_out(data, seed=seed, eval_negatives=10)
+
+
+def _case(model: str, n_users: int = 14, **settings) -> tuple[RunConfig, LeaveOneOutSplit]:
+    """A run config for ``model`` and the split it trains on (see ``FEATURE_DATASET``)."""
+    if not needs_item_features(model):
+        return RunConfig(model=model, **settings), _split(n_users)
+    config = RunConfig(model=model, dataset=FEATURE_DATASET, **settings)
+    split = leave_one_out(load_dataset(FEATURE_DATASET, "", config.seed), seed=3, eval_negatives=10)
+    return config, split
 
 
 def _per_client(config: RunConfig, arrays, stored, users: list[UserData], server_round: int) -> list[LocalResult]:
@@ -53,14 +69,15 @@ def _assert_same(reference: list[LocalResult], cohort, atol: float = 2e-5) -> No
         assert loss == pytest.approx(ref.loss, rel=1e-5, abs=1e-6)
 
 
-@pytest.mark.parametrize("model", ["mf", "neumf", "gmf", "mlp"])
+@pytest.mark.parametrize("model", ["mf", "neumf", "gmf", "mlp", "hybrid", "content"])
 @pytest.mark.parametrize("optimizer, lr", [("adam", 0.05), ("sgd", 0.5)])
 def test_per_user_updates_match_the_per_client_executor(model: str, optimizer: str, lr: float) -> None:
-    split = _split()
-    config = RunConfig(model=model, dim=6, batch_size=4, local_epochs=2, user_epochs=1,
-                       client_optimizer=optimizer, lr=lr)
+    """Feature models too: the compact path renumbers items, and the feature rows must follow."""
+    config, split = _case(model, dim=6, batch_size=4, local_epochs=2, user_epochs=1,
+                          client_optimizer=optimizer, lr=lr)
     arrays = initial_global_arrays(config, split.n_items)
     users = [split.user_data(u) for u in range(split.n_users)]
+    users[0] = replace(users[0], train_items=users[0].train_items[:1])  # a single training item
     users[1] = replace(users[1], train_items=np.zeros(0, dtype=np.int64))  # nothing to train on
     stored = _stored_mix(config, users, arrays)
     reference = _per_client(config, arrays, stored, users, 2)
@@ -71,11 +88,14 @@ def test_per_user_updates_match_the_per_client_executor(model: str, optimizer: s
 
 
 @pytest.mark.parametrize("change", [{"weight_decay": 0.01}, {"loss": "bpr"}, {"user_epochs": 0},
-                                    {"negatives": 2, "batch_size": 1}])
+                                    {"negatives": 2, "batch_size": 1},
+                                    {"weight_decay": 0.01, "model": "hybrid"}])
 def test_other_training_settings_match_too(change: dict) -> None:
-    """Weight decay moves every item row (the dense path), BPR, no user epochs, batch of one."""
-    split = _split(n_users=8)
-    config = replace(RunConfig(model="mf", dim=5, batch_size=4, local_epochs=1), **change)
+    """Weight decay moves every item row (the dense path: whole feature buffer), BPR, no user
+    epochs, batch of one."""
+    change = dict(change)
+    config, split = _case(change.pop("model", "mf"), n_users=8, dim=5, batch_size=4, local_epochs=1)
+    config = replace(config, **change)
     arrays = initial_global_arrays(config, split.n_items)
     users = [split.user_data(u) for u in range(split.n_users)]
     reference = _per_client(config, arrays, [None] * len(users), users, 4)
@@ -122,10 +142,9 @@ def test_a_cohort_without_training_data_trains_nobody() -> None:
         cohort_round(config, arrays, [None], [], 1)
 
 
-@pytest.mark.parametrize("model", ["mf", "neumf"])
+@pytest.mark.parametrize("model", ["mf", "neumf", "hybrid", "content"])
 def test_metrics_match_the_per_client_evaluation(model: str) -> None:
-    split = _split()
-    config = RunConfig(model=model, dim=6, batch_size=4, eval_k=5, reconstruct_epochs=2)
+    config, split = _case(model, dim=6, batch_size=4, eval_k=5, reconstruct_epochs=2)
     arrays = initial_global_arrays(config, split.n_items)
     users = [split.user_data(u) for u in range(split.n_users) if split.user_data(u).has_test]
     stored = _stored_mix(config, users, arrays)
@@ -154,14 +173,13 @@ def test_unknown_or_missing_devices_are_refused() -> None:
             resolve_device("cuda")
 
 
-@pytest.mark.parametrize("model", ["mf", "neumf"])
+@pytest.mark.parametrize("model", ["mf", "neumf", "hybrid", "content"])
 def test_cuda_cohort_matches_the_cpu_cohort(model: str) -> None:
     import torch
 
     if not torch.cuda.is_available():
         pytest.skip("no CUDA GPU on this machine")
-    split = _split()
-    config = RunConfig(model=model, dim=6, batch_size=4, local_epochs=2)
+    config, split = _case(model, dim=6, batch_size=4, local_epochs=2)
     arrays = initial_global_arrays(config, split.n_items)
     users = [split.user_data(u) for u in range(split.n_users)]
     cpu = cohort_round(config, arrays, [None] * len(users), users, 1, keep_updates=True)

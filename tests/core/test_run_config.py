@@ -118,6 +118,28 @@ def test_invalid_values_raise(values: dict, message: str) -> None:
         RunConfig.from_user_config(values)
 
 
+@pytest.mark.parametrize("model", ["hybrid", "content"])
+@pytest.mark.parametrize("dataset", ["synthetic", "synthetic-200", "ml-100k"])
+def test_feature_models_are_run_models(model: str, dataset: str) -> None:
+    config = RunConfig.from_user_config({"model": model, "dataset": dataset, "executor": "cohort", "dp": "user-local",
+                                         "noise-multiplier": 1.0})
+    assert config.model == model
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"model": "explicit-mf"}, "unknown model 'explicit-mf'"),  # another task: not a RunConfig model
+        ({"model": "hybrid", "dataset": "/tmp/ratings.csv"}, "does not have"),
+        ({"model": "content", "catalogue": "/tmp/items.txt"}, "future work"),
+        ({"model": "hybrid", "dp": "record", "epsilon": 1.0}, "dp record does not run model hybrid"),
+    ],
+)
+def test_feature_model_settings_that_cannot_run_fail(values: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RunConfig.from_user_config(values)
+
+
 def test_training_view() -> None:
     config = RunConfig(lr=0.3, batch_size=16, negatives=2, loss="bpr", client_optimizer="sgd", weight_decay=0.01)
     assert config.training == TrainingConfig(

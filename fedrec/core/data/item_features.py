@@ -23,13 +23,14 @@ Sources:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
 from fedrec.core.data.interactions import Interactions
-from fedrec.core.data.loaders import DATASETS, SIZED_SYNTHETIC, is_csv_path
+from fedrec.core.data.loaders import DATASETS, SIZED_SYNTHETIC, is_csv_path, load_dataset
 from fedrec.core.data.movielens import find_ml100k_file
 from fedrec.core.data.synthetic import SyntheticConfig, planted_item_factors
 
@@ -220,3 +221,20 @@ def item_features_for(dataset: str, data_dir: str | Path, interactions: Interact
     if features.n_items != interactions.n_items:  # guards the row order, not reachable by design
         raise ValueError(f"{features.n_items} feature rows for {interactions.n_items} items")
     return features
+
+
+def has_item_features(dataset: str) -> bool:
+    """Whether :func:`item_features_for` describes ``dataset``'s items (decided by the name alone)."""
+    return dataset == "ml-100k" or _synthetic_config(dataset) is not None
+
+
+@lru_cache(maxsize=4)
+def dataset_item_features(dataset: str, data_dir: str = "", seed: int = 0) -> ItemFeatures:
+    """:func:`item_features_for` the dataset ``load_dataset(dataset, data_dir, seed)`` returns, once per process.
+
+    The features are public catalogue metadata (``u.item``; the synthetic generator's
+    planted clusters); of the loaded interactions only ``item_ids`` is read, which fixes
+    the dense order of the rows, so every process that loads the same dataset builds
+    the same matrix. The cached object is shared: do not write into ``values``.
+    """
+    return item_features_for(dataset, data_dir, load_dataset(dataset, data_dir, seed), seed)

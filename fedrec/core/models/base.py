@@ -34,6 +34,9 @@ class Recommender(nn.Module):
     # Global tables indexed by item: a user's update touches only the rows of the items
     # it trained on. Public model structure, used by the server's aggregation.
     item_table_names: ClassVar[tuple[str, ...]] = ()
+    # Buffers indexed by item (public, never trained or shipped, e.g. item features): an
+    # executor that cuts the item tables to a user's rows must cut these the same way.
+    item_buffer_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, n_users: int, n_items: int, dim: int) -> None:
         super().__init__()

@@ -102,7 +102,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from fedrec.core.data.split import UserData
 from fedrec.core.local_update import LocalResult
 from fedrec.core.models.base import Recommender, global_state, load_parameters, local_state
-from fedrec.core.models.registry import build_model
+from fedrec.core.models.registry import ItemFeatureInput, build_model
 from fedrec.core.privacy.record_steps import sample_rate, steps_per_round
 from fedrec.core.privacy.accounting import Step, check_accountant
 from fedrec.core.training import TrainingConfig, make_optimizer
@@ -367,6 +367,7 @@ def train_user_private(
     rng: np.random.Generator,
     dp: RecordDP,
     device: torch.device | str = "cpu",
+    item_features: ItemFeatureInput | None = None,
 ) -> tuple[LocalResult, list[Step]]:
     """One user's round with record-level DP; returns the result and the steps applied.
 
@@ -377,14 +378,16 @@ def train_user_private(
     is ``Δ = x' − x`` of the global part (dense: every row carries noise when σ > 0),
     ``num_examples`` the examples of phase 2 (sampled positives × (1 + k)), ``loss``
     the mean per-record loss of phase 2. A user with no records gets a zero update,
-    0 examples and no steps.
+    0 examples and no steps. ``item_features`` (``(n_items, F)``, public) is required by
+    feature models: a fixed buffer, so ``W``'s per-example gradient ``Σ_c g_c f_{i_c}ᵀ``
+    over the example's ``1 + k`` items is clipped with the rest.
     """
     records = np.asarray(user.train_items, dtype=np.int64)
     if len(records) == 0:
         zero = {k: np.zeros_like(v, dtype=np.float32) for k, v in global_arrays.items()}
         local = {k: np.array(v, dtype=np.float32, copy=True) for k, v in local_arrays.items()}
         return LocalResult(zero, local, 0, 0.0), []
-    model = build_model(model_name, 1, user.n_items, dim)
+    model = build_model(model_name, 1, user.n_items, dim, item_features=item_features)
     load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
     load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
     model.to(device)  # the training runs on `device`; the records are sampled on the CPU

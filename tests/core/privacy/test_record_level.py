@@ -16,7 +16,7 @@ from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 from fedrec.core.data.split import NO_ITEM, UserData
 from fedrec.core.local_update import new_local_parameters, train_user
 from fedrec.core.models.base import global_state, load_parameters
-from fedrec.core.models.registry import MODELS, build_model
+from fedrec.core.models.registry import FEATURE_MODELS, MODELS, build_model, needs_item_features
 from fedrec.core.privacy.accounting import epsilon
 from fedrec.core.privacy.record_level import (
     DEFAULT_GRAD_SAMPLE_MODE,
@@ -42,6 +42,17 @@ pytestmark = [
 ]
 
 
+def _features(model_name: str, n_items: int) -> np.ndarray | None:
+    """Fixed public features in [0, 1] for a feature model (3 columns); None for the others."""
+    if not needs_item_features(model_name):
+        return None
+    return np.random.default_rng(n_items).random((n_items, 3)).astype(np.float32)
+
+
+def _build(model_name: str, n_items: int, dim: int, seed: int = 0):
+    return build_model(model_name, 1, n_items, dim, seed=seed, item_features=_features(model_name, n_items))
+
+
 def _user(n_records: int, n_items: int = N_ITEMS) -> UserData:
     assert n_records <= n_items
     items = np.arange(n_records, dtype=np.int64) * 7 % n_items  # distinct: 7 is prime to 30 and 200
@@ -49,9 +60,10 @@ def _user(n_records: int, n_items: int = N_ITEMS) -> UserData:
 
 
 def _start(model_name: str, n_items: int = N_ITEMS, dim: int = DIM) -> tuple[dict, dict]:
-    model = build_model(model_name, 1, n_items, dim, seed=3)
+    model = _build(model_name, n_items, dim, seed=3)
     global_arrays = {k: v.detach().numpy().copy() for k, v in global_state(model).items()}
-    return global_arrays, new_local_parameters(model_name, n_items, dim, seed=3, user=0)
+    return global_arrays, new_local_parameters(model_name, n_items, dim, seed=3, user=0,
+                                               item_features=_features(model_name, n_items))
 
 
 def _sgd(lr: float, batch_size: int, loss: str = "bce", negatives: int = 2) -> TrainingConfig:
@@ -129,11 +141,13 @@ def _loop_clipped_sum(model, trainable, positives, negatives, loss: str, clip: f
 
 
 @pytest.mark.parametrize("mode", GRAD_SAMPLE_MODES)
-@pytest.mark.parametrize("model_name,part", [(name, "all") for name in sorted(MODELS)] + [("neumf", "local")])
+@pytest.mark.parametrize("model_name,part", [(name, "all") for name in sorted([*MODELS, *FEATURE_MODELS])]
+                         + [("neumf", "local")])
 def test_clipped_step_matches_a_per_example_loop(mode: str, model_name: str, part: str) -> None:
-    """σ = 0, SGD with lr 1: the step is exactly −Σ_i clip(g_i) / (n·q), for every mode."""
-    model = build_model(model_name, 1, 12, 4, seed=1)
-    reference = build_model(model_name, 1, 12, 4, seed=1)
+    """σ = 0, SGD with lr 1: the step is exactly −Σ_i clip(g_i) / (n·q), for every mode
+    (feature models: ``W``'s per-example gradient sums over the example's 1 + k feature rows)."""
+    model = _build(model_name, 12, 4, seed=1)
+    reference = _build(model_name, 12, 4, seed=1)
     # repeated items inside one example (5 twice, 3 as positive of one, negative of another)
     positives = torch.tensor([3, 5, 8, 1, 10])
     negatives = torch.tensor([[5, 5], [3, 0], [2, 9], [7, 7], [11, 3]])
@@ -337,15 +351,16 @@ def test_a_user_without_records_sends_nothing() -> None:
 # ---------------------------------------------------------------- (g), (h) every model
 
 
-@pytest.mark.parametrize("model_name", sorted(MODELS))
+@pytest.mark.parametrize("model_name", sorted([*MODELS, *FEATURE_MODELS]))
 @pytest.mark.parametrize("loss", ["bce", "bpr"])
 def test_every_model_trains_privately_and_ships_only_its_global_part(model_name: str, loss: str) -> None:
     global_arrays, local_arrays = _start(model_name)
     config = TrainingConfig(lr=0.01, batch_size=4, negatives=2, loss=loss, optimizer="adam")
     run = lambda: train_user_private(model_name, DIM, global_arrays, local_arrays, _user(9), config,  # noqa: E731
-                                     1, 1, np.random.default_rng(5), RecordDP(0.8, 1.0, "rdp"))
+                                     1, 1, np.random.default_rng(5), RecordDP(0.8, 1.0, "rdp"),
+                                     item_features=_features(model_name, N_ITEMS))
     result, steps = run()
-    model = build_model(model_name, 1, N_ITEMS, DIM)
+    model = _build(model_name, N_ITEMS, DIM)
     assert list(result.update) == list(model.global_parameter_names)
     assert list(result.local) == list(model.local_parameter_names)
     assert all(result.update[k].shape == global_arrays[k].shape for k in global_arrays)
