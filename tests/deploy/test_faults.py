@@ -27,7 +27,9 @@ def test_device_killed_mid_round_round_completes_and_device_rejoins(deployment):
     d.start_device("phone0", 0)
     d.start_device("phone1", 1)
     log1 = d.root / "phone1" / "supernode.log"
-    thread, result, run_dir = d.run_in_background("faulty", rounds=4, eval_every=4, min_nodes=1, round_timeout=25.0)
+    # min-nodes 2: once the server has let the dead session go (two missed heartbeats, ~60 s),
+    # a round waits until phone1 is back, so the last round has both devices
+    thread, result, run_dir = d.run_in_background("faulty", rounds=5, eval_every=5, min_nodes=2, round_timeout=25.0)
     wait_for(lambda: "Receiving: train message" in log1.read_text(), 120, "phone1's first train message")
     kill_group(device_pid(d.root / "phone1"))  # gone mid-round, before it could reply
     wait_for(lambda: len(rows(run_dir)) >= 1, 120, "round 1 to complete without phone1")
@@ -35,7 +37,7 @@ def test_device_killed_mid_round_round_completes_and_device_rejoins(deployment):
     thread.join(timeout=400)
     assert not thread.is_alive() and result.get("code") == 0, result
     logged = rows(run_dir)
-    assert [r["round"] for r in logged] == [1, 2, 3, 4]
+    assert [r["round"] for r in logged] == [1, 2, 3, 4, 5]
     assert logged[0]["nodes"] == 1  # only phone0 answered round 1
     assert logged[-1]["nodes"] == 2  # phone1 rejoined
     assert load_state(d.root / "phone1").meta["server_round"] >= 2
