@@ -55,7 +55,7 @@ import scipy.sparse as sp
 import torch
 from numpy.typing import NDArray
 
-from fedrec.core.baselines import BPR, BPRConfig, ItemKNN, ItemPop, Scorer, UserKNN, evaluate_recommender, evaluate_scorer
+from fedrec.core.baselines import BPR, BPRConfig, ItemKNN, ItemPop, Scorer, UserKNN, evaluate_scorer, training_matrix
 from fedrec.core.baselines.scorer import RecommenderScorer, check_users
 from fedrec.core.central import CentralConfig, train_central
 from fedrec.core.data.interactions import Interactions
@@ -64,7 +64,7 @@ from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import NO_ITEM, LeaveOneOutSplit, leave_one_out
 from fedrec.core.local_update import user_scores
 from fedrec.core.ranking_metrics import list_hit_ratio_at_k, list_recall_at_k
-from fedrec.core.reranking import mmr_rerank, top_k
+from fedrec.core.reranking import mmr_rerank
 from fedrec.core.run_config import RunConfig
 from fedrec.core.run_model import run_item_features
 from fedrec.core.training import TrainingConfig
@@ -86,6 +86,7 @@ Progress = Callable[[str], None]
 FLOAT32_BYTES = 4
 SUBSAMPLE_STREAM = 61  # the --quick user subsample's generator stream
 COLD_START_STREAM = 67  # cold users and new items
+NEW_ITEM_TIE_STREAM = 71  # order of tied new items in a top-K list
 
 
 # --------------------------------------------------------------------------- settings
@@ -125,10 +126,9 @@ class Budget:
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if isinstance(value, int) and not isinstance(value, bool) and value < (0 if name in (
-                    "max_users", "dp_clients_per_round") else 1):
-                raise ValueError(f"budget {name} must be ≥ {0 if name in ('max_users', 'dp_clients_per_round') else 1}"
-                                 f", got {value}")
+            lowest = 0 if name in ("max_users", "dp_clients_per_round") else 1
+            if not isinstance(value, bool) and value < lowest:
+                raise ValueError(f"budget {name} must be ≥ {lowest}, got {value}")
 
 
 # The full comparison: the federated budget of the README's ML-100K benchmark (100 rounds ×
@@ -250,8 +250,6 @@ class SimilarityScorer:
         self.X: sp.csr_matrix | None = None
 
     def fit(self, split: LeaveOneOutSplit) -> SimilarityScorer:
-        from fedrec.core.baselines import training_matrix
-
         self.X = training_matrix(split)
         return self
 
@@ -518,8 +516,9 @@ def _central_sequence(ctx: Context) -> Trained:
     sequence, training = _sequence_modules()
     config = sequence.SASRecConfig(**SASREC)
     epochs = ctx.budget.sequence_epochs
-    model, _ = training.train_sequence_central(ctx.split, config, training.SequenceTrainingConfig(lr=0.005, batch_size=64),
-                                               epochs=epochs, seed=ctx.config.seed, eval_every=epochs, k=ctx.config.k)
+    model, _ = training.train_sequence_central(
+        ctx.split, config, training.SequenceTrainingConfig(lr=0.005, batch_size=64), epochs=epochs,
+        seed=ctx.config.seed, eval_every=epochs, k=ctx.config.k)
     return Trained(f"train_sequence_central: SASRec {SASREC}, {epochs} epochs, Adam lr 0.005, batch 64 windows, "
                    "BCE with 1 negative per target; scores the next item after training + validation items",
                    scorer=SequenceScorer(model).fit(ctx.split))
@@ -588,6 +587,7 @@ def _federated_rating(ctx: Context) -> Trained:
     server = ServerOptimizer("fedavg-slr", lr=10.0, scaled=frozenset(ExplicitMF.item_table_names))
     stored: dict[int, Arrays] = {}
     clients = min(b.rating_clients, split.n_users)
+    trained_per_round = []
     for server_round in range(1, b.rating_rounds + 1):
         results = []
         for u in (int(u) for u in sample_users(split.n_users, clients, seed, server_round, "train")):
@@ -600,6 +600,7 @@ def _federated_rating(ctx: Context) -> Trained:
             stored[u] = result.local
             results.append(result)
         arrays = server.step(arrays, weighted_mean([r.update for r in results], [r.num_examples for r in results]))
+        trained_per_round.append(len(results))
     metrics = pool_rating_metrics([user_rating_metrics("explicit-mf", RATING_DIM, arrays, stored.get(u),
                                                        split.user_ratings(u), config, 3, seed)
                                    for u in range(split.n_users)])
@@ -608,7 +609,7 @@ def _federated_rating(ctx: Context) -> Trained:
                    "the item tables, μ started at the mean training rating; evaluation refits each user's vector "
                    "and bias for 3 epochs with the global part frozen",
                    metrics={"rmse": metrics["rmse"], "mae": metrics["mae"]},
-                   bytes_sent=round_bytes(arrays, [clients] * b.rating_rounds))
+                   bytes_sent=round_bytes(arrays, trained_per_round))
 
 
 # --------------------------------------------------------------------------- the registry
@@ -727,12 +728,14 @@ def make_cold_start_split(split: LeaveOneOutSplit, max_train_items: int, user_fr
                           new_items, np.asarray(truth_users, dtype=np.int64), truth, max_train_items)
 
 
-def new_item_metrics(scorer: Scorer, cold: ColdStartSplit, k: int) -> dict[str, float]:
+def new_item_metrics(scorer: Scorer, cold: ColdStartSplit, k: int, seed: int = 0) -> dict[str, float]:
     """Each new-item user ranks all new items by score; mean AUC, HR@K and R@K of its own new items.
 
     AUC of a user = P(score of a held new item > score of a not-held one), ties ½ (NaN
-    when the user held every new item). ``new_item_random_recall@K`` = ``min(K, m)/m``
-    for ``m`` new items, what a random order gives.
+    when the user held every new item). The top K break score ties in a random order
+    (generator ``(seed, user, NEW_ITEM_TIE_STREAM)``), so a model that scores every new
+    item alike ranks them at random rather than by item id. ``new_item_random_recall@K``
+    = ``min(K, m)/m`` for ``m`` new items, what a random order gives.
     """
     m = len(cold.new_items)
     if m == 0 or len(cold.new_item_users) == 0:
@@ -745,7 +748,8 @@ def new_item_metrics(scorer: Scorer, cold: ColdStartSplit, k: int) -> dict[str, 
         scores = np.asarray(scorer.score_users(users))[:, cold.new_items]
         for j, truth in enumerate(cold.new_item_truth[start:start + batch]):
             relevant = np.array([position[int(i)] for i in truth])
-            ranked = top_k(scores[j], k)
+            tie_order = np.random.default_rng([seed, int(users[j]), NEW_ITEM_TIE_STREAM]).permutation(m)
+            ranked = np.lexsort((tie_order, -scores[j]))[:k]  # by score, ties at random
             hits.append(list_hit_ratio_at_k(ranked, relevant, k))
             recalls.append(list_recall_at_k(ranked, relevant, k))
             aucs.append(_auc(scores[j], relevant))
@@ -817,13 +821,14 @@ def run_row(ctx: Context, model: str, setting: str, users: dict[str, NDArray[np.
         if trained.scorer is not None:
             c = ctx.config
             if users is None:
-                metrics.update(evaluate_scorer(trained.scorer, ctx.split, c.k, diversity_features=ctx.diversity_features))
+                metrics.update(evaluate_scorer(trained.scorer, ctx.split, c.k,
+                                               diversity_features=ctx.diversity_features))
             for prefix, subset in (users or {}).items():
                 if len(subset):
                     part = evaluate_scorer(trained.scorer, ctx.split, c.k, users=subset)
                     metrics.update({prefix + key: value for key, value in part.items()})
             if cold is not None:
-                metrics.update(new_item_metrics(trained.scorer, cold, c.k))
+                metrics.update(new_item_metrics(trained.scorer, cold, c.k, c.seed))
         row.update(metrics=metrics, bytes_sent=int(trained.bytes_sent), details=trained.details, info=trained.info)
     except NotAvailable as reason:
         row.update(status=STATUS_NOT_AVAILABLE, reason=str(reason))

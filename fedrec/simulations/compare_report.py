@@ -93,7 +93,8 @@ def markdown(meta: dict[str, Any], rows: Sequence[Row], cold_rows: Sequence[Row]
         lines += _notes(cold_rows)
     lines += ["## What each row ran", ""]
     for row in sort_rows(rows):
-        lines.append(f"- **{row['model']} · {row['setting']}**: {row.get('details') or '—'}{_info(row)}")
+        ran = row.get("details") or f"{row['status']}: {row.get('reason', '')}"
+        lines.append(f"- **{row['model']} · {row['setting']}**: {ran}{_info(row)}")
     if cold_rows:
         lines.append("- cold-start rows ran the same settings as the rows above, on the cold-start split.")
     lines.append("")
@@ -124,7 +125,8 @@ def _cold_preamble(settings: dict[str, Any], k: int) -> list[str]:
         "from its own items with the global model frozen, as every federated evaluation does.", "",
         f"(b) each of the {settings.get('new_item_users', '?')} users who held one of the "
         f"{settings.get('new_items', '?')} new items ranks all new items by the model's score; AUC over "
-        f"(held, not held) pairs (ties count ½), HR@{k}/R@{k} of the user's new items in the top {k}. "
+        f"(held, not held) pairs (ties count ½), HR@{k}/R@{k} of the user's new items in the top {k} (tied "
+        "scores in random order). "
         "A model without an item-feature path has no information about a new item (MF's item vector is its "
         "random start, moved only as a sampled negative), so it ranks them at about random (AUC 0.5).", "",
     ]
@@ -158,7 +160,7 @@ def _notes(rows: Sequence[Row]) -> list[str]:
 
 
 def _info(row: Row) -> str:
-    info = row.get("info") or {}
+    info = {key: value for key, value in (row.get("info") or {}).items() if key != "traceback"}  # JSON only
     if not info:
         return ""
     return " (" + ", ".join(f"{key} = {_plain(value)}" for key, value in info.items()) + ")"

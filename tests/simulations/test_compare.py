@@ -130,7 +130,8 @@ def test_human_bytes() -> None:
 
 def test_similarity_scorer_is_score_user_for_every_user(small_split) -> None:
     rng = np.random.default_rng(0)
-    similarity = rng.random((small_split.n_items, small_split.n_items)) * (rng.random((small_split.n_items,) * 2) < 0.05)
+    shape = (small_split.n_items, small_split.n_items)
+    similarity = rng.random(shape) * (rng.random(shape) < 0.05)
     scorer = SimilarityScorer(similarity).fit(small_split)
     users = np.array([0, 3, 17], dtype=np.int64)
     expected = np.stack([score_user(similarity, small_split.train_items_of(int(u))) for u in users])
@@ -205,7 +206,8 @@ def test_new_item_metrics_by_hand(small_split) -> None:
     cold = ColdStartSplit(small_split, np.array([], np.int64), np.array([], np.int64), np.array([10, 11, 12, 13]),
                           np.array([0, 1]), [np.array([11, 13]), np.array([10])], 5)
     table = np.zeros((2, small_split.n_items), dtype=np.float32)
-    table[0, [10, 11, 12, 13]] = [0.1, 0.9, 0.5, 0.5]  # held 11 > all; held 13 ties 12, beats 10 → AUC (1 + 1 + 1 + .5)/4
+    # user 0: held 11 beats 10 and 12, held 13 ties 12 and beats 10 → AUC (1 + 1 + 0.5 + 1) / 4
+    table[0, [10, 11, 12, 13]] = [0.1, 0.9, 0.5, 0.5]
     table[1, [10, 11, 12, 13]] = [0.2, 0.3, 0.3, 0.4]  # held 10 is last → AUC 0
     metrics = new_item_metrics(FixedScorer(table), cold, k=1)
     assert metrics["new_item_auc"] == pytest.approx((3.5 / 4 + 0.0) / 2)
@@ -270,7 +272,8 @@ def test_a_failing_row_is_recorded_not_fatal(tmp_path: Path, monkeypatch: pytest
     def missing(ctx):
         raise NotAvailable("not in this checkout")
 
-    monkeypatch.setitem(compare.MODELS, "mf", ModelRows("matrix factorisation", {CENTRAL: broken, FEDERATED: missing}))
+    rows = ModelRows("matrix factorisation", {CENTRAL: broken, FEDERATED: missing})
+    monkeypatch.setitem(compare.MODELS, "mf", rows)
     config = CompareConfig(dataset="synthetic", models=("mf", "itempop"), budget=replace(TINY, cold_start=False))
     result = run_compare(config, tmp_path, progress=lambda line: None)
     status = {(r["model"], r["setting"]): (r["status"], r["reason"]) for r in result.rows}
