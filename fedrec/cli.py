@@ -38,7 +38,7 @@ def _privacy_targets(epsilon: float | None, noise_multiplier: float | None) -> d
 def simulate(
     dataset: str = typer.Option(DEFAULTS.dataset, help="synthetic, ml-100k or a path to a CSV file"),
     data_dir: str = typer.Option("", help="folder holding ml-100k (u.data)"),
-    model: str = typer.Option(DEFAULTS.model, help="mf, gmf, mlp or neumf"),
+    model: str = typer.Option(DEFAULTS.model, help="mf, gmf, mlp, neumf, hybrid or content (item features)"),
     rounds: Optional[int] = typer.Option(None, help=f"total rounds (default {DEFAULTS.rounds}; with --resume: the checkpointed run's)"),
     clients_per_round: int = typer.Option(DEFAULTS.clients_per_round),
     local_epochs: int = typer.Option(DEFAULTS.local_epochs),

@@ -54,7 +54,8 @@ def run_central(config: CentralRunConfig, out_dir: Path) -> dict[str, Any]:
     training = TrainingConfig(lr=config.lr, batch_size=config.batch_size, negatives=config.negatives,
                               loss=config.loss, optimizer="adam")
     central = CentralConfig(model=config.model, dim=config.dim, epochs=config.epochs, seed=config.seed,
-                            eval_every=config.eval_every, k=config.k, training=training)
+                            eval_every=config.eval_every, k=config.k, training=training,
+                            dataset=config.dataset, data_dir=config.data_dir)
 
     def log_epoch(row: dict[str, float]) -> None:
         append_jsonl(metrics_path, {"round": row["epoch"], **row})
