@@ -63,6 +63,7 @@ from fedrec.core.data.item_features import dataset_item_features, has_item_featu
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import NO_ITEM, LeaveOneOutSplit, leave_one_out
 from fedrec.core.local_update import user_scores
+from fedrec.core.models.registry import needs_item_features
 from fedrec.core.ranking_metrics import list_hit_ratio_at_k, list_recall_at_k
 from fedrec.core.reranking import mmr_rerank
 from fedrec.core.run_config import RunConfig
@@ -134,7 +135,7 @@ class Budget:
 # The full comparison: the federated budget of the README's ML-100K benchmark (100 rounds ×
 # 100 clients × 2 local epochs ≈ 21 epochs per user) and a central twin of 20 epochs.
 FULL = Budget()
-# --quick: 300 users and a fraction of the training (about 4 minutes on 2 loaded cores).
+# --quick: 300 users and a fraction of the training (2–4 minutes on 2 cores, by their load).
 QUICK = Budget(max_users=300, central_epochs=8, bpr_epochs=10, rounds=15, clients_per_round=50, local_epochs=2,
                dp_rounds=5, sequence_epochs=2, sequence_rounds=5, sequence_clients=30, sequence_local_epochs=3,
                rating_epochs=4, rating_rounds=4, rating_clients=100)
@@ -426,7 +427,13 @@ def _central_bpr(ctx: Context) -> Trained:
                    scorer=BPR(config).fit(ctx.split))
 
 
+def _check_features(model: str, ctx: Context) -> None:
+    if needs_item_features(model) and not has_item_features(ctx.config.dataset):
+        raise NotAvailable(f"{model} reads item features, which dataset {ctx.config.dataset!r} does not have")
+
+
 def _central_registry(model: str, ctx: Context) -> Trained:
+    _check_features(model, ctx)
     c, b = ctx.config, ctx.budget
     training = TrainingConfig(lr=0.001, batch_size=256)
     trained, _ = train_central(ctx.split, CentralConfig(model=model, dim=32, epochs=b.central_epochs, seed=c.seed,
@@ -439,6 +446,7 @@ def _central_registry(model: str, ctx: Context) -> Trained:
 
 
 def _federated_config(ctx: Context, model: str, **overrides: Any) -> RunConfig:
+    _check_features(model, ctx)
     c, b = ctx.config, ctx.budget
     settings: dict[str, Any] = dict(
         dataset=c.dataset, data_dir=c.data_dir, model=model, dim=32, rounds=b.rounds,
