@@ -154,3 +154,24 @@ def stop_group_by_pid(pid: int, grace_s: float = 15.0) -> bool:
     except ProcessLookupError:
         pass
     return True
+
+
+def pids_with_environ(marker: str) -> set[int]:
+    """Live (non-zombie) PIDs whose environment contains ``marker`` (e.g. ``FLWR_HOME=/dir``).
+
+    What we start carries its FLWR_HOME in its environment, and so do its children; tests
+    use this to prove that nothing they started outlives them.
+    """
+    needle = marker.encode()
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if needle in environ and "State:\tZ" not in status:
+            pids.add(int(entry.name))
+    return pids

@@ -20,7 +20,13 @@ from fedrec.client.supernode import start_client, stop_client, supernode_command
 from fedrec.core.certs import add_client, init_certs
 from fedrec.core.data.export import CATALOGUE_FILE, client_file, export_for_devices
 from fedrec.core.data.loaders import load_dataset
-from fedrec.core.processes import flower_environment, free_listening_port, free_port, write_pid_file
+from fedrec.core.processes import (
+    flower_environment,
+    free_listening_port,
+    free_port,
+    pids_with_environ,
+    write_pid_file,
+)
 from fedrec.core.run_config import RunConfig
 from fedrec.server.superlink import (
     register_client,
@@ -37,19 +43,7 @@ DEVICE_FILES = 50
 
 def processes_below(folder: Path) -> set[int]:
     """Live PIDs whose FLWR_HOME lies below ``folder`` (what our servers and devices start)."""
-    marker = f"FLWR_HOME={folder}".encode()
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        if marker in environ and "State:\tZ" not in status:
-            pids.add(int(entry.name))
-    return pids
+    return pids_with_environ(f"FLWR_HOME={folder}")
 
 
 @dataclass

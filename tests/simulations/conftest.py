@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
+
+from fedrec.core.processes import pids_with_environ
 
 
 def flower_processes() -> set[int]:
@@ -15,19 +16,7 @@ def flower_processes() -> set[int]:
     folder (FEDREC_RUNTIME_DIR, set in tests/conftest.py), so other Flower runs on the
     machine do not count.
     """
-    marker = f"FLWR_HOME={os.environ['FEDREC_RUNTIME_DIR']}/".encode()
-    pids = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        if marker in environ and "State:\tZ" not in status:
-            pids.add(int(entry.name))
-    return pids
+    return pids_with_environ(f"FLWR_HOME={os.environ['FEDREC_RUNTIME_DIR']}/")
 
 
 @pytest.fixture
