@@ -48,19 +48,7 @@ class Recommender(nn.Module):
 
     def check_split(self) -> None:
         """Raise if the declared split does not partition the parameters exactly."""
-        names = set(dict(self.named_parameters()))
-        declared_global = set(self.global_parameter_names)
-        declared_local = set(self.local_parameter_names)
-        overlap = declared_global & declared_local
-        missing = names - declared_global - declared_local
-        unknown = (declared_global | declared_local) - names
-        not_global = set(self.item_table_names) - declared_global
-        if overlap or missing or unknown or not_global:
-            raise TypeError(
-                f"{type(self).__name__} declares an invalid split: overlap={sorted(overlap)}, "
-                f"undeclared={sorted(missing)}, unknown={sorted(unknown)}, "
-                f"item tables that are not global={sorted(not_global)}"
-            )
+        check_declared_split(self)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Logits ``(b,)`` for pairs ``(users[j], items[j])``."""
@@ -79,6 +67,29 @@ class Recommender(nn.Module):
             for name in self.local_parameter_names:
                 p = params[name]
                 p.copy_(torch.randn(p.shape, generator=generator) * EMBEDDING_INIT_STD)
+
+
+def check_declared_split(model: nn.Module) -> None:
+    """Raise ``TypeError`` unless ``model``'s declared global and local names partition its
+    parameters exactly, name each once, and its item tables are global.
+
+    Shared by every model type that declares a split (:class:`Recommender`, the sequence
+    models), so the rule is written once.
+    """
+    names = set(dict(model.named_parameters()))
+    declared_global = set(model.global_parameter_names)
+    declared_local = set(model.local_parameter_names)
+    overlap = declared_global & declared_local
+    missing = names - declared_global - declared_local
+    unknown = (declared_global | declared_local) - names
+    not_global = set(model.item_table_names) - declared_global
+    repeated = len(model.global_parameter_names) != len(declared_global)
+    if overlap or missing or unknown or not_global or repeated:
+        raise TypeError(
+            f"{type(model).__name__} declares an invalid split: overlap={sorted(overlap)}, "
+            f"undeclared={sorted(missing)}, unknown={sorted(unknown)}, "
+            f"item tables that are not global={sorted(not_global)}, repeated names={repeated}"
+        )
 
 
 def _select(model: Recommender, names: tuple[str, ...]) -> dict[str, torch.Tensor]:

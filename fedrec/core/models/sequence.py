@@ -49,7 +49,7 @@ from numpy.typing import NDArray
 from torch import nn
 from torch.nn import functional as F
 
-from fedrec.core.models.base import EMBEDDING_INIT_STD
+from fedrec.core.models.base import EMBEDDING_INIT_STD, check_declared_split
 
 PAD_TOKEN = 0
 
@@ -181,20 +181,7 @@ class SequenceRecommender(nn.Module):
 
     def check_split(self) -> None:
         """Raise if the declared split does not partition the parameters exactly."""
-        names = set(dict(self.named_parameters()))
-        declared_global = set(self.global_parameter_names)
-        declared_local = set(self.local_parameter_names)
-        overlap = declared_global & declared_local
-        missing = names - declared_global - declared_local
-        unknown = (declared_global | declared_local) - names
-        not_global = set(self.item_table_names) - declared_global
-        repeated = len(self.global_parameter_names) != len(declared_global)
-        if overlap or missing or unknown or not_global or repeated:
-            raise TypeError(
-                f"{type(self).__name__} declares an invalid split: overlap={sorted(overlap)}, "
-                f"undeclared={sorted(missing)}, unknown={sorted(unknown)}, "
-                f"item tables that are not global={sorted(not_global)}, repeated names={repeated}"
-            )
+        check_declared_split(self)
 
     def check_history(self, history: torch.Tensor) -> None:
         """Raise unless ``history`` is a valid left-padded token tensor ``(b, L)``, ``1 ≤ L ≤ max_len``."""
