@@ -79,6 +79,13 @@ class RunConfig:
     # record / user-local: σ from ε is planned for this many rounds per client (0: every
     # round); a client sampled more often refuses once its budget is spent
     dp_participations: int = 0
+    # record: the public Poisson rate of one record per DP-SGD step, the same for every
+    # user (steps per epoch ⌈1/q⌉, noised sum divided by batch-size): nothing in the
+    # mechanism depends on a user's record count, so add/remove of a record is the relation
+    record_sample_rate: float = 0.1
+    # every DP mode: σ_e of the evaluation releases (noise std σ_e·√K on a user's K metrics
+    # in [0, 1]); 0 = derived: with a budget, evaluation gets EVAL_SHARE of ε (plan.py)
+    eval_noise_multiplier: float = 0.0
     # deployment (fedrec server run): the item catalogue file on the server (one raw item id
     # per line; empty in simulation), the fewest connected nodes a round waits for, and the
     # fewest valid updates a round needs to be aggregated (fewer: the round is skipped)
@@ -156,6 +163,10 @@ class RunConfig:
             raise ValueError(f"dp-participations must be in 0..rounds ({self.rounds}), got {self.dp_participations}")
         if self.adaptive_clip and self.dp != "user-central":
             raise ValueError("adaptive-clip works with dp user-central only (the server adapts C from noised bits)")
+        if not 0 < self.record_sample_rate <= 1:
+            raise ValueError(f"record-sample-rate must be in (0, 1], got {self.record_sample_rate}")
+        if not self.eval_noise_multiplier >= 0:
+            raise ValueError(f"eval-noise-multiplier must be ≥ 0, got {self.eval_noise_multiplier}")
         if not 0 < self.clip_quantile < 1:
             raise ValueError(f"clip-quantile must be in (0, 1), got {self.clip_quantile}")
         if self.dp == "record" and self.executor == "cohort":

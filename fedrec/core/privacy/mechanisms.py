@@ -7,32 +7,33 @@ most ``C`` (the sensitivity). Noise ``N(0, σ²C²)`` is added to **every** entr
 array — every row of the item tables, touched or not — so the noised release shows no
 trace of which items a user trained on.
 
-Noise is drawn from a generator seeded by the operating system's entropy
-(:func:`secure_generator`): a seed derived from the run config would let anyone who
-knows the config subtract the noise. Tests pass their own generator.
+Noise and secret samples come from :class:`~fedrec.core.privacy.secure_random.SecureRandom`
+(ChaCha20 keyed with 256 bits from the OS, see that module for why and for floating-point
+attacks): a seed derived from the run config, or a 32-bit torch seed, would let anyone
+who knows it subtract the noise. Tests pass a ``SecureRandom`` with a fixed key.
 """
 
 from __future__ import annotations
 
-import random
-import secrets
-
 import numpy as np
 from numpy.typing import NDArray
 
+from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
+
 Arrays = dict[str, NDArray[np.float32]]
 
-
-def secure_generator() -> np.random.Generator:
-    """A generator seeded with 128 bits from the OS (not reproducible, on purpose)."""
-    return np.random.default_rng(secrets.randbits(128))
+__all__ = ["Arrays", "SecureRandom", "secure_generator", "poisson_sample", "update_norm", "clip_update",
+           "add_gaussian_noise"]
 
 
-def poisson_sample(candidates: list[int], rate: float) -> list[int]:
-    """Each candidate independently with probability ``rate``, drawn from OS entropy
+def poisson_sample(candidates: list[int], rate: float, generator: SecureRandom | None = None) -> list[int]:
+    """Each candidate independently with probability ``rate``, from a :class:`SecureRandom`
     (the accountant's amplification needs a sample nobody can replay)."""
-    draw = random.SystemRandom()
-    return [c for c in candidates if draw.random() < rate]
+    if not candidates:
+        return []
+    draw = generator if generator is not None else secure_generator()
+    mask = draw.bernoulli(rate, len(candidates))
+    return [c for c, keep in zip(candidates, mask) if keep]
 
 
 def update_norm(update: Arrays) -> float:
@@ -51,8 +52,11 @@ def clip_update(update: Arrays, clip: float) -> tuple[Arrays, float]:
     return {k: (v * scale).astype(np.float32) for k, v in update.items()}, norm
 
 
-def add_gaussian_noise(arrays: Arrays, std: float, generator: np.random.Generator) -> Arrays:
-    """``arrays + N(0, std²)`` on every entry (float64 draws, float32 result)."""
+def add_gaussian_noise(arrays: Arrays, std: float, generator: SecureRandom) -> Arrays:
+    """``arrays + N(0, std²)`` on every entry (float64 draws and sum, rounded to float32:
+    the snapping of :mod:`fedrec.core.privacy.secure_random`)."""
+    if not isinstance(generator, SecureRandom):
+        raise TypeError(f"noise must come from a SecureRandom, got {type(generator).__name__}")
     if not std >= 0:
         raise ValueError(f"noise std must be ≥ 0, got {std}")
     return {k: (v.astype(np.float64) + generator.normal(0.0, std, size=v.shape)).astype(np.float32)
