@@ -1,12 +1,14 @@
-"""Record-level DP local training: DP-SGD through Opacus' ``PrivacyEngine``.
+"""Record-level DP local training: DP-SGD with Opacus' per-example clipping.
 
 A *record* is one of the user's training positives (an interaction). One user trains
 as in :func:`fedrec.core.local_update.train_user`, but every optimiser step is a
-Poisson-subsampled Gaussian mechanism over the user's records (Abadi et al. 2016):
+Poisson-subsampled Gaussian mechanism over the user's records (Abadi et al. 2016), on a
+**public, fixed schedule** (:mod:`fedrec.core.privacy.record_steps`) that is the same for
+every user whatever their record count ``n``:
 
 1. **Sample**: each of the ``n`` records joins the batch ``B`` independently with
-   probability ``q = 1/⌈n/b⌉`` (``b`` the batch size; Opacus derives ``q`` from the
-   number of batches of a plain epoch, see :func:`sample_rate`).
+   probability ``q`` = the run config's ``record_sample_rate`` (a Bernoulli mask over
+   the records drawn here, not by Opacus' data loader).
 2. **Pair**: each sampled positive ``i`` gets ``k = config.negatives`` negatives ``j``
    drawn with the caller's ``rng`` uniformly from the catalogue (not "among items the
    user has not trained on", which would tie every example to the other records); the
@@ -16,31 +18,47 @@ Poisson-subsampled Gaussian mechanism over the user's records (Abadi et al. 2016
 3. **Clip** each example's gradient ``g_i = ∇ℓ_i`` over **all trained parameters
    jointly** — the user vector included — to L2 norm ``C``:
    ``ḡ_i = g_i · min(1, C/‖g_i‖)``.
-4. **Noise**: ``g̃ = (Σ_{i∈B} ḡ_i + N(0, σ²C² I)) / (n·q)``, with noise on *every*
-   coordinate of every trained parameter: every row of every item table gets noise
-   whether or not the batch touched it (the update is dense).
+4. **Noise**: ``g̃ = (Σ_{i∈B} ḡ_i + N(0, σ²C² I)) / b``, ``b`` the public constant
+   ``config.batch_size`` (``RecordDP.divisor``), with noise on *every* coordinate of
+   every trained parameter: every row of every item table gets noise whether or not
+   the batch touched it (the update is dense).
 5. **Step**: the optimiser (SGD or Adam, :func:`~fedrec.core.training.make_optimizer`)
    applies ``g̃``. The user vector moves only through ``g̃``.
 
 A round is FedRecon's two phases (Singhal et al. 2021), each with a fresh optimiser
 and both private: ``user_epochs`` epochs with the global part frozen (only the user's
 parameters are trained, clipped and noised), then ``local_epochs`` epochs over all
-parameters. An epoch is ``⌊1/q⌋`` steps (Opacus' sampler; ``= ⌈n/b⌉`` up to one
-step lost to floating point). :func:`steps_per_round` says what a round costs
-before it runs; the steps Opacus' accountant hook actually recorded come back with
-the result, as ``(σ, q, steps)`` runs for :func:`fedrec.core.privacy.accounting.epsilon`.
-Neighbouring datasets differ by one record of one user (add/remove).
+parameters. An epoch is ``⌈1/q⌉`` steps, so a round is
+:func:`~fedrec.core.privacy.record_steps.steps_per_round` steps for every user with at
+least one record; the ``(σ, q, steps)`` runs the accountant hook recorded come back
+with the result, for :func:`fedrec.core.privacy.accounting.epsilon`, and are checked
+against that plan.
 
-The forward gives every layer a leading batch dimension equal to the number of
-examples: users ``(|B|, 1+k)`` (the one user index, repeated), items ``(|B|, 1+k)``
-(column 0 the positive) → scores ``(|B|, 1+k)``, so Opacus' per-sample gradients of
-the embedding tables sum over an example's ``1 + k`` lookups.
+Neighbouring relation: add/remove of one record of the user. ``q``, the number of steps
+and the divisor ``b`` are public constants of the run, so adding or removing a record
+changes only the sampled sum (by at most one clipped gradient, norm ≤ ``C``), which is
+exactly the Poisson-subsampled Gaussian mechanism Opacus' RDP (or PRV) accountant
+analyses. (The earlier schedule, ``q = 1/⌈n/b⌉``, ``⌊1/q⌋`` steps and divisor ``n·q``,
+revealed ``n`` and made add/remove the wrong relation.) Dividing by ``b`` instead of the
+expected batch ``n·q`` only rescales the step: a user whose ``n·q`` is far from ``b``
+takes smaller or larger steps than a plain run would. A user with no records sends a
+zero update and takes no steps, so removing a user's *last* record is visible: the
+guarantee is add/remove among datasets in which the user keeps at least one record
+(whether users without records take part at all is the caller's decision).
 
-Randomness: Poisson sampling and noise come from ``torch.Generator`` objects seeded
-from ``rng``. The apps pass an ``rng`` seeded from OS entropy
-(:func:`fedrec.core.privacy.mechanisms.secure_generator`), so nobody can replay the
-noise; tests pass a seeded one to be reproducible. Opacus' ``secure_mode`` (a CSPRNG
-and noise robust to floating-point attacks) is not used: it needs ``torchcsprng``.
+Randomness: every secret draw — each step's Poisson mask, the negatives and the
+Gaussian noise — comes from the caller's
+:class:`~fedrec.core.privacy.secure_random.SecureRandom` (ChaCha20 with a 256-bit key
+from the OS in the apps; tests pass a fixed key to be reproducible). No torch or numpy
+generator is used and nothing secret seeds one: torch's generator keeps 32 bits of its
+seed, so a server could try every seed, regenerate the noise and subtract it
+(``tests/attacks/test_seed_replay.py`` runs that attack). Opacus' ``DPOptimizer`` draws
+its noise from ``torch.normal(generator=...)``; fedrec's optimiser subclasses
+(:class:`SecureNoiseDPOptimizer`, :class:`SecureNoiseGhostOptimizer`) override
+``add_noise`` to draw it from the ``SecureRandom`` instead (float64 draws, added to the
+clipped sum in float64 and rounded to the parameters' float32; see
+:mod:`~fedrec.core.privacy.secure_random` on floating-point attacks). Opacus'
+``secure_mode`` (``torchcsprng``) is not used.
 
 Per-sample gradient modes (``grad_sample_mode``). Measured with ``python -m
 fedrec.simulations.benchmarks.dp_step_cost`` (one client model: 1682 items as ML-100K,
@@ -77,34 +95,35 @@ copies add about as much again.
 
 Caveats. ``LocalResult.loss`` and ``num_examples`` are raw statistics of the records
 (not noised): the record-level guarantee covers the update Δ and the new local
-parameters, not those two numbers. As in Opacus, ``q``, the number of steps and the
-divisor ``n·q`` are computed from the user's record count ``n``, which is treated as
-public. With Adam, noise-only coordinates (rows no example touched) move by the order
-of ``lr`` per step whatever σ, since Adam rescales the noise to unit size; SGD moves
-them by ``lr·σ·C/(n·q)`` (std).
+parameters, not those two numbers. With Adam, noise-only coordinates (rows no example
+touched) move by the order of ``lr`` per step whatever σ, since Adam rescales the noise
+to unit size; SGD moves them by ``lr·σ·C/b`` (std) per step.
 """
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from opacus import PrivacyEngine
-from opacus.grad_sample import GradSampleModuleFastGradientClipping
+from opacus.accountants import create_accountant
+from opacus.grad_sample import GradSampleModule, GradSampleModuleFastGradientClipping
+from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
+from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+from opacus.validators import ModuleValidator
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset
 
 from fedrec.core.data.split import UserData
 from fedrec.core.local_update import LocalResult
 from fedrec.core.models.base import Recommender, global_state, load_parameters, local_state
 from fedrec.core.models.registry import ItemFeatureInput, build_model
-from fedrec.core.privacy.record_steps import sample_rate, steps_per_round
 from fedrec.core.privacy.accounting import Step, check_accountant
+from fedrec.core.privacy.record_steps import sample_rate, steps_per_epoch, steps_per_round
+from fedrec.core.privacy.secure_random import SecureRandom
 from fedrec.core.training import TrainingConfig, make_optimizer
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
@@ -119,17 +138,27 @@ class RecordDP:
         noise_multiplier: σ; the noise added to the sum of clipped gradients has std σ·C.
             σ = 0 is allowed (tests, ε = ∞) but must be asked for explicitly.
         clip: C, the L2 bound on one example's gradient over all trained parameters.
-        accountant: "rdp" or "prv" (the accountant Opacus' engine records steps with).
+        accountant: "rdp" or "prv" (the Opacus accountant the steps are recorded with).
         grad_sample_mode: how Opacus computes per-example gradients ("hooks",
             "functorch", or "ghost" clipping).
+        sample_rate: q (keyword only), the public Poisson rate of one record per step:
+            the run config's ``record_sample_rate``; an epoch is ``⌈1/q⌉`` steps.
+        divisor: b (keyword only), the public constant the noised sum of clipped
+            gradients is divided by: the run config's ``batch_size``.
     """
 
     noise_multiplier: float
     clip: float
     accountant: str
     grad_sample_mode: str = DEFAULT_GRAD_SAMPLE_MODE
+    _: KW_ONLY
+    sample_rate: float
+    divisor: float
 
     def __post_init__(self) -> None:
+        sample_rate(self.sample_rate)  # raises unless 0 < q ≤ 1
+        if not (np.isfinite(self.divisor) and self.divisor > 0):
+            raise ValueError(f"divisor b must be finite and > 0, got {self.divisor}")
         if not (np.isfinite(self.noise_multiplier) and self.noise_multiplier >= 0):
             raise ValueError(f"noise_multiplier σ must be finite and ≥ 0, got {self.noise_multiplier}")
         if not (np.isfinite(self.clip) and self.clip > 0):
@@ -190,7 +219,7 @@ def record_examples(
     return torch.zeros_like(items), items
 
 
-def draw_negatives(positives: torch.Tensor, n_items: int, k: int, rng: np.random.Generator) -> torch.Tensor:
+def draw_negatives(positives: torch.Tensor, n_items: int, k: int, rng: SecureRandom) -> torch.Tensor:
     """``(b, k)`` negatives drawn uniformly from the whole catalogue.
 
     Not "among items the user never trained on", as the non-private path does: that
@@ -199,7 +228,8 @@ def draw_negatives(positives: torch.Tensor, n_items: int, k: int, rng: np.random
     clipped sum's sensitivity would no longer be ``C``. A drawn item that happens to be
     one of the user's positives is kept as a (noisy) negative.
     """
-    return torch.from_numpy(rng.integers(0, n_items, size=(len(positives), k)))
+    drawn = rng.integers(0, n_items, size=(len(positives), k))
+    return torch.from_numpy(np.asarray(drawn, dtype=np.int64).reshape(len(positives), k))
 
 
 def lookup_norm_sample(
@@ -224,12 +254,67 @@ def lookup_norm_sample(
     return {layer.weight: (gram * same_row).sum(dim=(1, 2)).clamp(min=0).sqrt()}
 
 
+class _SecureNoise:
+    """``add_noise`` of Opacus' optimisers, with the noise drawn from a :class:`SecureRandom`.
+
+    Opacus draws ``torch.normal(0, σC, generator=self.generator)`` per parameter; here
+    one float64 draw of ``N(0, σ²C²)`` covers all parameters' coordinates (in
+    ``self.params`` order), is added to each clipped sum ``p.summed_grad`` in float64
+    and rounded to the parameter's dtype. The rest (``summed_grad`` → ``grad``, the
+    processed-flag checks, the adjusted σ of adaptive clipping, skipped steps, scaling
+    by ``expected_batch_size``, the accountant hook) is Opacus' own.
+    """
+
+    secure_rng: SecureRandom
+    noise_multiplier: float
+    max_grad_norm: float
+
+    def add_noise(self) -> None:
+        params = list(self.params)  # type: ignore[attr-defined]
+        for p in params:
+            _check_processed_flag(p.summed_grad)
+        std = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier) * self.max_grad_norm
+        sizes = [p.summed_grad.numel() for p in params]
+        flat = torch.from_numpy(np.asarray(self.secure_rng.normal(0.0, std, size=sum(sizes)), dtype=np.float64)) \
+            if std > 0 else None
+        offset = 0
+        for p, size in zip(params, sizes):
+            summed = p.summed_grad
+            if flat is None:
+                noised = summed.clone()
+            else:
+                noise = flat[offset:offset + size].view(summed.shape).to(device=summed.device)
+                noised = (summed.to(torch.float64) + noise).to(summed.dtype)
+            offset += size
+            p.grad = noised.view_as(p)
+            _mark_as_processed(p.summed_grad)
+
+
+class SecureNoiseDPOptimizer(_SecureNoise, DPOptimizer):
+    """Opacus' ``DPOptimizer`` (per-example gradients: ``hooks``, ``functorch``), noise from ``secure_rng``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, secure_rng: SecureRandom, **kwargs: object) -> None:
+        super().__init__(optimizer, generator=None, secure_mode=False, **kwargs)
+        self.secure_rng = secure_rng
+
+
+class SecureNoiseGhostOptimizer(_SecureNoise, DPOptimizerFastGradientClipping):
+    """Opacus' ghost-clipping optimiser, noise from ``secure_rng``."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, *, secure_rng: SecureRandom, **kwargs: object) -> None:
+        super().__init__(optimizer, generator=None, secure_mode=False, **kwargs)
+        self.secure_rng = secure_rng
+
+
 class PrivatePhase:
-    """One private training phase: Opacus' module, optimiser, criterion and Poisson loader.
+    """One private training phase: Opacus' module, a secure-noise optimiser, the accountant.
 
     ``trainable`` are the parameters trained (the rest of ``model`` is frozen for the
-    phase); each per-example gradient over them is clipped jointly to ``C``. Use as a
-    context manager: on exit the model is unwrapped and every parameter trainable again.
+    phase); each per-example gradient over them is clipped jointly to ``C``. The noised
+    sum is divided by ``dp.divisor`` (``optimizer.expected_batch_size``) and every step
+    is recorded at ``(σ, dp.sample_rate)``. :meth:`batches` draws the Poisson samples
+    from ``rng``, the optimiser its noise. Use as a context manager: on exit the model
+    is unwrapped and every parameter trainable again.
     """
 
     def __init__(
@@ -239,60 +324,53 @@ class PrivatePhase:
         records: NDArray[np.int64],
         config: TrainingConfig,
         dp: RecordDP,
-        rng: np.random.Generator,
+        rng: SecureRandom,
         opacus_embedding_norms: bool = False,
         device: torch.device | str = "cpu",
     ) -> None:
-        if len(records) == 0:
-            raise ValueError("a private phase needs at least one record")
+        if not isinstance(rng, SecureRandom):
+            raise TypeError(f"record-level DP draws from a SecureRandom, got {type(rng).__name__}")
         self.model = model
         self.config = config
         self.dp = dp
-        self.n_records = len(records)
+        self.rng = rng
+        self.records = torch.from_numpy(np.asarray(records, dtype=np.int64).copy())
+        self.n_records = len(self.records)
         self.device = torch.device(device)
+        self.sample_rate = sample_rate(dp.sample_rate)
+        self.steps_per_epoch = steps_per_epoch(self.sample_rate)
+        self.divisor = float(dp.divisor)
         chosen = {id(p) for p in trainable}
         for p in model.parameters():
             p.requires_grad_(id(p) in chosen)
-        sampling_seed, noise_seed = (int(s) for s in rng.integers(0, 2**63 - 1, size=2))
-        loader = DataLoader(
-            TensorDataset(torch.from_numpy(np.asarray(records, dtype=np.int64))),
-            batch_size=config.batch_size,
-            generator=torch.Generator().manual_seed(sampling_seed),
-        )
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Secure RNG turned off")
-            self.engine = PrivacyEngine(accountant=dp.accountant)
-        module: nn.Module = model
+        ModuleValidator.validate(model, strict=True)
+        optimizer_class: type[SecureNoiseDPOptimizer] | type[SecureNoiseGhostOptimizer]
         if dp.grad_sample_mode == "ghost":
-            module = GradSampleModuleFastGradientClipping(
+            module: GradSampleModule = GradSampleModuleFastGradientClipping(
                 model, batch_first=True, loss_reduction="mean", max_grad_norm=dp.clip
             )
             if not opacus_embedding_norms:
                 module.NORM_SAMPLERS = {**module.NORM_SAMPLERS, nn.Embedding: lookup_norm_sample}
-        made = self.engine.make_private(
-            module=module,
-            optimizer=make_optimizer(trainable, config),
-            criterion=RecordLoss(config.loss),
-            data_loader=loader,
+            optimizer_class = SecureNoiseGhostOptimizer
+        else:
+            module = GradSampleModule(model, batch_first=True, loss_reduction="mean",
+                                      force_functorch=dp.grad_sample_mode == "functorch")
+            optimizer_class = SecureNoiseDPOptimizer
+        module.forbid_grad_accumulation()  # one backward per step: the Poisson batch is the step
+        self.module = module
+        self.optimizer = optimizer_class(
+            make_optimizer(trainable, config),
+            secure_rng=rng,
             noise_multiplier=dp.noise_multiplier,
             max_grad_norm=dp.clip,
-            poisson_sampling=True,
-            grad_sample_mode=dp.grad_sample_mode,
-            noise_generator=torch.Generator(device=self.device).manual_seed(noise_seed),
+            expected_batch_size=self.divisor,
+            loss_reduction="mean",
         )
+        self.accountant = create_accountant(dp.accountant)
+        self.optimizer.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=self.sample_rate))
+        self.criterion: DPLossFastGradientClipping | None = None
         if dp.grad_sample_mode == "ghost":
-            self.module, self.optimizer, self.criterion, self.loader = made
-        else:
-            self.module, self.optimizer, self.loader = made
-        self.sample_rate = self.loader.sample_rate
-        if self.sample_rate != sample_rate(self.n_records, config.batch_size):
-            raise RuntimeError(
-                f"Opacus samples at q={self.sample_rate}, fedrec accounts "
-                f"q={sample_rate(self.n_records, config.batch_size)}"
-            )
-        # the public constant the noised sum is divided by: n·q exactly (Opacus truncates it
-        # to an int, which is 0 for batch size 1 and some n)
-        self.optimizer.expected_batch_size = self.n_records * self.sample_rate
+            self.criterion = DPLossFastGradientClipping(module, self.optimizer, RecordLoss(config.loss), "mean")
 
     def __enter__(self) -> PrivatePhase:
         return self
@@ -306,9 +384,14 @@ class PrivatePhase:
             p.requires_grad_(True)
 
     def batches(self) -> Iterator[torch.Tensor]:
-        """One Poisson epoch: ``⌊1/q⌋`` batches of sampled positives ``(|B|,)`` (maybe empty)."""
-        for (positives,) in self.loader:
-            yield positives
+        """One Poisson epoch: ``⌈1/q⌉`` batches of sampled positives ``(|B|,)`` (maybe empty).
+
+        Each batch keeps every record independently with probability ``q``: a fresh
+        ``rng.bernoulli(q, n)`` mask per step.
+        """
+        for _ in range(self.steps_per_epoch):
+            mask = self.rng.bernoulli(self.sample_rate, self.n_records)
+            yield self.records[torch.from_numpy(np.asarray(mask, dtype=bool))]
 
     def step(self, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
         """One DP-SGD step on the examples of ``positives (b,)``, ``negatives (b, k)``.
@@ -338,7 +421,7 @@ class PrivatePhase:
         Opacus' functorch and ghost paths fail on a zero-length batch (vmap and the
         norm samplers cannot reshape it), so no forward runs: the per-example gradients
         (hooks/functorch) or the clipped sum (ghost) are set to their empty values and
-        the optimiser adds the noise, divides by ``n·q`` and records the step.
+        the optimiser adds the noise, divides by ``b`` and records the step.
         """
         for group in self.optimizer.param_groups:
             for p in group["params"]:
@@ -352,7 +435,7 @@ class PrivatePhase:
     @property
     def history(self) -> list[Step]:
         """The ``(σ, q, steps)`` runs Opacus' accountant hook recorded so far."""
-        return [(float(s), float(q), int(n)) for s, q, n in self.engine.accountant.history]
+        return [(float(s), float(q), int(n)) for s, q, n in self.accountant.history]
 
 
 def train_user_private(
@@ -364,7 +447,7 @@ def train_user_private(
     config: TrainingConfig,
     local_epochs: int,
     user_epochs: int,
-    rng: np.random.Generator,
+    rng: SecureRandom,
     dp: RecordDP,
     device: torch.device | str = "cpu",
     item_features: ItemFeatureInput | None = None,
@@ -373,8 +456,10 @@ def train_user_private(
 
     Phase 1 (``user_epochs``): the user's parameters only, global part frozen. Phase 2
     (``local_epochs``): all parameters. Both are DP-SGD over the user's records (see
-    the module docstring); the returned ``(σ, q, steps)`` runs are what Opacus'
-    accountant recorded and add up to :func:`steps_per_round`. ``LocalResult.update``
+    the module docstring) on the public schedule ``dp.sample_rate``/``dp.divisor``; the
+    returned ``(σ, q, steps)`` runs are what Opacus' accountant recorded and add up to
+    ``steps_per_round(dp.sample_rate, local_epochs, user_epochs)``. Every secret draw
+    comes from ``rng``. ``LocalResult.update``
     is ``Δ = x' − x`` of the global part (dense: every row carries noise when σ > 0),
     ``num_examples`` the examples of phase 2 (sampled positives × (1 + k)), ``loss``
     the mean per-record loss of phase 2. A user with no records gets a zero update,
@@ -407,8 +492,8 @@ def train_user_private(
                         loss_sum += float(losses.sum())
                         records_seen += len(losses)
             history += phase.history
-    expected = steps_per_round(len(records), config.batch_size, local_epochs, user_epochs)
-    if sum(steps for _, _, steps in history) != expected:
+    expected = steps_per_round(dp.sample_rate, local_epochs, user_epochs)
+    if sum(steps for _, _, steps in history) != expected or any(q != dp.sample_rate for _, q, _ in history):
         raise RuntimeError(f"Opacus recorded {history}, fedrec planned {expected} steps")
     new_global = _arrays(global_state(model))
     update = {k: new_global[k] - global_arrays[k] for k in global_arrays}

@@ -1,22 +1,25 @@
 """Record-level DP local training (fedrec/core/privacy/record_level.py).
 
 Reference tests check Opacus' clipped, noised step against a per-example autograd
-loop; the rest check what the privacy argument rests on: the user vector moves only
-through the clipped and noised gradient, noise reaches every row, and the steps
-returned are the steps taken.
+loop; the rest check what the privacy argument rests on: the schedule (q, steps,
+divisor) is public and the same for every user, the user vector moves only through the
+clipped and noised gradient, noise of the stated size reaches every row, it comes from
+the SecureRandom, and the steps returned are the steps taken.
 """
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
-from opacus.utils.uniform_sampler import UniformWithReplacementSampler
 
 from fedrec.core.data.split import NO_ITEM, UserData
 from fedrec.core.local_update import new_local_parameters, train_user
 from fedrec.core.models.base import global_state, load_parameters
 from fedrec.core.models.registry import FEATURE_MODELS, MODELS, build_model, needs_item_features
+from fedrec.core.privacy import record_level
 from fedrec.core.privacy.accounting import epsilon
 from fedrec.core.privacy.record_level import (
     DEFAULT_GRAD_SAMPLE_MODE,
@@ -28,7 +31,8 @@ from fedrec.core.privacy.record_level import (
     record_losses,
     train_user_private,
 )
-from fedrec.core.privacy.record_steps import sample_rate, steps_per_epoch, steps_per_round
+from fedrec.core.privacy.record_steps import sample_rate, steps_per_epoch, steps_per_round, user_steps_per_round
+from fedrec.core.privacy.secure_random import SecureRandom
 from fedrec.core.training import TrainingConfig, batch_loss
 
 N_ITEMS = 30
@@ -53,9 +57,19 @@ def _build(model_name: str, n_items: int, dim: int, seed: int = 0):
     return build_model(model_name, 1, n_items, dim, seed=seed, item_features=_features(model_name, n_items))
 
 
+def _rng(seed: int = 0) -> SecureRandom:
+    """A keyed (reproducible) SecureRandom: tests only."""
+    return SecureRandom(key=seed.to_bytes(32, "little"))
+
+
+def _dp(sigma: float, clip: float = 1.0, accountant: str = "rdp", mode: str = DEFAULT_GRAD_SAMPLE_MODE,
+        q: float = 1.0, divisor: float = 4.0) -> RecordDP:
+    return RecordDP(sigma, clip, accountant, mode, sample_rate=q, divisor=divisor)
+
+
 def _user(n_records: int, n_items: int = N_ITEMS) -> UserData:
     assert n_records <= n_items
-    items = np.arange(n_records, dtype=np.int64) * 7 % n_items  # distinct: 7 is prime to 30 and 200
+    items = np.arange(n_records, dtype=np.int64) * 7 % n_items  # distinct: 7 is prime to 30, 200 and 250
     return UserData(0, n_items, items, NO_ITEM, NO_ITEM, None)
 
 
@@ -83,32 +97,100 @@ def _diff(new: dict[str, np.ndarray], old: dict[str, np.ndarray]) -> dict[str, n
 
 def test_settings_that_make_no_sense_fail() -> None:
     for bad in (dict(noise_multiplier=-1.0), dict(clip=0.0), dict(clip=float("inf")),
-                dict(accountant="gdp"), dict(grad_sample_mode="ew")):
+                dict(accountant="gdp"), dict(grad_sample_mode="ew"), dict(sample_rate=0.0),
+                dict(sample_rate=1.5), dict(sample_rate=float("nan")), dict(divisor=0.0),
+                dict(divisor=float("inf"))):
         with pytest.raises(ValueError):
-            RecordDP(**{"noise_multiplier": 1.0, "clip": 1.0, "accountant": "rdp", **bad})
-    assert RecordDP(1.0, 1.0, "rdp").grad_sample_mode == DEFAULT_GRAD_SAMPLE_MODE
+            RecordDP(**{"noise_multiplier": 1.0, "clip": 1.0, "accountant": "rdp", "sample_rate": 0.1,
+                        "divisor": 16, **bad})
+    assert RecordDP(1.0, 1.0, "rdp", sample_rate=0.1, divisor=16).grad_sample_mode == DEFAULT_GRAD_SAMPLE_MODE
+    with pytest.raises(TypeError):  # the schedule is never implicit
+        RecordDP(1.0, 1.0, "rdp")  # type: ignore[call-arg]
 
 
-def test_sample_rate_and_steps_are_opacus_own() -> None:
-    assert sample_rate(64, 16) == 0.25
-    assert sample_rate(2, 16) == 1.0
-    assert sample_rate(10, 4) == pytest.approx(1 / 3)
-    # Opacus' sampler makes int(1/q) steps; 1/(1/93) rounds below 93
-    assert steps_per_epoch(93, 1) == 92 == len(UniformWithReplacementSampler(num_samples=93, sample_rate=1 / 93))
-    assert steps_per_round(10, 4, local_epochs=2, user_epochs=1) == 9
-    assert steps_per_round(0, 4, local_epochs=2, user_epochs=1) == 0
+def test_the_schedule_is_public_constants() -> None:
+    assert sample_rate(0.1) == 0.1 and sample_rate(1) == 1.0
+    for bad in (0.0, -0.1, 1.01, float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            sample_rate(bad)
+    assert steps_per_epoch(0.1) == 10 and steps_per_epoch(1.0) == 1 and steps_per_epoch(0.05) == 20
+    assert steps_per_epoch(1 / 3) == 3 and steps_per_epoch(0.01) == 100  # 1/q an integer up to rounding
+    assert steps_per_epoch(0.3) == 4 and steps_per_epoch(0.07) == 15  # ⌈1/q⌉ otherwise
+    assert steps_per_round(0.25, local_epochs=2, user_epochs=1) == 12
+    assert steps_per_round(0.1, 0, 0) == 0
+    with pytest.raises(ValueError):
+        steps_per_round(0.1, -1, 1)
+    assert user_steps_per_round(0, 0.1, 2, 1) == 0 and user_steps_per_round(1, 0.1, 2, 1) == 30
+    assert inspect.signature(sample_rate).parameters.keys() == {"config_rate"}
+    assert list(inspect.signature(steps_per_round).parameters) == ["rate", "local_epochs", "user_epochs"]
 
 
-@pytest.mark.parametrize("n_records,batch_size", [(2, 16), (10, 4), (64, 16), (93, 1), (7, 7)])
-def test_the_loader_samples_at_the_accounted_rate(n_records: int, batch_size: int) -> None:
-    model = build_model("mf", 1, 100, 4)
-    with PrivatePhase(model, list(model.parameters()), np.arange(n_records), _sgd(0.1, batch_size),
-                      RecordDP(1.0, 1.0, "rdp"), np.random.default_rng(0)) as phase:
-        assert phase.loader.sample_rate == sample_rate(n_records, batch_size)
-        assert phase.engine.accountant.history == []
-        assert sum(1 for _ in phase.batches()) == steps_per_epoch(n_records, batch_size)
-        # the noised sum is divided by the expected batch n·q (not Opacus' truncation of it)
-        assert phase.optimizer.expected_batch_size == pytest.approx(n_records * sample_rate(n_records, batch_size))
+@pytest.mark.parametrize("n_records,q", [(1, 0.5), (10, 0.25), (64, 0.1), (200, 0.1), (7, 1.0)])
+def test_batches_are_poisson_samples_on_the_public_schedule(n_records: int, q: float) -> None:
+    model = build_model("mf", 1, 300, 4)
+    records = np.arange(n_records) * 7 % 300
+    dp = _dp(1.0, q=q, divisor=16)
+    with PrivatePhase(model, list(model.parameters()), records, _sgd(0.1, 16), dp, _rng()) as phase:
+        assert phase.history == []
+        assert phase.sample_rate == q and phase.divisor == 16
+        # the noised sum is divided by the public constant b, whatever n
+        assert phase.optimizer.expected_batch_size == 16
+        sizes = []
+        for _ in range(400 // steps_per_epoch(q)):
+            epoch = list(phase.batches())
+            assert len(epoch) == steps_per_epoch(q)
+            for batch in epoch:
+                assert set(batch.tolist()) <= set(records.tolist())
+                assert len(set(batch.tolist())) == len(batch)  # without replacement within a step
+                sizes.append(len(batch))
+    # |B| ~ Binomial(n, q): mean n·q, std √(n·q(1-q)/steps) of the mean; 5 standard errors
+    steps = len(sizes)
+    assert abs(np.mean(sizes) - n_records * q) <= 5 * np.sqrt(n_records * q * (1 - q) / steps) + 1e-9
+
+
+def test_the_schedule_does_not_depend_on_the_record_count() -> None:
+    """Two users, 20 and 200 records: the same q, steps and divisor (nothing reveals n)."""
+    n_items = 250
+    config = _sgd(0.05, batch_size=16)
+    dp = _dp(1.1, q=0.1, divisor=config.batch_size)
+    global_arrays, local_arrays = _start("mf", n_items=n_items)
+    histories, divisors, epochs = [], [], []
+    for n_records in (20, 200):
+        _, history = train_user_private("mf", DIM, global_arrays, local_arrays, _user(n_records, n_items), config,
+                                        local_epochs=2, user_epochs=1, rng=_rng(n_records), dp=dp)
+        histories.append(history)
+        model = build_model("mf", 1, n_items, DIM)
+        with PrivatePhase(model, list(model.parameters()), _user(n_records, n_items).train_items, config, dp,
+                          _rng()) as phase:
+            divisors.append(phase.optimizer.expected_batch_size)
+            epochs.append(sum(1 for _ in phase.batches()))
+    assert histories[0] == histories[1]
+    assert sum(s for _, _, s in histories[0]) == steps_per_round(0.1, 2, 1) == 30
+    assert all(q == 0.1 for h in histories for _, q, _ in h)
+    assert divisors == [16, 16] and epochs == [10, 10]
+
+
+def test_no_torch_or_numpy_generator_draws_the_noise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opacus' noise function (torch.normal with a torch generator) is never called, and the
+    module has no torch generator or seed to replay."""
+    import opacus.optimizers.optimizer as dp_optimizer
+    import opacus.optimizers.optimizer_fast_gradient_clipping as ghost_optimizer
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("noise drawn by Opacus' torch generator")
+
+    monkeypatch.setattr(dp_optimizer, "_generate_noise", refuse)
+    monkeypatch.setattr(ghost_optimizer, "_generate_noise", refuse)
+    global_arrays, local_arrays = _start("mf")
+    for mode in GRAD_SAMPLE_MODES:
+        result, _ = train_user_private("mf", DIM, global_arrays, local_arrays, _user(6), _sgd(0.1, 4), 1, 1,
+                                       _rng(), _dp(1.0, mode=mode, q=0.5))
+        assert all(np.count_nonzero(v) == v.size for v in result.update.values())
+    source = inspect.getsource(record_level)
+    assert "manual_seed" not in source and "Generator" not in source.replace("SecureRandom", "")
+    with pytest.raises(TypeError):  # a numpy generator is refused
+        train_user_private("mf", DIM, global_arrays, local_arrays, _user(6), _sgd(0.1, 4), 1, 1,
+                           np.random.default_rng(0), _dp(1.0))  # type: ignore[arg-type]
 
 
 def test_record_losses_average_to_the_non_private_batch_loss() -> None:
@@ -144,7 +226,7 @@ def _loop_clipped_sum(model, trainable, positives, negatives, loss: str, clip: f
 @pytest.mark.parametrize("model_name,part", [(name, "all") for name in sorted([*MODELS, *FEATURE_MODELS])]
                          + [("neumf", "local")])
 def test_clipped_step_matches_a_per_example_loop(mode: str, model_name: str, part: str) -> None:
-    """σ = 0, SGD with lr 1: the step is exactly −Σ_i clip(g_i) / (n·q), for every mode
+    """σ = 0, SGD with lr 1: the step is exactly −Σ_i clip(g_i) / b, for every mode
     (feature models: ``W``'s per-example gradient sums over the example's 1 + k feature rows)."""
     model = _build(model_name, 12, 4, seed=1)
     reference = _build(model_name, 12, 4, seed=1)
@@ -160,7 +242,7 @@ def test_clipped_step_matches_a_per_example_loop(mode: str, model_name: str, par
     trainable = dict(model.named_parameters())
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     with PrivatePhase(model, [trainable[n] for n in names], np.arange(5), _sgd(1.0, 5),
-                      RecordDP(0.0, clip, "rdp", mode), np.random.default_rng(0)) as phase:
+                      _dp(0.0, clip, mode=mode, divisor=5), _rng()) as phase:
         assert phase.optimizer.expected_batch_size == 5
         phase.step(positives, negatives)
     for name, p in model.named_parameters():
@@ -181,7 +263,7 @@ def test_per_sample_gradients_match_a_per_example_loop(mode: str) -> None:
     negatives = torch.tensor([[5, 5], [3, 0], [2, 2]])
     users, items = record_examples(positives, negatives)
     with PrivatePhase(model, list(model.parameters()), np.arange(3), _sgd(1.0, 3),
-                      RecordDP(0.0, 1.0, "rdp", mode), np.random.default_rng(0)) as phase:
+                      _dp(0.0, mode=mode, divisor=3), _rng()) as phase:
         per_record = record_losses(phase.module(users, items), "bce")
         (per_record.sum() / len(per_record)).backward()
         got = {n: p.grad_sample.clone() for n, p in model.named_parameters()}
@@ -212,13 +294,14 @@ def test_lookup_norms_match_dense_per_example_gradients() -> None:
 
 
 def test_user_vector_moves_only_through_the_clipped_gradient() -> None:
-    """σ = 0 and a tiny C: every step moves all parameters jointly by ≤ lr·C (q = 1 here)."""
+    """σ = 0 and a tiny C: every step moves all parameters jointly by ≤ lr·|B|·C/b = lr·C
+    (q = 1 and b = n = 4 here)."""
     user = _user(4)
     global_arrays, local_arrays = _start("mf")
-    config, clip = _sgd(0.5, batch_size=8), 1e-5
+    config, clip = _sgd(0.5, batch_size=4), 1e-5
     result, steps = train_user_private("mf", DIM, global_arrays, local_arrays, user, config,
-                                       local_epochs=2, user_epochs=1, rng=np.random.default_rng(0),
-                                       dp=RecordDP(0.0, clip, "rdp"))
+                                       local_epochs=2, user_epochs=1, rng=_rng(),
+                                       dp=_dp(0.0, clip, q=1.0, divisor=4))
     n_steps = sum(s for _, _, s in steps)
     assert n_steps == 3 and all(q == 1.0 for _, q, _ in steps)
     # float32 rounding: at most half a unit in the last place per coordinate per step
@@ -245,7 +328,7 @@ def test_user_vector_moves_only_through_the_clipped_gradient() -> None:
 
 @pytest.mark.parametrize("mode", ["hooks", "ghost"])  # the two optimiser classes Opacus picks
 def test_noise_reaches_the_user_vector(mode: str) -> None:
-    """σ ≫ 1: the user vector random-walks with per-coordinate std lr·σ·C·√T/(n·q)."""
+    """σ ≫ 1: the user vector random-walks with per-coordinate std lr·σ·C·√T/b."""
     sigma, clip, dim, n_steps = 100.0, 1.0, 32, 16
     config = _sgd(0.01, batch_size=8)
     changes = []
@@ -253,12 +336,47 @@ def test_noise_reaches_the_user_vector(mode: str) -> None:
         global_arrays, local_arrays = _start("mf", dim=dim)
         result, steps = train_user_private("mf", dim, global_arrays, local_arrays, _user(4), config,
                                            local_epochs=n_steps, user_epochs=0,
-                                           rng=np.random.default_rng(seed), dp=RecordDP(sigma, clip, "rdp", mode))
+                                           rng=_rng(seed), dp=_dp(sigma, clip, mode=mode, divisor=4))
         assert steps == [(sigma, 1.0, n_steps)]
         changes.append(_diff(result.local, local_arrays)["user_embedding.weight"].ravel())
-    expected_std = config.lr * sigma * clip * np.sqrt(n_steps) / 4  # n·q = 4
+    expected_std = config.lr * sigma * clip * np.sqrt(n_steps) / 4  # b = 4
     observed_std = float(np.sqrt(np.mean(np.concatenate(changes) ** 2)))
     assert 0.7 < observed_std / expected_std < 1.35
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ghost"])
+def test_noise_on_untouched_rows_has_std_lr_sigma_c_over_b(mode: str) -> None:
+    """SGD: a row no example touches moves by ``−lr·z/b`` per step, ``z ~ N(0, σ²C²)``.
+
+    Tolerance: 394 untouched rows × d=16 × 5 steps = 31520 draws. The sample std of
+    N Gaussian draws has relative standard error 1/√(2N) ≈ 0.4%; the test allows 2.5%
+    (≈ 6 standard errors, a false failure has probability < 1e-8 — and the keyed
+    generator makes the run deterministic anyway). The mean must be within 6 standard
+    errors of 0 and the excess kurtosis within ±0.15 (its standard error is √(24/N) ≈ 0.03).
+    """
+    n_items, dim, n_steps = 400, 16, 5
+    lr, sigma, clip, divisor = 0.1, 2.0, 0.5, 8
+    model = build_model("mf", 1, n_items, dim, seed=0)
+    positives = torch.tensor([3, 7])
+    negatives = torch.tensor([[11, 13], [17, 19]])
+    untouched = np.setdiff1d(np.arange(n_items), [3, 7, 11, 13, 17, 19])
+    moves = []
+    with PrivatePhase(model, list(model.parameters()), np.arange(10), _sgd(lr, 8),
+                      _dp(sigma, clip, mode=mode, q=0.1, divisor=divisor), _rng(7)) as phase:
+        for _ in range(n_steps):
+            before = model.item_embedding.weight.detach().clone()
+            phase.step(positives, negatives)
+            moves.append((model.item_embedding.weight.detach() - before).numpy()[untouched])
+    draws = np.concatenate(moves).ravel().astype(np.float64)
+    expected = lr * sigma * clip / divisor
+    assert draws.size == 394 * dim * n_steps
+    assert abs(draws.std() / expected - 1) < 0.025
+    assert abs(draws.mean()) < 6 * expected / np.sqrt(draws.size)
+    kurtosis = np.mean((draws / draws.std()) ** 4) - 3
+    assert abs(kurtosis) < 0.15
+    # successive steps' noise is independent (lag-1 correlation over the same coordinates)
+    stacked = np.stack([m.ravel() for m in moves])
+    assert abs(np.corrcoef(stacked[:-1].ravel(), stacked[1:].ravel())[0, 1]) < 0.05
 
 
 # ---------------------------------------------------------------- (c) dense noise
@@ -272,7 +390,7 @@ def test_noise_lands_on_every_row_of_every_table(mode: str, optimizer: str) -> N
     global_arrays, local_arrays = _start("neumf", n_items=n_items)
     config = TrainingConfig(lr=0.01, batch_size=4, negatives=2, optimizer=optimizer)
     result, _ = train_user_private("neumf", DIM, global_arrays, local_arrays, user, config, 1, 0,
-                                   np.random.default_rng(0), RecordDP(1.0, 1.0, "rdp", mode))
+                                   _rng(), _dp(1.0, mode=mode, q=1.0))
     for name, delta in result.update.items():
         assert np.count_nonzero(delta) == delta.size, f"{name}: rows without noise"
 
@@ -280,7 +398,7 @@ def test_noise_lands_on_every_row_of_every_table(mode: str, optimizer: str) -> N
     # above were untouched ones
     if optimizer == "sgd":
         quiet, _ = train_user_private("neumf", DIM, global_arrays, local_arrays, user, config, 1, 0,
-                                      np.random.default_rng(0), RecordDP(0.0, 1.0, "rdp", mode))
+                                      _rng(), _dp(0.0, mode=mode, q=1.0))
         untouched = np.flatnonzero(~quiet.update["gmf_item_embedding.weight"].any(axis=1))
         assert len(untouched) > n_items - 3 * (1 + config.negatives) - 1
 
@@ -292,17 +410,16 @@ def test_noise_lands_on_every_row_of_every_table(mode: str, optimizer: str) -> N
 def test_steps_feed_the_accountant_and_epsilon_grows(accountant: str) -> None:
     user = _user(10)
     config = _sgd(0.05, batch_size=4)
-    dp = RecordDP(1.2, 1.0, accountant)
+    dp = _dp(1.2, accountant=accountant, q=0.25, divisor=config.batch_size)
     global_arrays, local_arrays = _start("gmf")
     history = []
     epsilons = []
     for round_ in range(2):
         result, steps = train_user_private("gmf", DIM, global_arrays, local_arrays, user, config,
                                            local_epochs=2, user_epochs=1,
-                                           rng=np.random.default_rng([0, round_]), dp=dp)
-        q = sample_rate(len(user.train_items), config.batch_size)
-        assert all(sigma == 1.2 and rate == q for sigma, rate, _ in steps)
-        assert sum(s for _, _, s in steps) == steps_per_round(len(user.train_items), 4, 2, 1) == 9
+                                           rng=_rng(round_), dp=dp)
+        assert all(sigma == 1.2 and rate == 0.25 for sigma, rate, _ in steps)
+        assert sum(s for _, _, s in steps) == steps_per_round(0.25, 2, 1) == 12
         history += steps
         epsilons.append(epsilon(history, 1e-5, accountant))
         global_arrays = {k: global_arrays[k] + result.update[k] for k in global_arrays}
@@ -318,22 +435,22 @@ def test_empty_poisson_batches_are_noise_only_steps(mode: str) -> None:
     config = _sgd(0.1, batch_size=1)  # q = 1/20: a batch is empty with probability ≈ 0.36
     model = build_model("mlp", 1, N_ITEMS, DIM)
     records = np.arange(20)
-    with PrivatePhase(model, list(model.parameters()), records, config, RecordDP(0.0, 1.0, "rdp", mode),
-                      np.random.default_rng(0)) as phase:
+    with PrivatePhase(model, list(model.parameters()), records, config, _dp(0.0, mode=mode, q=0.05, divisor=1),
+                      _rng()) as phase:
         sizes = [len(b) for b in phase.batches()]
         assert 0 in sizes and len(sizes) == 20
         before = [p.detach().clone() for p in model.parameters()]
         assert len(phase.step(torch.zeros(0, dtype=torch.long), torch.zeros(0, 2, dtype=torch.long))) == 0
         assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))  # σ = 0: nothing moves
         assert phase.history == [(0.0, 0.05, 1)]
-    with PrivatePhase(model, list(model.parameters()), records, config, RecordDP(1.0, 1.0, "rdp", mode),
-                      np.random.default_rng(0)) as phase:
+    with PrivatePhase(model, list(model.parameters()), records, config, _dp(1.0, mode=mode, q=0.05, divisor=1),
+                      _rng()) as phase:
         phase.step(torch.zeros(0, dtype=torch.long), torch.zeros(0, 2, dtype=torch.long))
         assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters()))  # noise only
         assert phase.history == [(1.0, 0.05, 1)]
     global_arrays, local_arrays = _start("mlp")
     result, steps = train_user_private("mlp", DIM, global_arrays, local_arrays, _user(20), config, 1, 1,
-                                       np.random.default_rng(0), RecordDP(1.0, 1.0, "rdp", mode))
+                                       _rng(), _dp(1.0, mode=mode, q=0.05, divisor=1))
     # 40 steps, each empty with probability 0.95^20 ≈ 0.36
     assert steps == [(1.0, 0.05, 20), (1.0, 0.05, 20)]
     assert all(np.isfinite(v).all() for v in result.update.values())
@@ -342,7 +459,7 @@ def test_empty_poisson_batches_are_noise_only_steps(mode: str) -> None:
 def test_a_user_without_records_sends_nothing() -> None:
     global_arrays, local_arrays = _start("neumf")
     result, steps = train_user_private("neumf", DIM, global_arrays, local_arrays, _user(0), _sgd(0.1, 4),
-                                       2, 1, np.random.default_rng(0), RecordDP(1.0, 1.0, "rdp"))
+                                       2, 1, _rng(), _dp(1.0, q=0.1))
     assert steps == [] and result.num_examples == 0
     assert all(not v.any() for v in result.update.values())
     assert all(np.array_equal(result.local[k], local_arrays[k]) for k in local_arrays)
@@ -357,7 +474,7 @@ def test_every_model_trains_privately_and_ships_only_its_global_part(model_name:
     global_arrays, local_arrays = _start(model_name)
     config = TrainingConfig(lr=0.01, batch_size=4, negatives=2, loss=loss, optimizer="adam")
     run = lambda: train_user_private(model_name, DIM, global_arrays, local_arrays, _user(9), config,  # noqa: E731
-                                     1, 1, np.random.default_rng(5), RecordDP(0.8, 1.0, "rdp"),
+                                     1, 1, _rng(5), _dp(0.8, q=0.5, divisor=4),
                                      item_features=_features(model_name, N_ITEMS))
     result, steps = run()
     model = _build(model_name, N_ITEMS, DIM)
@@ -366,11 +483,11 @@ def test_every_model_trains_privately_and_ships_only_its_global_part(model_name:
     assert all(result.update[k].shape == global_arrays[k].shape for k in global_arrays)
     assert all(np.isfinite(v).all() and v.dtype == np.float32 for v in [*result.update.values(),
                                                                         *result.local.values()])
-    assert sum(s for _, _, s in steps) == steps_per_round(9, 4, 1, 1)
+    assert sum(s for _, _, s in steps) == steps_per_round(0.5, 1, 1) == 4
     assert np.isfinite(result.loss) and result.loss > 0
     assert result.num_examples % (1 + config.negatives) == 0
     assert _norm(_diff(result.local, local_arrays)) > 0
-    again, _ = run()  # the same generator gives the same round
+    again, _ = run()  # the same key gives the same round
     assert all(np.array_equal(again.update[k], result.update[k]) for k in result.update)
 
 
@@ -387,9 +504,9 @@ def test_cuda_round_matches_the_cpu_round_without_noise() -> None:
     user = split.user_data(3, for_evaluation=False)
     arrays = initial_global_arrays(RunConfig(dim=8), split.n_items)
     local = new_local_parameters("mf", split.n_items, 8, 0, 3)
-    dp = RecordDP(noise_multiplier=0.0, clip=0.5, accountant="rdp")
+    dp = RecordDP(noise_multiplier=0.0, clip=0.5, accountant="rdp", sample_rate=0.1, divisor=16)
     config = TrainingConfig(optimizer="sgd", lr=0.1)
-    results = [train_user_private("mf", 8, arrays, local, user, config, 1, 1, np.random.default_rng(1), dp,
+    results = [train_user_private("mf", 8, arrays, local, user, config, 1, 1, _rng(1), dp,
                                   device=device)[0] for device in ("cpu", "cuda")]
     for name in arrays:
         np.testing.assert_allclose(results[0].update[name], results[1].update[name], atol=1e-5)
