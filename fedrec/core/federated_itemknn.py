@@ -22,9 +22,9 @@ at most ``C`` in L2: that is the sensitivity.
 matrix ``c`` (zero diagonal) and counts ``n``. With noise multiplier ``σ > 0`` it adds
 ``N(0, σ²C²)`` independently to every entry ``i < j`` of the upper triangle (then
 mirrors it, post-processing) and to every count: one Gaussian mechanism with L2
-sensitivity ``C`` on the vector (upper triangle, counts). Noise comes from OS entropy
-(:func:`fedrec.core.privacy.mechanisms.secure_generator`) unless a test passes a
-generator.
+sensitivity ``C`` on the vector (upper triangle, counts). Noise comes from a
+:class:`~fedrec.core.privacy.secure_random.SecureRandom` keyed from the OS (tests pass
+one with a fixed key); a numpy generator is refused for the noise.
 
 **Similarity** (:func:`item_similarity`). Cosine with shrinkage on the (noisy) sums,
 negatives clamped to 0 first: ``s_ij = c_ij / (sqrt(n_i n_j) + shrink)``; for each item
@@ -70,7 +70,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from fedrec.core.privacy.accounting import check_accountant, epsilon as accounted_epsilon, noise_for_epsilon
-from fedrec.core.privacy.mechanisms import secure_generator
+from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
 
 if TYPE_CHECKING:
     from fedrec.core.data.split import LeaveOneOutSplit
@@ -183,7 +183,7 @@ def contribution_bound(max_items: int) -> float:
 
 
 def client_cooccurrence(train_items: NDArray[np.integer], n_items: int, max_items: int,
-                        generator: np.random.Generator | None = None) -> CooccurrenceContribution:
+                        generator: "np.random.Generator | SecureRandom | None" = None) -> CooccurrenceContribution:
     """One user's bounded share: its items and every pair ``i < j`` of them.
 
     ``train_items`` (any order, duplicates count once: ``x`` is binary) are the user's
@@ -229,7 +229,7 @@ def _check_contribution(share: CooccurrenceContribution, index: int, n_items: in
 
 
 def aggregate(contributions: Iterable[CooccurrenceContribution], n_items: int, noise_multiplier: float = 0.0,
-              clip: float | None = None, generator: np.random.Generator | None = None) -> Cooccurrence:
+              clip: float | None = None, generator: "np.random.Generator | SecureRandom | None" = None) -> Cooccurrence:
     """Sum the shares; with ``σ > 0`` add ``N(0, σ²C²)`` to every upper-triangle entry and count.
 
     Args:
@@ -239,8 +239,8 @@ def aggregate(contributions: Iterable[CooccurrenceContribution], n_items: int, n
         clip: ``C``, the L2 bound every share must meet (required when ``σ > 0``; a
             share above it is refused, never silently scaled); normally
             :func:`contribution_bound` of the clients' ``max_items``.
-        generator: noise source; ``None`` draws from OS entropy (production). Pass a
-            seeded one only in tests.
+        generator: noise source, a ``SecureRandom``; ``None`` keys one from the OS
+            (production). Tests pass one with a fixed key.
 
     Returns:
         ``cooc (n, n)`` symmetric with zero diagonal and ``counts (n,)``, float64; with
@@ -251,6 +251,8 @@ def aggregate(contributions: Iterable[CooccurrenceContribution], n_items: int, n
         raise ValueError(f"noise_multiplier must be a finite number ≥ 0, got {noise_multiplier}")
     if clip is not None and not (clip > 0 and math.isfinite(clip)):
         raise ValueError(f"clip must be a finite number > 0, got {clip}")
+    if noise_multiplier > 0 and generator is not None and not isinstance(generator, SecureRandom):
+        raise TypeError(f"the noise must come from a SecureRandom, got {type(generator).__name__}")
     if noise_multiplier > 0 and clip is None:
         raise ValueError("noise_multiplier > 0 needs the clip C (the L2 bound of one share): "
                          "pass clip=contribution_bound(max_items)")
@@ -352,7 +354,7 @@ def release_noise(target_epsilon: float, delta: float, sample_rate: float = 1.0,
 def run_federated_itemknn(split: "LeaveOneOutSplit", max_items: int, k: int, shrink: float,
                           epsilon: float | None = None, delta: float = 1e-5, seed: int = 0, *,
                           sample_rate: float = 1.0, accountant: str = "rdp",
-                          noise_generator: np.random.Generator | None = None) -> FederatedItemKnn:
+                          noise_generator: "np.random.Generator | SecureRandom | None" = None) -> FederatedItemKnn:
     """Simulate every client and the server once: shares → noisy sums → pruned similarity.
 
     Args:

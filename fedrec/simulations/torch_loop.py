@@ -14,6 +14,11 @@ Under a DP mode it runs the same private arithmetic as the apps
 :mod:`fedrec.core.privacy.aggregation` on the server, Poisson sampling of users under
 ``user-central``) and reports each round's largest ε (``epsilon_max``: the server's for
 ``user-central``, the largest client's otherwise) and the refusals; it writes no ledger.
+Its evaluation is the *experimenter's* measurement: exact metrics computed in this
+process, which holds every user's data anyway (``"evaluation": "exact (harness)"`` in the
+row) — not what a federation would release. The accountants still count one evaluation
+release ``(σ_e, 1, 1)`` per evaluated user (client modes) or per evaluation round
+(``user-central``), so ``epsilon_max`` is the ε the apps would print for the same run.
 """
 
 from __future__ import annotations
@@ -68,7 +73,11 @@ def run_torch_loop(split: LeaveOneOutSplit, config: RunConfig, threads: int = 1,
                 break
             arrays, row = private.round(split, arrays, local, optimizer, server_round)
             row["train_seconds"] = time.perf_counter() - started
-            rows.append(_evaluated(row, split, config, arrays, local, evaluate, server_round, device, started))
+            row = _evaluated(row, split, config, arrays, local, evaluate, server_round, device, started)
+            if "hr@" + str(config.eval_k) in row:
+                row["evaluation"] = "exact (harness)"
+                row["epsilon_max"] = private.count_evaluation(split)
+            rows.append(row)
             continue
         users = [int(u) for u in sample_users(split.n_users, config.clients_per_round, config.seed,
                                               server_round, "train")]
@@ -115,6 +124,20 @@ class _PrivateLoop:
         if config.dp == "user-central" and config.adaptive_clip:
             self.adaptive = AdaptiveClip.for_round_size(config.clip, config.clip_quantile,
                                                         plan.central_rate(config, n_users) * n_users)
+
+    def count_evaluation(self, split: LeaveOneOutSplit) -> float:
+        """Add one evaluation release to every evaluated user's (or the server's) history;
+        the largest ε after it."""
+        step = plan.evaluation_step(self.config, self.n_users)
+        if self.config.dp == "user-central":
+            self.server_history.append(step)
+            return epsilon(self.server_history, self.config.delta, self.config.accountant)
+        spent = 0.0
+        for user in (int(u) for u in split.evaluated_users()):
+            history = [*self.histories.get(user, []), step]
+            self.histories[user] = history
+            spent = max(spent, epsilon(history, self.config.delta, self.config.accountant))
+        return spent
 
     def round_allowed(self) -> bool:
         if self.config.dp != "user-central" or plan.budget(self.config) is None:

@@ -22,10 +22,15 @@ adaptation) and the update sum gets the slightly larger
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from fedrec.core.privacy.secure_random import SecureRandom
 
 LEARNING_RATE = 0.2
 COUNT_NOISE_SHARE = 1 / 20  # σ_b = expected users per round / 20
@@ -54,7 +59,7 @@ class AdaptiveClip:
                 f"σ = {sigma:.3g} (more users per round, or a larger ε)")
         return (sigma ** -2 - (2 * self.count_noise_std) ** -2) ** -0.5
 
-    def step(self, centred_sum: float, expected_users: float, generator: np.random.Generator) -> float:
+    def step(self, centred_sum: float, expected_users: float, generator: "SecureRandom") -> float:
         """``C ← C·exp(−η_C(b̃ − γ))`` with ``b̃ = (Σ(b − ½) + N(0, σ_b²))/(q·n) + ½``."""
         fraction = (centred_sum + generator.normal(0.0, self.count_noise_std)) / expected_users + 0.5
         self.clip *= math.exp(-self.learning_rate * (fraction - self.target_quantile))

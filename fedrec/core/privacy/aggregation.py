@@ -17,7 +17,12 @@ contributions is ``S_k = w_k Δ̄_k``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from fedrec.core.privacy.secure_random import SecureRandom
 
 from fedrec.core.privacy.mechanisms import Arrays, add_gaussian_noise, update_norm
 
@@ -41,7 +46,7 @@ def private_mean(updates: list[Arrays], weights: list[float], template: Arrays) 
 
 
 def central_noised_mean(updates: list[Arrays], weights: list[float], template: Arrays, noise_multiplier: float,
-                        clip: float, expected_units: float, generator: np.random.Generator) -> Arrays:
+                        clip: float, expected_units: float, generator: "SecureRandom") -> Arrays:
     """``(Σ_k w_k Δ̄_k + N(0, σ²C²)) / (q·n)`` (user-central)."""
     if not expected_units > 0:
         raise ValueError("the expected number of sampled users must be > 0")

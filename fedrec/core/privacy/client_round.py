@@ -6,7 +6,8 @@ call :func:`private_train_users`):
 * ``record`` — DP-SGD through Opacus (:mod:`fedrec.core.privacy.record_level`); the
   user's accountant history gains ``(σ, q, steps)``;
 * ``user-local`` — the ordinary local round, then ``clip(Δ, C) + N(0, σ²C²)``; the
-  history gains ``(σ, 1, 1)``;
+  history gains ``(σ/2, 1, 1)``: the relation is replace-one (sensitivity ``2C``, see
+  :mod:`fedrec.core.privacy.plan`);
 * ``user-central`` — the ordinary local round, then ``clip(Δ, C)``; the server adds the
   noise and keeps the accountant, so the client's history does not change.
 
@@ -15,8 +16,9 @@ Budget: before training, a user whose history plus this round's steps would exce
 :class:`Release`. The ε reported after a round is that user's accountant on its whole
 history — every round it took part in, never restarted.
 
-Randomness: record sampling and all noise come from the OS (:func:`secure_generator`);
-pass ``generator`` only in tests. The ordinary local training of the user-level modes
+Randomness: record sampling and all noise come from a
+:class:`~fedrec.core.privacy.secure_random.SecureRandom` keyed from the OS; tests pass
+one with a fixed key. The ordinary local training of the user-level modes
 keeps its seeded generator: the guarantee rests on clipping and noise, not on it.
 Every user weighs 1 in the node's mean update (see :mod:`fedrec.core.privacy.aggregation`).
 """
@@ -34,8 +36,8 @@ from fedrec.core.device import resolve_device
 from fedrec.core.local_update import LocalResult, user_round
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
-from fedrec.core.privacy.mechanisms import add_gaussian_noise, clip_update, secure_generator
-from fedrec.core.privacy.record_steps import sample_rate as record_sample_rate, steps_per_round as record_steps_per_round
+from fedrec.core.privacy.mechanisms import add_gaussian_noise, clip_update
+from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
 from fedrec.core.run_config import RunConfig
 
 Arrays = dict[str, np.ndarray]
@@ -66,12 +68,11 @@ class Release:
 
 
 def planned_step(config: RunConfig, n_records: int) -> Step:
-    """The ``(σ, q, steps)`` this user's round would apply (client-side accounting modes)."""
-    if config.dp == "record":
-        return (plan.record_noise(config, n_records), record_sample_rate(n_records, config.batch_size),
-                record_steps_per_round(n_records, config.batch_size, config.local_epochs, config.user_epochs))
-    if config.dp == "user-local":
-        return (plan.local_noise(config), 1.0, 1)
+    """The accounted ``(σ, q, steps)`` this user's round would apply (client-side accounting
+    modes). The same for every user: nothing in it depends on ``n_records`` (which is only
+    checked to be positive by the callers)."""
+    if config.dp in ("record", "user-local"):
+        return plan.training_step(config)
     raise ValueError(f"dp {config.dp} is not accounted on the client")
 
 
@@ -86,7 +87,7 @@ def refusal(config: RunConfig, user: UserData, history: list[Step]) -> tuple[Ste
 
 def private_user_round(config: RunConfig, global_arrays: Arrays, stored_local: Arrays | None, user: UserData,
                        server_round: int, history: list[Step],
-                       generator: np.random.Generator | None = None) -> tuple[LocalResult | None, Release, list[Step]]:
+                       generator: SecureRandom | None = None) -> tuple[LocalResult | None, Release, list[Step]]:
     """One user's private round: ``(result or None if refused, release, new history)``.
 
     Under user-central the release's ``within_clip`` says whether ``‖Δ‖ ≤ C``."""
@@ -102,7 +103,7 @@ def private_user_round(config: RunConfig, global_arrays: Arrays, stored_local: A
     if config.dp == "user-local":
         one = user_round(config, global_arrays, stored_local, user, server_round)
         clipped, _ = clip_update(one.update, config.clip)
-        noised = add_gaussian_noise(clipped, step[0] * config.clip, generator)
+        noised = add_gaussian_noise(clipped, plan.local_noise(config) * config.clip, generator)
         result = LocalResult(noised, one.local, one.num_examples, one.loss)
         applied = [step]
     else:
@@ -115,7 +116,8 @@ def private_user_round(config: RunConfig, global_arrays: Arrays, stored_local: A
         result, applied = train_user_private(
             config.model, config.dim, global_arrays, local, user, config.training, config.local_epochs,
             config.user_epochs, generator, RecordDP(noise_multiplier=step[0], clip=config.clip,
-                                                     accountant=config.accountant),
+                                                     accountant=config.accountant, sample_rate=step[1],
+                                                     divisor=float(config.batch_size)),
             device=resolve_device(config.device))
     new_history = [*history, *applied]
     steps = sum(s for _, _, s in applied)
@@ -125,7 +127,7 @@ def private_user_round(config: RunConfig, global_arrays: Arrays, stored_local: A
 
 def private_train_users(config: RunConfig, global_arrays: Arrays, stored: Sequence[Arrays | None],
                         users: Sequence[UserData], server_round: int, histories: Sequence[list[Step]],
-                        generator: np.random.Generator | None = None) -> PrivateRound:
+                        generator: SecureRandom | None = None) -> PrivateRound:
     """Every user's private round; the node's result weighs each trained user 1."""
     if not len(stored) == len(users) == len(histories):
         raise ValueError("one stored-locals entry and one history per user are required")
@@ -156,7 +158,7 @@ def private_train_users(config: RunConfig, global_arrays: Arrays, stored: Sequen
 
 def _cohort_private(config: RunConfig, global_arrays: Arrays, stored: Sequence[Arrays | None],
                     users: Sequence[UserData], server_round: int, histories: Sequence[list[Step]],
-                    generator: np.random.Generator | None) -> PrivateRound:
+                    generator: SecureRandom | None) -> PrivateRound:
     """User-level modes with the cohort executor: one vectorised pass over the users whose
     budget allows the round, each user's ``Δ`` clipped (and, user-local, noised) before the sum."""
     if config.dp == "record":

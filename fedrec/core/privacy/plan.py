@@ -1,47 +1,64 @@
-"""What each DP mode protects, its unit, and how its noise multiplier σ is chosen.
+"""What each DP mode protects, against whom, under which neighbouring relation, and how
+its noise multipliers are chosen.
 
-========== ======= ============================================================
-mode       unit    mechanism (all Gaussian, accounted as Poisson-subsampled)
-========== ======= ============================================================
-record     record  DP-SGD on the client (Opacus): each example's gradient over all
-                   trained parameters (user vector included) clipped to ``C``,
-                   ``N(0, σ²C²)`` added to the sum; records sampled by Poisson at
-                   ``q = min(1, batch / n_records)``; the client's own accountant
-                   composes every step of every round it takes part in.
-user-local user    each client clips its update to ``C`` and adds ``N(0, σ²C²)``
-                   before it leaves the device (the server is not trusted). The
-                   client accounts ``q = 1``: it cannot rely on the server's
-                   sampling being secret, so no amplification.
-user-central user  each client clips its update to ``C`` (on the client: the server
-                   never sees an unclipped one); the server adds ``N(0, σ²C²)`` to
-                   the sum, which it divides by the *expected* number of sampled
-                   units ``q·n`` (not the realised one, which would leak). Units are
-                   sampled by **Poisson** with ``q = clients-per-round / n`` by the
-                   server itself from OS entropy (Flower's own sampling draws a
-                   fixed number without replacement, which the Poisson accountants
-                   do not describe). One server accountant: ``(σ, q, 1)`` per round.
-========== ======= ============================================================
+============ ====== =========== ======================================================
+mode         unit   relation    mechanism (all Gaussian)
+============ ====== =========== ======================================================
+record       record add/remove  DP-SGD on the client (Opacus): each example's gradient
+                                over all trained parameters (user vector included)
+                                clipped to ``C``, ``N(0, σ²C²)`` added to the sum, which
+                                is divided by the public ``batch-size``; records sampled
+                                by Poisson at the **public** ``q = record-sample-rate``,
+                                ``⌈1/q⌉`` steps an epoch. Nothing in the mechanism depends
+                                on the user's record count ``n``, so a dataset with one
+                                record more or less is a meaningful neighbour (a q, step
+                                count or divisor derived from ``n`` would reveal ``n``, and
+                                add/remove would then not describe what an adversary sees).
+user-local   user   replace-one each client clips its update to ``C`` and adds ``N(0, σ²C²)``
+                                before it leaves the device. The adversary (the server, or
+                                anyone who reads a reply) sees **one user's** release alone,
+                                so the neighbours are two datasets of the same user: the
+                                updates can be ``2C`` apart (sensitivity ``2C``). Accounted
+                                as the Gaussian mechanism with ``σ/2``, ``q = 1`` (the
+                                client cannot rely on the server's sampling being secret).
+user-central user   add/remove  each client clips its update to ``C``; the trusted server
+                                adds ``N(0, σ²C²)`` to the sum, divided by the *expected*
+                                number of sampled users ``q·n``; users sampled by Poisson
+                                with ``q = clients-per-round / n`` from a CSPRNG (by the
+                                server, or by each node for its own users). Adversary:
+                                whoever sees the released models and files, not the server.
+============ ====== =========== ======================================================
 
-σ from ε: with ``--epsilon`` and no ``--noise-multiplier``, σ is the smallest that
-keeps a unit taking part in **every** round within ε after ``rounds`` rounds
-(conservative: a sampled client usually takes part in fewer; its accountant shows
-what it really spent). For the client-accounted modes (``record``, ``user-local``)
-``--dp-participations P`` plans σ for ``P`` rounds per client instead; a client sampled
-more often refuses to train once the next round would exceed its budget. With both, ε is a budget that σ must be able to meet: if σ
-cannot keep a full run within ε (the median user, for ``record``), the run is refused
-at start. With σ alone, ε is tracked and reported, no budget.
+Evaluation releases. Under every DP mode an evaluation reply releases, per user, the
+``K`` metrics of :func:`private_metric_keys` (each in ``[0, 1]``, so two users' vectors
+— or two datasets of one user — differ by at most ``√K`` in L2: the sensitivity under
+either relation) plus ``N(0, σ_e² K)`` on each metric: on the device for ``record`` and
+``user-local`` (each user's vector), by the server on the sum for ``user-central``.
+One release is the Gaussian mechanism ``(σ_e, q = 1, 1 step)``, composed into the same
+history as training and counted against the same budget.
 
-δ must be below ``1/n`` for ``n`` units: records of the largest user (``record``, whose
-guarantee is about that user's records) or users (``user-*``).
+σ in a step is always noise std / sensitivity (see :mod:`fedrec.core.privacy.accounting`).
+
+σ from ε: with ``--epsilon`` and no ``--noise-multiplier``, the evaluation gets
+``EVAL_SHARE`` of the budget (``σ_e`` keeps ``E`` evaluation releases within
+``EVAL_SHARE·ε``, ``E`` the run's evaluation rounds) unless ``--eval-noise-multiplier``
+is given, and σ is the smallest that keeps a unit taking part in **every** round
+(``dp-participations`` for the client-accounted modes) **and** every evaluation within ε.
+With both ε and σ, ε is a budget σ must meet or the run is refused at start. With σ
+alone, ε is tracked, no budget; ``σ_e`` then defaults to the training σ (accounted).
+
+δ must be below ``1/n`` for ``n`` units: records of the largest user (``record``) or users.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+import math
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from fedrec.core.privacy.accounting import epsilon, noise_for_epsilon
+from fedrec.core.evaluation import metric_keys
+from fedrec.core.privacy.accounting import Step, epsilon, noise_for_epsilon
 from fedrec.core.privacy.record_steps import sample_rate as record_sample_rate, steps_per_round as record_steps_per_round
 from fedrec.core.run_config import RunConfig
 
@@ -49,23 +66,98 @@ if TYPE_CHECKING:
     from fedrec.core.data.split import LeaveOneOutSplit
 
 UNIT = {"record": "record", "user-local": "user", "user-central": "user"}
+RELATION = {"record": "add-remove", "user-local": "replace-one", "user-central": "add-remove"}
+# who adds the noise (and keeps the accountant) of each mode's releases
+ACCOUNTED_BY = {"record": "client", "user-local": "client", "user-central": "server"}
+EVAL_SHARE = 0.1  # of the budget ε, for the evaluation releases, when σ_e is derived
 
 
-def record_noise(config: RunConfig, n_records: int) -> float:
-    """σ of a user with ``n_records`` training records (``record`` mode)."""
+def private_metric_keys(k: int) -> tuple[str, ...]:
+    """The metrics an evaluation reply releases under DP (``full_recall`` equals ``full_hr``
+    with one held-out item, so it is not released twice)."""
+    return tuple(key for key in metric_keys(k) if not key.startswith("full_recall"))
+
+
+def train_sensitivity(config: RunConfig, clip: float | None = None) -> float:
+    """L2 sensitivity of one training release under the mode's relation: ``2C`` (replace-one) or ``C``."""
+    c = config.clip if clip is None else clip
+    return 2 * c if RELATION[config.dp] == "replace-one" else c
+
+
+def eval_sensitivity(config: RunConfig) -> float:
+    """``√K``: a vector of ``K`` metrics in ``[0, 1]`` moves by at most this much."""
+    return math.sqrt(len(private_metric_keys(config.eval_k)))
+
+
+def evaluation_rounds(config: RunConfig) -> int:
+    """Rounds that evaluate: every ``eval-every``-th and the last."""
+    return len({r for r in range(1, config.rounds + 1) if r % config.eval_every == 0 or r == config.rounds})
+
+
+def _train_run(config: RunConfig, n_units: int) -> tuple[float, int]:
+    """``(q, steps)`` of a unit's whole planned training (without σ)."""
+    if config.dp == "record":
+        q = record_sample_rate(config.record_sample_rate)
+        return q, planned_participations(config) * record_steps_per_round(q, config.local_epochs, config.user_epochs)
+    if config.dp == "user-local":
+        return 1.0, planned_participations(config)
+    return central_rate(config, n_units), config.rounds
+
+
+def eval_noise(config: RunConfig, n_units: int) -> float:
+    """σ_e (accounted = noise std / √K) of one evaluation release."""
+    if config.eval_noise_multiplier > 0:
+        return config.eval_noise_multiplier
+    if config.epsilon > 0:
+        return noise_for_epsilon(EVAL_SHARE * config.epsilon, config.delta, 1.0, evaluation_rounds(config),
+                                 config.accountant)
+    return _fixed_train_noise(config)
+
+
+def evaluation_step(config: RunConfig, n_units: int) -> Step:
+    """The ``(σ_e, 1, 1)`` of one evaluation release."""
+    return (eval_noise(config, n_units), 1.0, 1)
+
+
+def _planned_eval_runs(config: RunConfig, n_units: int) -> tuple[Step, ...]:
+    return ((eval_noise(config, n_units), 1.0, evaluation_rounds(config)),)
+
+
+def _fixed_train_noise(config: RunConfig) -> float:
+    """The accounted training σ when ``--noise-multiplier`` is given."""
+    sigma = config.noise_multiplier
+    return sigma / 2 if RELATION[config.dp] == "replace-one" else sigma
+
+
+def _derived_train_noise(config: RunConfig, n_units: int) -> float:
+    """The accounted training σ: given, or the smallest within the budget with the evaluations."""
     if config.noise_multiplier > 0:
-        return config.noise_multiplier
-    q = record_sample_rate(n_records, config.batch_size)
-    steps = planned_participations(config) * record_steps_per_round(n_records, config.batch_size,
-                                                                    config.local_epochs, config.user_epochs)
-    return noise_for_epsilon(config.epsilon, config.delta, q, steps, config.accountant)
+        return _fixed_train_noise(config)
+    q, steps = _train_run(config, n_units)
+    return noise_for_epsilon(config.epsilon, config.delta, q, steps, config.accountant,
+                             _planned_eval_runs(config, n_units))
+
+
+def record_noise(config: RunConfig) -> float:
+    """σ of record-level DP-SGD (noise std σ·C on the clipped sum); the same for every user."""
+    return _derived_train_noise(config, 0)
 
 
 def local_noise(config: RunConfig) -> float:
-    """σ of a ``user-local`` client's release (one Gaussian mechanism per round taken part in)."""
-    if config.noise_multiplier > 0:
-        return config.noise_multiplier
-    return noise_for_epsilon(config.epsilon, config.delta, 1.0, planned_participations(config), config.accountant)
+    """The *mechanism* σ of a ``user-local`` release: noise std ``σ·C``, accounted as ``σ/2``."""
+    return config.noise_multiplier if config.noise_multiplier > 0 else 2 * _derived_train_noise(config, 0)
+
+
+def training_step(config: RunConfig, n_units: int = 0) -> Step:
+    """The accounted ``(σ, q, steps)`` of one round's training release of one unit."""
+    if config.dp == "record":
+        q = record_sample_rate(config.record_sample_rate)
+        return (record_noise(config), q, record_steps_per_round(q, config.local_epochs, config.user_epochs))
+    if config.dp == "user-local":
+        return (local_noise(config) / 2, 1.0, 1)
+    if config.dp == "user-central":
+        return (central_noise(config, n_units), central_rate(config, n_units), 1)
+    raise ValueError("dp off has no training step")
 
 
 def planned_participations(config: RunConfig) -> int:
@@ -82,10 +174,7 @@ def central_rate(config: RunConfig, n_units: int) -> float:
 
 def central_noise(config: RunConfig, n_units: int) -> float:
     """σ of the server's noise on the sum of clipped updates (``user-central``)."""
-    if config.noise_multiplier > 0:
-        return config.noise_multiplier
-    return noise_for_epsilon(config.epsilon, config.delta, central_rate(config, n_units), config.rounds,
-                             config.accountant)
+    return _derived_train_noise(config, n_units)
 
 
 def budget(config: RunConfig) -> float | None:
@@ -95,49 +184,65 @@ def budget(config: RunConfig) -> float | None:
 def check_against_data(config: RunConfig, n_units: int, records_per_user: Sequence[int] | None = None) -> None:
     """Refuse a DP configuration that the data makes meaningless; say which and why.
 
-    ``n_units`` is the number of users (clients); ``records_per_user`` the training
-    records of each user (needed for ``record``).
+    ``n_units`` is the number of users; ``records_per_user`` the training records of each
+    user (needed for ``record``, whose δ is about the largest user's records).
     """
     if config.dp == "off":
         return
     if config.dp == "record":
         if not records_per_user:
             raise ValueError("dp record needs the users' record counts to check δ")
-        counts = np.asarray([c for c in records_per_user if c > 0])
-        n, what = int(counts.max()), "records of the largest user"
+        n, what = int(max(records_per_user)), "records of the largest user"
     else:
         n, what = n_units, "users"
-    if not config.delta < 1 / n:
+    if not config.delta < 1 / max(n, 1):
         raise ValueError(f"delta={config.delta:g} must be below 1/n = {1 / n:.3g} (n = {n} {what}): "
                          "a larger δ allows releasing some unit's data outright")
     if config.epsilon > 0 and config.noise_multiplier > 0:
-        spent = planned_epsilon(config, n_units, records_per_user)
+        spent = planned_epsilon(config, n_units)
         if spent > config.epsilon * (1 + 1e-9):
             raise ValueError(
                 f"noise-multiplier {config.noise_multiplier:g} and epsilon {config.epsilon:g} disagree: "
                 f"{planned_participations(config) if config.dp != 'user-central' else config.rounds} rounds "
-                f"at σ={config.noise_multiplier:g} spend ε={spent:.3g} "
-                f"({config.accountant}, δ={config.delta:g}{', median user' if config.dp == 'record' else ''}); "
+                f"at σ={config.noise_multiplier:g} and {evaluation_rounds(config)} evaluations spend "
+                f"ε={spent:.3g} ({config.accountant}, δ={config.delta:g}, {RELATION[config.dp]}); "
                 "raise σ, lower the rounds, or give only one of the two")
 
 
+def planned_history(config: RunConfig, n_units: int) -> list[Step]:
+    """Everything a unit taking part in every planned round and evaluation goes through."""
+    sigma, q, steps = training_step(config, n_units)
+    rounds = config.rounds if config.dp == "user-central" else planned_participations(config)
+    return [(sigma, q, steps * rounds), *_planned_eval_runs(config, n_units)]
+
+
 def planned_epsilon(config: RunConfig, n_units: int, records_per_user: Sequence[int] | None = None) -> float:
-    """ε after a full run for a unit taking part in every planned round (the median user for ``record``)."""
-    rounds = planned_participations(config) if config.dp in ("record", "user-local") else config.rounds
-    if config.dp == "record":
-        counts = [c for c in (records_per_user or []) if c > 0]
-        n_records = int(np.median(counts))
-        sigma = record_noise(config, n_records)
-        q = record_sample_rate(n_records, config.batch_size)
-        steps = rounds * record_steps_per_round(n_records, config.batch_size, config.local_epochs,
-                                                config.user_epochs)
-        return epsilon([(sigma, q, steps)], config.delta, config.accountant)
-    if config.dp == "user-local":
-        return epsilon([(local_noise(config), 1.0, rounds)], config.delta, config.accountant)
-    if config.dp == "user-central":
-        return epsilon([(central_noise(config, n_units), central_rate(config, n_units), rounds)],
-                       config.delta, config.accountant)
-    return 0.0
+    """ε after a full run for a unit taking part in every planned round and evaluation."""
+    if config.dp == "off":
+        return 0.0
+    return epsilon(planned_history(config, n_units), config.delta, config.accountant)
+
+
+def privacy_plan(config: RunConfig, n_units: int) -> dict[str, Any]:
+    """What the run's mechanisms are, as numbers: written to ``privacy_plan.json`` at the
+    start of a run and cross-checked against the ledger by ``fedrec audit``."""
+    if config.dp == "off":
+        raise ValueError("dp off has no privacy plan")
+    sigma, q, steps = training_step(config, n_units)
+    who = ACCOUNTED_BY[config.dp]
+    return {
+        "mode": config.dp, "unit": UNIT[config.dp], "relation": RELATION[config.dp],
+        "accountant": config.accountant, "delta": config.delta, "budget": budget(config),
+        "n_units": int(n_units), "rounds": config.rounds,
+        "train": {"noise_multiplier": sigma, "sensitivity": train_sensitivity(config), "clip": config.clip,
+                  "sample_rate": q, "steps": steps, "who": who,
+                  "noise_std": sigma * train_sensitivity(config),
+                  "adaptive_clip": bool(config.adaptive_clip and config.dp == "user-central")},
+        "evaluate": {"noise_multiplier": eval_noise(config, n_units), "sensitivity": eval_sensitivity(config),
+                     "metrics": list(private_metric_keys(config.eval_k)), "sample_rate": 1.0, "steps": 1,
+                     "releases": evaluation_rounds(config), "who": who},
+        "planned_epsilon": planned_epsilon(config, n_units),
+    }
 
 
 def preflight(config: RunConfig, split: "LeaveOneOutSplit") -> str:
@@ -145,26 +250,28 @@ def preflight(config: RunConfig, split: "LeaveOneOutSplit") -> str:
     n_users = split.n_users
     records = [len(split.train_items_of(u)) for u in range(n_users)] if config.dp == "record" else None
     check_against_data(config, n_users, records)
-    return describe(config, n_users, records)
+    return describe(config, n_users)
 
 
 def describe(config: RunConfig, n_units: int, records_per_user: Sequence[int] | None = None) -> str:
-    """One line saying what is private, printed at the start of a run."""
+    """What is private, against whom, under which relation: printed at the start of a run."""
     if config.dp == "off":
         return "dp off: nothing is private — updates leave clients unclipped and un-noised"
     target = f"budget ε={config.epsilon:g}" if config.epsilon > 0 else "no budget"
+    sigma, q, steps = training_step(config, n_units)
     if config.dp == "record":
-        counts = [c for c in (records_per_user or []) if c > 0]
-        sigma = (f"σ={config.noise_multiplier:g}" if config.noise_multiplier > 0
-                 else f"σ per user from ε (median user σ={record_noise(config, int(np.median(counts))):.3g})")
-        where = "each client (Opacus DP-SGD, Poisson-sampled records)"
+        where = (f"each client (Opacus DP-SGD; public Poisson q={q:g}, {steps} steps a round, "
+                 f"sum divided by {config.batch_size})")
+        noise = f"σ={sigma:.3g}"
     elif config.dp == "user-local":
-        sigma, where = f"σ={local_noise(config):.3g}", "each client on its own clipped update"
+        where = "each client on its own clipped update (adversary: the server, seeing one user's release)"
+        noise = f"noise std {local_noise(config):.3g}·C, sensitivity 2C → accounted σ={sigma:.3g}"
     else:
-        sigma = f"σ={central_noise(config, n_units):.3g}, q={central_rate(config, n_units):.3g}"
-        where = "the server on the sum of clients' clipped updates (Poisson-sampled clients)"
-    return (f"dp {config.dp}: unit = {UNIT[config.dp]}, noise by {where}; {sigma}, C={config.clip:g}, "
-            f"δ={config.delta:g}, {target}, accountant {config.accountant}; "
-            f"ε after {planned_participations(config) if config.dp != 'user-central' else config.rounds} "
-            "rounds of participation ≤ "
-            f"{planned_epsilon(config, n_units, records_per_user):.3g}")
+        where = "the trusted server on the sum of clients' clipped updates (Poisson-sampled users)"
+        noise = f"σ={sigma:.3g}, q={q:.3g}"
+    rounds = planned_participations(config) if config.dp != "user-central" else config.rounds
+    return (f"dp {config.dp}: unit = {UNIT[config.dp]}, relation = {RELATION[config.dp]}, noise by {where}; "
+            f"{noise}, C={config.clip:g}, δ={config.delta:g}, {target}, accountant {config.accountant}; "
+            f"evaluations noised (σ_e={eval_noise(config, n_units):.3g} on {len(private_metric_keys(config.eval_k))} "
+            f"metrics, {evaluation_rounds(config)} releases); ε after {rounds} rounds of participation and every "
+            f"evaluation ≤ {planned_epsilon(config, n_units):.3g}")

@@ -156,21 +156,20 @@ class SecureRandom:
         values = np.asarray(self.normal(0.0, std, size=tuple(shape)), dtype=np.float64)
         return torch.from_numpy(values).to(device=device, dtype=dtype)
 
-    def choice(self, n: int, size: int, replace: bool = True) -> np.ndarray:
-        """``size`` indices of ``range(n)``; without replacement: a uniform subset in random order."""
+    def choice(self, a: int | np.ndarray | Sequence[int], size: int, replace: bool = True) -> np.ndarray:
+        """``size`` elements of ``a`` (or of ``range(a)``); without replacement, a uniform subset
+        in random order."""
+        pool = np.arange(a) if isinstance(a, (int, np.integer)) else np.asarray(a)
         if not replace:
-            if size > n:
-                raise ValueError(f"cannot choose {size} of {n} without replacement")
-            return self.permutation(n)[:size]
-        return np.asarray(self.integers(0, n, size=size))
+            if size > len(pool):
+                raise ValueError(f"cannot choose {size} of {len(pool)} without replacement")
+            return pool[self.permutation(len(pool))[:size]]
+        return pool[np.asarray(self.integers(0, len(pool), size=size))]
 
     def permutation(self, n: int) -> np.ndarray:
-        """A uniform random permutation of ``range(n)`` (Fisher–Yates on unbiased integers)."""
-        order = np.arange(n)
-        for i in range(n - 1, 0, -1):
-            j = int(self.integers(0, i + 1))
-            order[i], order[j] = order[j], order[i]
-        return order
+        """A uniform random permutation of ``range(n)``: the order of ``n`` independent 64-bit
+        keys (a tie has probability below ``n²/2⁶⁵``; ties keep index order)."""
+        return np.argsort(self._words(n), kind="stable")
 
 
 def secure_generator() -> SecureRandom:

@@ -6,15 +6,17 @@ import numpy as np
 import pytest
 
 from fedrec.core.privacy.adaptive_clip import AdaptiveClip
+from fedrec.core.privacy.secure_random import SecureRandom
 
 
 def test_clip_converges_to_the_target_quantile_of_the_norms() -> None:
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(0)  # the users' norms (data, not a secret)
+    noise = SecureRandom(bytes(32))
     clip = AdaptiveClip.for_round_size(clip=10.0, target_quantile=0.3, expected_users=200)
     for _ in range(300):
         norms = rng.lognormal(mean=0.0, sigma=0.5, size=200)  # the users' update norms this round
         bits = float(np.sum(norms <= clip.clip))
-        clip.step(bits - len(norms) / 2, 200, rng)
+        clip.step(bits - len(norms) / 2, 200, noise)
     true_quantile = float(np.exp(0.5 * -0.5244))  # 30% quantile of lognormal(0, 0.5)
     assert clip.clip == pytest.approx(true_quantile, rel=0.15)
 
