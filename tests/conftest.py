@@ -14,6 +14,8 @@ RUNTIME_PARENT = tempfile.mkdtemp(prefix="frt-", dir="/tmp")
 os.environ.update({
     "FEDREC_RUNTIME_DIR": RUNTIME_PARENT,
     "FLWR_HOME": os.path.join(_OWNED, "flwr"),
+    # the server's ledger-signing key lives outside every run directory, here for the tests
+    "FEDREC_HOME": os.path.join(_OWNED, "fedrec-home"),
     "RAY_TMPDIR": os.path.join(_OWNED, "ray"),
     "FLWR_TELEMETRY_ENABLED": "0",
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
