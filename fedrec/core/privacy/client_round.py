@@ -67,6 +67,15 @@ class Release:
     within_clip: bool = False  # user-central: ‖Δ‖ ≤ C (adaptive clipping's bit)
 
 
+def user_local_release(update: Arrays, config: RunConfig, generator: SecureRandom) -> tuple[Arrays, float]:
+    """What a ``user-local`` client releases: ``clip(Δ, C) + N(0, (σC)²)`` on every entry, σ
+    the mechanism's (:func:`fedrec.core.privacy.plan.local_noise`); and ``‖Δ‖`` before clipping.
+    Two datasets of the user can give releases whose means are ``2C`` apart (replace-one), so
+    one release is accounted as ``(σ/2, 1, 1)``."""
+    clipped, norm = clip_update(update, config.clip)
+    return add_gaussian_noise(clipped, plan.local_noise(config) * config.clip, generator), norm
+
+
 def planned_step(config: RunConfig, n_records: int) -> Step:
     """The accounted ``(σ, q, steps)`` this user's round would apply (client-side accounting
     modes). The same for every user: nothing in it depends on ``n_records`` (which is only
@@ -102,8 +111,7 @@ def private_user_round(config: RunConfig, global_arrays: Arrays, stored_local: A
         return None, refused, history
     if config.dp == "user-local":
         one = user_round(config, global_arrays, stored_local, user, server_round)
-        clipped, _ = clip_update(one.update, config.clip)
-        noised = add_gaussian_noise(clipped, plan.local_noise(config) * config.clip, generator)
+        noised, _ = user_local_release(one.update, config, generator)
         result = LocalResult(noised, one.local, one.num_examples, one.loss)
         applied = [step]
     else:
@@ -186,11 +194,13 @@ def _cohort_private(config: RunConfig, global_arrays: Arrays, stored: Sequence[A
     within = []
 
     def mechanism(update: Arrays) -> Arrays:
-        clipped, norm = clip_update(update, config.clip)
-        within.append(norm <= config.clip)
         if config.dp == "user-central":
+            clipped, norm = clip_update(update, config.clip)
+            within.append(norm <= config.clip)
             return clipped
-        return add_gaussian_noise(clipped, plan.local_noise(config) * config.clip, generator)
+        released, norm = user_local_release(update, config, generator)
+        within.append(norm <= config.clip)
+        return released
 
     result = cohort_round(config, global_arrays, [stored[b] for b in allowed], [users[b] for b in allowed],
                           server_round, update_transform=mechanism)
