@@ -72,6 +72,10 @@ def simulate(
     clip_quantile: float = typer.Option(DEFAULTS.clip_quantile),
     dp_participations: int = typer.Option(DEFAULTS.dp_participations, help="record/user-local: plan σ for this "
                                           "many rounds per client (0: every round); more and the client refuses"),
+    record_sample_rate: float = typer.Option(DEFAULTS.record_sample_rate, help="record: the public Poisson rate of "
+                                             "a record per DP-SGD step (the same for every user)"),
+    eval_noise_multiplier: float = typer.Option(DEFAULTS.eval_noise_multiplier, help="σ_e of the noised "
+                                                "evaluation releases under DP (0: derived, 10%% of ε)"),
     out: Optional[Path] = typer.Option(None, help="run directory (required unless --resume)"),
     resume: Optional[Path] = typer.Option(None, help="continue the checkpointed run in this directory"),
     quiet: bool = typer.Option(False, help="no progress bar"),
@@ -98,6 +102,7 @@ def simulate(
                 checkpoint_every=checkpoint_every, executor=executor, cohort_nodes=cohort_nodes,
                 device=device, dp=dp, delta=delta, clip=clip, accountant=accountant,
                 adaptive_clip=adaptive_clip, clip_quantile=clip_quantile, dp_participations=dp_participations,
+                record_sample_rate=record_sample_rate, eval_noise_multiplier=eval_noise_multiplier,
                 **_privacy_targets(epsilon, noise_multiplier),
             )
             out_dir = out
@@ -227,20 +232,33 @@ def audit(
     accountant: Optional[str] = typer.Option(None, help="independent accountant for every row: rdp or pld "
                                              "(default: rdp for rdp rows, pld for prv rows)"),
     exact: int = typer.Option(100, help="PRV/PLD histories recomputed exactly, the rest bracketed (0: all)"),
+    verify_key: Optional[Path] = typer.Option(None, "--verify-key", help="the server's ledger public key "
+                                              "(hex file, obtained out of band) the signed heads must verify "
+                                              "with; default: the run's own ledger-signing.pub"),
+    device_keys: Optional[Path] = typer.Option(None, "--device-keys", help="a directory of the devices' "
+                                               "OpenSSH *.pub keys; rows a device countersigned are verified"),
 ) -> None:
-    """Verify a run's privacy ledger and recompute every ε with an independent accountant.
+    """Verify a run's privacy ledger, its signatures and its agreement with the run's plan and
+    config, and recompute every ε with an independent accountant.
 
-    Writes RUN_DIR/audit.json and RUN_DIR/epsilon.png; exits 1 when anything is wrong.
+    Writes RUN_DIR/audit.json and RUN_DIR/epsilon.png; exits 1 when anything is wrong, 2
+    when the run cannot be audited (no run directory or ledger, an unreadable file, a
+    missing key file).
     """
     from rich.console import Console
 
-    from fedrec.core.privacy.audit import AuditError, audit_run, print_audit, write_audit
+    from fedrec.core.privacy.audit import AuditError, audit_run
+    from fedrec.core.privacy.audit_report import print_audit, write_audit
 
     try:
-        report = audit_run(run_dir, accountant, max_exact=exact or None)
-        write_audit(report, run_dir)
+        report = audit_run(run_dir, accountant, max_exact=exact or None, verify_key=verify_key,
+                           device_keys=device_keys)
     except AuditError as err:
         _fail(str(err))
+    try:
+        write_audit(report, run_dir)
+    except OSError as err:
+        _fail(f"{run_dir}: cannot write the audit's files ({err.strerror or err})")
     print_audit(report, Console())
     if not report.ok:
         raise typer.Exit(1)

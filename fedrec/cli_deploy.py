@@ -142,6 +142,9 @@ def server_run(
     noise_multiplier: Optional[float] = typer.Option(None),
     accountant: str = typer.Option(DEFAULTS.accountant),
     dp_participations: int = typer.Option(DEFAULTS.dp_participations),
+    record_sample_rate: float = typer.Option(DEFAULTS.record_sample_rate, help="record: public Poisson rate per step"),
+    eval_noise_multiplier: float = typer.Option(DEFAULTS.eval_noise_multiplier,
+                                                help="σ_e of noised evaluations under DP (0: derived)"),
     timeout: Optional[float] = typer.Option(None, help="give up (and stop the run) after this many seconds"),
 ) -> None:
     """Submit a training run of the fedrec App to the running server and wait for it to end."""
@@ -170,6 +173,7 @@ def server_run(
                 min_nodes=min_nodes, min_valid_updates=min_valid_updates, round_timeout=round_timeout,
                 clients_per_round=clients_per_round, dp=dp, delta=delta, clip=clip, accountant=accountant,
                 dp_participations=dp_participations, epsilon=epsilon or 0.0, noise_multiplier=noise_multiplier or 0.0,
+                record_sample_rate=record_sample_rate, eval_noise_multiplier=eval_noise_multiplier,
                 catalogue=str(catalogue), out_dir=str(run_dir.resolve()),
             )
             user_config = config.to_user_config()
