@@ -2,9 +2,20 @@
 
 Every time a run applies a DP mechanism to some unit's data, it appends a row saying
 who spent privacy (``who``: ``server`` or ``client:<id>``), on which unit (``record`` or
-``user``), with which mechanism parameters (noise multiplier σ, Poisson sampling rate q,
-number of steps, clip norm C — the noise std is σ·C) and what that who's ε is after the
-row: the composition of all of its rows so far at δ, by the named accountant.
+``user``), under which neighbouring relation (``relation``: ``add-remove`` or
+``replace-one``, fixed by the mode: :data:`MODE_RELATION`), for which release (``train``
+or ``evaluate``), with which mechanism parameters — the L2 ``sensitivity`` of the
+released quantity under that relation, the noise multiplier σ = noise std / sensitivity
+(the σ an add/remove accountant takes, so composition over ``(σ, q, steps)`` is the same
+for both relations), the Poisson sampling rate q, the number of steps, the clip norm C —
+and what that who's ε is after the row: the composition of all of its rows so far at δ,
+by the named accountant. ``device_signature`` is a deployed device's countersignature of
+the release (:func:`fedrec.core.privacy.signing.release_statement`), ``""`` when none.
+
+Sensitivity by mode and release: ``train`` rows have ``2·C`` (user-local, replace-one:
+one user's clipped update replaced by another) or ``C`` (record, user-central:
+add/remove); ``evaluate`` rows have ``sqrt(K)`` for ``K`` released metrics, ``q = 1``,
+one step.
 
 The file is SQLite, written with ``journal_mode=DELETE`` and ``synchronous=FULL``: every
 ``append`` is one transaction that is on disk before it returns, and the whole ledger
@@ -22,9 +33,20 @@ Tamper evidence, in three layers:
   records an anchor ``(ledger_rows, ledger_head)`` each round, and ``anchor_problems``
   checks that every anchored row still exists with the anchored hash.
 
-A forger who rewrites the whole chain and the anchors is not caught here: ``fedrec
-audit`` (:mod:`fedrec.core.privacy.audit`) recomputes every ε from the mechanism
-parameters, so a rewritten ε no longer matches its σ, q and steps.
+A forger who rewrites the whole chain and the anchors is not caught by those; two more
+layers are:
+
+* signed heads: after each round's rows the server appends to the ``heads`` table (also
+  append-only) an Ed25519 signature over a canonical statement ``{run_id, round, rows,
+  head, final, plan_sha256, config_sha256}`` (:meth:`PrivacyLedger.sign_head`). A forger
+  without the server's key cannot re-sign a rewritten chain; ``fedrec audit --verify-key``
+  checks the signatures against a trusted public key;
+* ``fedrec audit`` (:mod:`fedrec.core.privacy.audit`) recomputes every ε from the
+  mechanism parameters and checks those against the run's plan and config
+  (:mod:`fedrec.core.privacy.audit_crosscheck`).
+
+Schema version ``"2"``; a version-``"1"`` ledger (no relation, sensitivity, heads) is
+refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -34,12 +56,15 @@ import json
 import math
 import numbers
 import sqlite3
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from fedrec.core.privacy.accounting import ACCOUNTANTS
+
+if TYPE_CHECKING:
+    from fedrec.core.privacy.signing import LedgerSigner
 
 LEDGER_FILE = "privacy.db"
 GENESIS = "0" * 64  # prev_hash of row 1; head hash of an empty ledger
@@ -47,15 +72,20 @@ GENESIS = "0" * 64  # prev_hash of row 1; head hash of an empty ledger
 ANCHOR_ROWS = "ledger_rows"
 ANCHOR_HEAD = "ledger_head"
 FORMAT = "fedrec-privacy-ledger"
-VERSION = "1"
+VERSION = "2"
 
 UNITS = ("record", "user")
 # mode -> the unit it protects
 MODES = {"record": "record", "user-local": "user", "user-central": "user"}
+# mode -> the neighbouring relation its guarantee is stated under
+MODE_RELATION = {"record": "add-remove", "user-local": "replace-one", "user-central": "add-remove"}
+RELATIONS = ("add-remove", "replace-one")
+RELEASES = ("train", "evaluate")
 SERVER = "server"
 CLIENT_PREFIX = "client:"
 
 _TABLE = "ledger"
+_HEADS = "heads"
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE {_TABLE} (
@@ -73,12 +103,30 @@ CREATE TABLE {_TABLE} (
     accountant TEXT NOT NULL,
     epsilon REAL NOT NULL,
     budget REAL,
+    relation TEXT NOT NULL,
+    sensitivity REAL NOT NULL,
+    release TEXT NOT NULL,
+    device_signature TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
+);
+CREATE TABLE {_HEADS} (
+    seq INTEGER PRIMARY KEY,
+    round INTEGER NOT NULL,
+    rows INTEGER NOT NULL,
+    head TEXT NOT NULL,
+    final INTEGER NOT NULL,
+    statement TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    signature TEXT NOT NULL
 );
 CREATE TRIGGER ledger_no_update BEFORE UPDATE ON {_TABLE}
 BEGIN SELECT RAISE(ABORT, 'privacy ledger is append-only: UPDATE refused'); END;
 CREATE TRIGGER ledger_no_delete BEFORE DELETE ON {_TABLE}
+BEGIN SELECT RAISE(ABORT, 'privacy ledger is append-only: DELETE refused'); END;
+CREATE TRIGGER heads_no_update BEFORE UPDATE ON {_HEADS}
+BEGIN SELECT RAISE(ABORT, 'privacy ledger is append-only: UPDATE refused'); END;
+CREATE TRIGGER heads_no_delete BEFORE DELETE ON {_HEADS}
 BEGIN SELECT RAISE(ABORT, 'privacy ledger is append-only: DELETE refused'); END;
 CREATE TRIGGER meta_no_update BEFORE UPDATE ON meta
 BEGIN SELECT RAISE(ABORT, 'privacy ledger is append-only: UPDATE refused'); END;
@@ -105,7 +153,7 @@ class LedgerEntry:
     unit: str  # "record" or "user"
     mode: str  # "record", "user-local", "user-central"
     who: str  # "server" or "client:<id>"
-    noise_multiplier: float  # σ; the noise std is σ·clip_norm
+    noise_multiplier: float  # σ = noise std / sensitivity
     sample_rate: float  # q, Poisson inclusion probability of one unit per step
     steps: int
     clip_norm: float  # C, L2 bound on one unit's contribution
@@ -113,9 +161,13 @@ class LedgerEntry:
     accountant: str  # "rdp" or "prv"
     epsilon: float
     budget: float | None
+    relation: str  # "add-remove" or "replace-one": MODE_RELATION[mode]
+    sensitivity: float  # L2 sensitivity of the released quantity under ``relation``
+    release: str = "train"  # "train" or "evaluate"
+    device_signature: str = ""  # hex ECDSA signature of the device over release_statement, "" when none
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LedgerRow(LedgerEntry):
     """A stored entry with its place in the chain (``seq`` counts from 1)."""
 
@@ -130,9 +182,10 @@ class LedgerRow(LedgerEntry):
 
 _ENTRY_FIELDS = tuple(f.name for f in fields(LedgerEntry))
 _ROW_FIELDS = ("seq", *_ENTRY_FIELDS, "prev_hash", "hash")
-_FLOAT_FIELDS = ("noise_multiplier", "sample_rate", "clip_norm", "delta", "epsilon", "budget")
+_FLOAT_FIELDS = ("noise_multiplier", "sample_rate", "clip_norm", "delta", "epsilon", "budget", "sensitivity")
 _INT_FIELDS = ("seq", "round", "steps")
-_TEXT_FIELDS = ("run_id", "unit", "mode", "who", "accountant", "prev_hash", "hash")
+_TEXT_FIELDS = ("run_id", "unit", "mode", "who", "accountant", "relation", "release", "device_signature",
+                "prev_hash", "hash")
 
 
 def row_hash(prev_hash: str, seq: int, entry: LedgerEntry) -> str:
@@ -165,9 +218,11 @@ def check_entry(entry: LedgerEntry) -> None:
         fail(f"mode must be one of {tuple(MODES)}, got {entry.mode!r}")
     if entry.unit != MODES[entry.mode]:
         fail(f"mode {entry.mode!r} protects unit {MODES[entry.mode]!r}, got unit {entry.unit!r}")
-    if entry.mode == "user-central":
+    if entry.mode == "user-central" and entry.release == "train":
         if entry.who != SERVER:
-            fail(f"user-central rows are the server's: who must be {SERVER!r}, got {entry.who!r}")
+            fail(f"user-central train rows are the server's: who must be {SERVER!r}, got {entry.who!r}")
+    elif entry.mode == "user-central" and entry.who == SERVER:
+        pass  # an evaluation release the server noises
     elif not (isinstance(entry.who, str) and entry.who.startswith(CLIENT_PREFIX)
               and len(entry.who) > len(CLIENT_PREFIX)):
         fail(f"{entry.mode} rows are a client's: who must be 'client:<id>', got {entry.who!r}")
@@ -189,6 +244,16 @@ def check_entry(entry: LedgerEntry) -> None:
     if entry.budget is not None and not (_is_real(entry.budget) and math.isfinite(entry.budget)
                                          and entry.budget > 0):
         fail(f"budget must be None or finite and > 0, got {entry.budget!r}")
+    if entry.mode in MODE_RELATION and entry.relation != MODE_RELATION[entry.mode]:
+        fail(f"mode {entry.mode!r} is stated under relation {MODE_RELATION[entry.mode]!r}, "
+             f"got relation {entry.relation!r}")
+    if not _is_real(entry.sensitivity) or not (math.isfinite(entry.sensitivity) and entry.sensitivity > 0):
+        fail(f"sensitivity must be finite and > 0, got {entry.sensitivity!r}")
+    if entry.release not in RELEASES:
+        fail(f"release must be one of {RELEASES}, got {entry.release!r}")
+    if not isinstance(entry.device_signature, str) or not all(c in "0123456789abcdef"
+                                                              for c in entry.device_signature):
+        fail(f"device_signature must be lower-case hex or '', got {entry.device_signature!r}")
 
 
 def _is_int(value: Any) -> bool:
@@ -218,8 +283,10 @@ class PrivacyLedger:
     ...     head = ledger.append(entries_of_this_round)
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, run_id: str | None = None) -> None:
+        """``run_id`` names the run in signed heads; without it, the run id of the ledger's rows."""
         self.path = Path(path)
+        self.run_id = run_id
         existed = self.path.exists() and self.path.stat().st_size > 0
         try:
             self._db = sqlite3.connect(self.path, isolation_level=None)
@@ -267,6 +334,35 @@ class PrivacyLedger:
             marks = ", ".join("?" * len(_ROW_FIELDS))
             self._db.executemany(f"INSERT INTO {_TABLE} ({columns}) VALUES ({marks})", rows)
         return head
+
+    def sign_head(self, round: int, final: bool, plan_sha256: str, config_sha256: str,
+                  signer: "LedgerSigner") -> None:
+        """Append a signed statement of the ledger's current head, after ``round``'s rows.
+
+        The statement (:func:`head_statement`) names the run, the round, the row count and
+        head hash, whether the run ended (``final``), and the sha256 of the run's
+        ``privacy_plan.json`` and ``run_config.json`` (``""`` when there is none). The
+        signature is Ed25519 by ``signer``; its raw public key is stored beside it.
+        """
+        if not _is_int(round) or round < 0:
+            raise ValueError(f"round must be an integer ≥ 0, got {round!r}")
+        for name, digest in (("plan_sha256", plan_sha256), ("config_sha256", config_sha256)):
+            if not _is_digest(digest, allow_empty=True):
+                raise ValueError(f"{name} must be 64 lower-case hex digits or '', got {digest!r}")
+        with _transaction(self._db):
+            count, head = self._head()
+            run_id = self.run_id
+            if run_id is None:
+                ids = {row_id for (row_id,) in self._db.execute(f"SELECT DISTINCT run_id FROM {_TABLE}")}
+                if len(ids) != 1:
+                    raise LedgerError(f"{self.path}: cannot tell the run id to sign (rows name {sorted(ids)}); "
+                                      "open the ledger with run_id=")
+                run_id = ids.pop()
+            statement = head_statement(run_id, int(round), count, head, bool(final), plan_sha256, config_sha256)
+            self._db.execute(f"INSERT INTO {_HEADS} (round, rows, head, final, statement, public_key, signature) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (int(round), count, head, int(bool(final)), statement.decode("ascii"),
+                              signer.public_key_hex(), signer.sign(statement)))
 
     def head(self) -> tuple[int, str]:
         """(number of rows, hash of the last row); ``(0, GENESIS)`` when empty.
@@ -323,12 +419,20 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
     meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
     if meta.get("format") != FORMAT:
         raise LedgerError(f"{path}: not a fedrec privacy ledger (meta format {meta.get('format')!r})")
+    if meta.get("version") == "1":
+        raise LedgerError(f"{path}: privacy ledger version '1' (written before rows stated their relation, "
+                          "sensitivity and release, and before signed heads); this fedrec reads only version "
+                          f"{VERSION!r}: its numbers cannot be checked against the current meaning of σ. "
+                          "Audit it with the fedrec that wrote it, or rerun the experiment")
     if meta.get("version") != VERSION:
         raise LedgerError(f"{path}: privacy ledger version {meta.get('version')!r}, this fedrec reads {VERSION!r}")
-    columns = {row[1] for row in db.execute(f"PRAGMA table_info({_TABLE})")}
-    missing = [name for name in _ROW_FIELDS if name not in columns]
-    if missing:
-        raise LedgerError(f"{path}: privacy ledger table '{_TABLE}' lacks columns {missing}")
+    if _HEADS not in tables:
+        raise LedgerError(f"{path}: privacy ledger version {VERSION} without its '{_HEADS}' table")
+    for table, wanted in ((_TABLE, _ROW_FIELDS), (_HEADS, _HEAD_FIELDS)):
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        missing = [name for name in wanted if name not in columns]
+        if missing:
+            raise LedgerError(f"{path}: privacy ledger table '{table}' lacks columns {missing}")
 
 
 def read_ledger(path: Path) -> list[LedgerRow]:
@@ -338,6 +442,11 @@ def read_ledger(path: Path) -> list[LedgerRow]:
     ledger, or holds a value of the wrong type.
     """
     path = Path(path)
+    raw = _select(path, f"SELECT {', '.join(_ROW_FIELDS)} FROM {_TABLE} ORDER BY seq")
+    return [_to_row(path, values) for values in raw]
+
+
+def _select(path: Path, query: str) -> list[tuple[Any, ...]]:
     if not path.is_file():
         raise LedgerError(f"{path}: no privacy ledger here (file not found)")
     try:
@@ -346,12 +455,66 @@ def read_ledger(path: Path) -> list[LedgerRow]:
         raise LedgerError(f"{path}: cannot open the privacy ledger ({error})") from error
     try:
         _check_schema(db, path)
-        raw = db.execute(f"SELECT {', '.join(_ROW_FIELDS)} FROM {_TABLE} ORDER BY seq").fetchall()
+        return db.execute(query).fetchall()
     except sqlite3.DatabaseError as error:
         raise LedgerError(f"{path}: not a readable SQLite privacy ledger ({error})") from error
     finally:
         db.close()
-    return [_to_row(path, values) for values in raw]
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    """One row of the ``heads`` table: a signed statement of the ledger's head after ``round``."""
+
+    seq: int
+    round: int
+    rows: int
+    head: str
+    final: bool
+    statement: str  # canonical JSON (head_statement), the signed bytes as ASCII text
+    public_key: str  # raw Ed25519 public key, hex
+    signature: str  # Ed25519 signature of ``statement``, hex
+
+    def claims(self) -> dict[str, Any] | None:
+        """The statement's fields, ``None`` when it is not a JSON object."""
+        try:
+            value = json.loads(self.statement)
+        except ValueError:
+            return None
+        return value if isinstance(value, dict) else None
+
+
+_HEAD_FIELDS = tuple(f.name for f in fields(SignedHead))
+
+
+def head_statement(run_id: str, round: int, rows: int, head: str, final: bool, plan_sha256: str,
+                   config_sha256: str) -> bytes:
+    """The canonical bytes a head signature covers: sorted-key JSON, no spaces, ASCII."""
+    payload = {"run_id": str(run_id), "round": int(round), "rows": int(rows), "head": str(head),
+               "final": bool(final), "plan_sha256": str(plan_sha256), "config_sha256": str(config_sha256)}
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
+
+
+def read_heads(path: Path) -> list[SignedHead]:
+    """All signed heads of the ledger at ``path`` in the order they were appended."""
+    path = Path(path)
+    heads = []
+    for values in _select(path, f"SELECT {', '.join(_HEAD_FIELDS)} FROM {_HEADS} ORDER BY seq"):
+        record = dict(zip(_HEAD_FIELDS, values))
+        ints = ("seq", "round", "rows", "final")
+        for name, value in record.items():
+            if (name in ints and not _is_int(value)) or (name not in ints and not isinstance(value, str)):
+                raise LedgerError(f"{path}: signed head seq={record['seq']!r}: column {name} holds {value!r}, "
+                                  "of the wrong type")
+        record["final"] = bool(record["final"])
+        heads.append(SignedHead(**record))
+    return heads
+
+
+def _is_digest(value: Any, allow_empty: bool = False) -> bool:
+    if allow_empty and value == "":
+        return True
+    return isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
 
 
 def _to_row(path: Path, values: tuple[Any, ...]) -> LedgerRow:
