@@ -66,12 +66,13 @@ def test_describe_says_what_is_private() -> None:
     assert "relation = add-remove" in record and "public Poisson q=0.1" in record
 
 
-def _replace_one_gaussian_epsilon(noise_std: float, sensitivity: float, releases: int, delta: float) -> float:
-    """dp_accounting's PLD of ``releases`` Gaussian releases under replace-one with the given
-    L2 sensitivity (independent of fedrec's accounting)."""
+def _replace_one_gaussian_epsilon(noise_std: float, bound: float, releases: int, delta: float) -> float:
+    """dp_accounting's PLD of ``releases`` Gaussian releases under replace-one, each value of
+    L2 norm ≤ ``bound`` (two values then differ by up to 2·bound; independent of fedrec's
+    accounting)."""
     from dp_accounting.pld import privacy_loss_distribution as pld
 
-    one = pld.from_gaussian_mechanism(noise_std, sensitivity=sensitivity, value_discretization_interval=1e-3,
+    one = pld.from_gaussian_mechanism(noise_std, sensitivity=bound, value_discretization_interval=1e-3,
                                       neighboring_relation=pld.NeighborRel.REPLACE_ONE)
     return float(one.self_compose(releases).get_epsilon_for_delta(delta))
 
@@ -82,8 +83,12 @@ def test_user_local_is_accounted_as_replace_one_and_its_epsilon_is_true() -> Non
     # (before the fix it was accounted with sensitivity C: printed 7.97, true ≈ 45).
     config = RunConfig(dp="user-local", epsilon=8.0)
     sigma = plan.local_noise(config)
-    true_eps = _replace_one_gaussian_epsilon(sigma * config.clip, 2 * config.clip, config.rounds, config.delta)
+    true_eps = _replace_one_gaussian_epsilon(sigma * config.clip, config.clip, config.rounds, config.delta)
     assert true_eps <= 8.0
+    # the old accounting (sensitivity C) added noise std σ_acc·C for the same printed ε: its true
+    # replace-one ε is far above 8
+    old_std = plan.training_step(config)[0] * config.clip
+    assert _replace_one_gaussian_epsilon(old_std, config.clip, config.rounds, config.delta) > 2 * 8.0
     assert plan.training_step(config) == (sigma / 2, 1.0, 1)
     assert plan.RELATION["user-local"] == "replace-one" and plan.train_sensitivity(config) == 2 * config.clip
     fixed = RunConfig(dp="user-local", noise_multiplier=3.0, rounds=4)
