@@ -1,14 +1,38 @@
 """``fedrec audit RUN_DIR``: check a run's privacy ledger and re-derive every ε in it.
 
+Modules: this one is the checking core; :mod:`fedrec.core.privacy.audit_crosscheck`
+checks the ledger against the run's plan, config, summary and checkpoint;
+:mod:`fedrec.core.privacy.audit_report` writes ``audit.json``, ``epsilon.png`` and the
+console table.
+
 What is checked
 ---------------
 1. The ledger's hash chain, and the anchors ``(ledger_rows, ledger_head)`` the server
    wrote into ``metrics.jsonl`` each round (:mod:`fedrec.core.privacy.ledger`).
-2. Every row's parameters are valid (as ``PrivacyLedger.append`` demands).
-3. Rows are grouped by ``(who, unit)`` in ``seq`` order; the ε after row ``k`` is the
+2. Signed heads (:meth:`fedrec.core.privacy.ledger.PrivacyLedger.sign_head`): every
+   round with ledger rows or an anchor has a signed head; each head's statement is
+   canonical, names this ledger's run id, and its ``(rows, head)`` match the ledger at
+   that point (and the round's anchor); the signature verifies — against the trusted
+   public key given as ``verify_key`` (``--verify-key``), else against the run's own
+   ``ledger-signing.pub`` (a note says this proves self-consistency only: a forger can
+   replace that file), else against the key stored beside each head (the same
+   caveat); every head must carry that key. The statement's ``plan_sha256`` /
+   ``config_sha256`` must be the sha256 of the run's ``privacy_plan.json`` /
+   ``run_config.json`` (``""`` when absent). When ``summary.json`` exists (the run
+   finished) the last head must be ``final`` and cover every row: this catches the
+   newest rows deleted together with their metrics line. A ledger with rows and no
+   signed head fails ("missing signature").
+3. Device countersignatures: with ``device_keys`` (``--device-keys DIR``), every row with
+   a ``device_signature`` must verify — ECDSA over
+   :func:`fedrec.core.privacy.signing.release_statement` of the row, with ``who_user``
+   the row's ``who`` — with one of the OpenSSH public keys ``DIR/*.pub``.
+4. Cross-checks against the run's files (:mod:`fedrec.core.privacy.audit_crosscheck`).
+5. Every row's parameters are valid (as ``PrivacyLedger.append`` demands).
+6. Rows are grouped by ``(who, unit)`` in ``seq`` order; the ε after row ``k`` is the
    composition of the group's rows ``1..k``, each the Poisson-subsampled Gaussian
-   ``(σ, q, steps)`` (``q = 1``: the plain Gaussian), at the row's δ. It is recomputed
-   twice:
+   ``(σ, q, steps)`` (``q = 1``: the plain Gaussian), at the row's δ (σ is noise std /
+   sensitivity under the row's relation, so add/remove accounting applies to both
+   relations). It is recomputed twice:
 
    * with the row's own Opacus accountant, :func:`fedrec.core.privacy.accounting.epsilon`
      — this must give the recorded ε to ``opacus_rel`` = 1e-6 relative; a miss means
@@ -20,40 +44,23 @@ What is checked
      ``SelfComposedDpEvent(PoissonSampledDpEvent(q, GaussianDpEvent(σ)), steps)``,
      ``GaussianDpEvent(σ)`` when ``q = 1``.
 
-4. Budget: a row overshoots when its recorded or Opacus ε exceeds the budget by more
+7. Budget: a row overshoots when its recorded or Opacus ε exceeds the budget by more
    than 1e-9 relative (the server's own refusal rule), or when even the most lenient
    reading of the independent ε (its lower tolerance edge) does.
+8. PLD ε of each who's whole history (dp_accounting's PLD accountant, add/remove on the
+   rows' ``(σ, q, steps)``), reported beside the recorded (RDP) final ε as the tighter
+   figure (``pld_epsilon``; for at most ``max_exact`` distinct histories, the highest
+   ε first).
 
 Measured disagreement between the accountants (and the tolerance)
 -----------------------------------------------------------------
-Grid: σ 0.5–10 (25 values, geometric), q 0.001–1 (19), steps 1–10000 (25), δ 1e-5, 1e-6,
-1e-7; PLD/PRV on a coarser grid (σ 8 values, q 6, steps 5, same δ; 621 points with
-RDP-ε ≤ 100, those above skipped: PRV and PLD take minutes and gigabytes there).
-
-* **Opacus RDP vs dp_accounting RDP.** dp_accounting is given Opacus' orders (1.1–10.9
-  by 0.1, 12–63) so both minimise over the same orders; its own default adds 11 and
-  128–1024, which makes it up to 28× *smaller* at tiny ε (σ=10, q=0.001, one step), a
-  difference of order grids, not of maths. With the same orders the two agree exactly at
-  integer orders; at fractional orders dp_accounting's series (``_compute_log_a_frac``)
-  is larger than the exact value (Opacus matches mpmath quadrature to 1e-11 at
-  σ=1, q=0.1; dp_accounting is 20 % high at α=1.6) and gives up (∞) below α≈1.5 for
-  small σ. So dp_accounting's ε is never below Opacus' (measured max of
-  (opacus − dp)/dp: 2.3e-12) and above it by, at most (measured (dp − opacus)/dp, by dp's ε):
-
-  ====================  ==========  ===================================  ===========
-  independent ε         measured    worst point (σ, q, steps, δ)         tolerance
-  ====================  ==========  ===================================  ===========
-  ≤ 2                   1.9e-5      8.83, 0.464, 68, 1e-5                1e-4
-  (2, 5]                0.40 %      10, 0.464, 464, 1e-5                 1 %
-  (5, 10]               1.5 %       4.73, 0.464, 316, 1e-5               3 %
-  (10, 20]              4.7 %       3.25, 0.464, 464, 1e-5               10 %
-  (20, 50]              11.1 %      0.57, 0.215, 68, 1e-5                25 %
-  (50, 100]             25.3 %      0.57, 0.215, 146, 1e-5               50 %
-  > 100                 67 %        0.5, 0.215, 10000, 1e-5              not checked
-  ====================  ==========  ===================================  ===========
-
-  Tolerance: the recorded ε may lie below the independent ε by the last column (2× the
-  measurement) and above it by 1e-6 relative; plus 1e-9 absolute both ways.
+* **Opacus RDP vs dp_accounting RDP.** Both get the same integer orders 2–128
+  (:data:`fedrec.core.privacy.accounting.RDP_ORDERS`), where both evaluate the same
+  closed form. Measured on σ 0.5–10 (25 values, geometric) × q 0.001–1 (19, geometric)
+  × steps 1–10000 (24 distinct, geometric) × δ ∈ {1e-5, 1e-6, 1e-7} = 34,200 points:
+  largest relative difference 1.7e-11 (σ=10, q=0.00147, 10000 steps, δ=1e-5, ε=0.0585);
+  ≤ 5e-13 wherever ε > 2; no point disagrees by more than 1e-4. Tolerance: 1e-4
+  relative both ways (plus 1e-9 absolute).
 * **Opacus PRV vs dp_accounting PLD** (``value_discretization_interval`` 1e-4,
   pessimistic): PRV − PLD ∈ [+0.0068, +0.0125] (PRV reports the upper end of its ±0.01
   error band). Tolerance: recorded ∈ [PLD − 0.005, PLD + 0.025].
@@ -65,41 +72,25 @@ RDP-ε ≤ 100, those above skipped: PRV and PLD take minutes and gigabytes ther
 Cost, and what is checked exactly
 ---------------------------------
 RDP rows are checked exactly, every row, both ways: RDP is additive in steps, so each
-distinct ``(σ, q)`` costs one curve per accountant (~0.05–0.2 s), each row a sum and a
-conversion. PRV and PLD cost ~0.3–0.6 s *per distinct composed history* (Opacus' PRV
-builds its grid each time; the PLD is FFT-composed from a cached one-step PLD), and many
-rows share a history (same ``(σ, q)``, same number of participations), so each distinct
-history is computed once. ``prv`` rows (and all rows under ``accountant="pld"``) are
-checked exactly — Opacus PRV and dp_accounting PLD — for at most ``max_exact`` distinct
+distinct ``(σ, q)`` costs one curve per accountant, each row a sum and a conversion.
+PRV and PLD cost ~0.3–0.6 s *per distinct composed history* (Opacus' PRV builds its grid
+each time; the PLD is FFT-composed from a cached one-step PLD), and many rows share a
+history (same ``(σ, q)``, same number of participations), so each distinct history is
+computed once. ``prv`` rows (and all rows under ``accountant="pld"``) are checked
+exactly — Opacus PRV and dp_accounting PLD — for at most ``max_exact`` distinct
 histories (default 100; ``None``: all), chosen in this order: the last row of each who
 (highest ε first), then the other rows (highest ε first); a row whose history was
 already computed is checked at no cost. Every other ``prv`` row is *bracketed*: its ε
 must lie between the who's previous recorded ε (minus 0.005) and Opacus' RDP ε of the
 same history (RDP ≥ PRV, above). The report counts the rows checked each way.
-
-Timings, ``audit_run`` on this project's 2-core box (imports included, ~3 s), synthetic
-runs written like the server's: 100 rounds × 100 of 1,000 clients = 10,000 rows, σ = 1.1,
-δ = 1e-5; ``record``: q = 1/⌈n/16⌉ for n ∈ [20, 700] records (44 distinct q), 2 epochs;
-``user-local``: q = 1, one step; ``user-central``: 100 server rows, q = 0.01.
-
-=============  ========================  =======================================
-mode           rdp (all rows exact)      prv, max_exact = 100
-=============  ========================  =======================================
-record         10 s                      73 s (1,027 rows exact, 8,973 bracketed;
-                                         all 10,000 exact: 240 s)
-user-local     6 s                       27 s (all rows exact)
-user-central   3 s                       23 s (all 100 rows exact)
-=============  ========================  =======================================
-
-``accountant="pld"`` on the record/rdp run: 38 s. ``write_audit`` adds ~1 s.
-
-Output: ``audit.json`` (``inf`` written as the string ``"inf"``) and ``epsilon.png``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import time
 import warnings
 from collections import defaultdict
@@ -112,27 +103,56 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from fedrec.core.privacy import accounting
+from fedrec.core.privacy.audit_crosscheck import (
+    CONFIG_FILE,
+    PLAN_FILE,
+    CrossCheckError,
+    crosscheck,
+    read_run_files,
+)
 from fedrec.core.privacy.ledger import (
     ANCHOR_HEAD,
     ANCHOR_ROWS,
+    GENESIS,
     LEDGER_FILE,
     SERVER,
     LedgerError,
     LedgerRow,
+    SignedHead,
     anchor_problems,
     check_entry,
+    head_statement,
+    read_heads,
     read_ledger,
     unanchored_rows,
     verify_chain,
 )
-from fedrec.core.report import METRICS_FILE, write_json_atomic
+from fedrec.core.privacy.signing import (
+    PUBLIC_KEY_FILE,
+    SigningError,
+    load_device_public_key,
+    read_public_key,
+    release_statement,
+    verify_ed25519,
+    verify_release,
+)
+from fedrec.core.report import METRICS_FILE, SUMMARY_FILE
 
-AUDIT_FILE = "audit.json"
-PLOT_FILE = "epsilon.png"
 INDEPENDENT = ("rdp", "pld")
 DEFAULT_MAX_EXACT = 100
-# Opacus RDPAccountant.DEFAULT_ALPHAS, given to dp_accounting so both minimise over the same orders
-ORDERS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))
+
+
+def _accounting_orders() -> tuple[float, ...]:
+    """The orders the recorded RDP ε were minimised over, given to dp_accounting too."""
+    orders = getattr(accounting, "RDP_ORDERS", None)
+    if isinstance(orders, tuple) and orders and all(isinstance(o, (int, float)) for o in orders):
+        return orders
+    from opacus.accountants import RDPAccountant  # an accounting module still on Opacus' default orders
+
+    return tuple(RDPAccountant.DEFAULT_ALPHAS)
+
+
+ORDERS = _accounting_orders()
 PLD_DISCRETIZATION = 1e-4  # dp_accounting's default; 1e-3 drifts up to 0.085 from it at 10⁴ steps
 BUDGET_REL = 1e-9  # the server refuses a round whose ε exceeds the budget by more than this
 
@@ -198,9 +218,7 @@ class Tolerance:
 
 
 DEFAULT_TOLERANCE = Tolerance(bands={
-    ("rdp", "rdp"): Band(below=((2.0, 1e-4), (5.0, 0.01), (10.0, 0.03), (20.0, 0.10), (50.0, 0.25),
-                                (100.0, 0.50)),
-                         above=1e-6, below_abs=1e-9, above_abs=1e-9),
+    ("rdp", "rdp"): Band(below=((math.inf, 1e-4),), above=1e-4, below_abs=1e-9, above_abs=1e-9),
     ("prv", "pld"): Band(below=((math.inf, 0.0),), above=0.0, below_abs=0.005, above_abs=0.025),
     ("prv", "rdp"): Band(below=(), above=1e-6, below_abs=0.0, above_abs=1e-9),
     ("rdp", "pld"): Band(below=((math.inf, 0.0),), above=math.inf, below_abs=0.005, above_abs=0.0),
@@ -356,7 +374,11 @@ class Finding:
 
 @dataclass
 class WhoAudit:
-    """One who's rows on one unit, in ``seq`` order, with the recomputed ε (None: not recomputed)."""
+    """One who's rows on one unit, in ``seq`` order, with the recomputed ε (None: not recomputed).
+
+    ``pld_epsilon``: dp_accounting's PLD ε of the who's whole history at its δ (``None``
+    when not computed: past ``max_exact`` distinct histories, or unusable parameters).
+    """
 
     who: str
     unit: str
@@ -370,15 +392,25 @@ class WhoAudit:
     opacus: list[float | None] = field(default_factory=list)
     independent: list[float | None] = field(default_factory=list)
     findings: int = 0
+    pld_epsilon: float | None = None
 
     @property
     def max_epsilon(self) -> float:
         return max(self.recorded, default=0.0)
 
+    @property
+    def final_epsilon(self) -> float:
+        return self.recorded[-1] if self.recorded else 0.0
+
 
 @dataclass
 class AuditReport:
-    """Everything ``fedrec audit`` found; ``ok`` is False when anything is wrong."""
+    """Everything ``fedrec audit`` found; ``ok`` is False when anything is wrong.
+
+    ``key_source``: what the head signatures were verified against — ``"trusted"``
+    (``verify_key``), ``"run"`` (the run's ``ledger-signing.pub``), ``"embedded"`` (the key
+    stored with each head) or ``None`` (no signed heads).
+    """
 
     run_dir: Path
     rows: int
@@ -396,6 +428,12 @@ class AuditReport:
     rows_independent_checked: int
     rows_bracketed: int
     seconds: float
+    signature_problems: list[str] = field(default_factory=list)
+    device_problems: list[str] = field(default_factory=list)
+    crosscheck_problems: list[str] = field(default_factory=list)
+    heads: int = 0
+    key_source: str | None = None
+    device_signatures_checked: int = 0
 
     @property
     def chain_ok(self) -> bool:
@@ -406,8 +444,24 @@ class AuditReport:
         return not self.anchor_problems
 
     @property
+    def signatures_ok(self) -> bool:
+        return not self.signature_problems and not self.device_problems
+
+    @property
+    def crosscheck_ok(self) -> bool:
+        return not self.crosscheck_problems
+
+    @property
     def ok(self) -> bool:
-        return self.chain_ok and self.anchors_ok and not self.mismatches and not self.overshoots
+        return (self.chain_ok and self.anchors_ok and self.signatures_ok and self.crosscheck_ok
+                and not self.mismatches and not self.overshoots)
+
+    def problems(self) -> list[str]:
+        """Every problem as one line each (findings with their row)."""
+        return [*self.chain_problems, *self.anchor_problems, *self.signature_problems, *self.device_problems,
+                *self.crosscheck_problems,
+                *(f"{f.kind}: {f.message} (row seq={f.seq}, round {f.round}, {f.who})"
+                  for f in [*self.mismatches, *self.overshoots])]
 
     def epsilon_by_round(self, server: bool) -> dict[int, float]:
         """Max over clients (``server=False``) or the server's ε as of each round."""
@@ -432,11 +486,16 @@ def _max_as_of(groups: Sequence[WhoAudit], rounds: Sequence[int]) -> np.ndarray:
 # --- the audit ------------------------------------------------------------------------
 
 def audit_run(run_dir: Path, accountant: str | None = None, tolerance: Tolerance = DEFAULT_TOLERANCE,
-              max_exact: int | None = DEFAULT_MAX_EXACT) -> AuditReport:
+              max_exact: int | None = DEFAULT_MAX_EXACT, verify_key: Path | None = None,
+              device_keys: Path | None = None) -> AuditReport:
     """Audit the ledger of the run in ``run_dir`` (see the module docstring).
 
     ``accountant``: ``rdp`` or ``pld`` forces the independent accountant for all rows.
     ``max_exact``: distinct histories computed with PRV/PLD; ``None`` for all of them.
+    ``verify_key``: a trusted ledger public key file (hex, as ``signing.write_public_key``
+    writes it). ``device_keys``: a directory of the devices' OpenSSH ``*.pub`` keys.
+    Raises ``AuditError`` when the run cannot be audited (no run directory, no ledger,
+    unreadable files, a missing or malformed key file).
     """
     started = time.perf_counter()
     if accountant is not None and accountant not in INDEPENDENT:
@@ -444,16 +503,21 @@ def audit_run(run_dir: Path, accountant: str | None = None, tolerance: Tolerance
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise AuditError(f"{run_dir}: no such run directory")
+    if not os.access(run_dir, os.R_OK | os.X_OK):
+        raise AuditError(f"{run_dir}: the run directory is not readable")
+    trusted = _trusted_key(verify_key)
+    devices = _device_keys(device_keys)
     ledger_path = run_dir / LEDGER_FILE
     if not ledger_path.is_file():
         raise AuditError(f"{run_dir}: this run has no privacy ledger ({LEDGER_FILE} not found): "
                          "was it run with --dp off?")
     try:
         rows = read_ledger(ledger_path)
+        heads = read_heads(ledger_path)
     except LedgerError as error:
         raise AuditError(str(error)) from error
     notes: list[str] = []
-    anchors = _read_anchors(run_dir / METRICS_FILE, notes)
+    metrics, anchors = _read_metrics(run_dir / METRICS_FILE, notes)
     anchor_issues = anchor_problems(rows, [a for a in anchors if isinstance(a, tuple)])
     anchor_issues += [a for a in anchors if isinstance(a, str)]
     valid_anchors = [a for a in anchors if isinstance(a, tuple)]
@@ -469,11 +533,22 @@ def audit_run(run_dir: Path, accountant: str | None = None, tolerance: Tolerance
     if not rows:
         notes.append("the ledger is empty")
 
+    try:
+        files = read_run_files(run_dir, metrics)
+    except CrossCheckError as error:
+        raise AuditError(str(error)) from error
+    signatures = _Signatures(run_dir, rows, heads, metrics, files.finished, trusted)
+    signature_issues = signatures.check(notes)
+    device_issues, device_checked = _check_device_signatures(rows, devices, device_keys, notes)
+    cross_issues, cross_notes = crosscheck(files, rows)
+    notes += cross_notes
+
     check = _Check(accountant, tolerance, max_exact)
     with _quiet_absl():
         whos = check.run(rows)
+        check.pld_finals(whos, rows)
     findings = check.findings
-    per_who = defaultdict(int)
+    per_who: dict[str, int] = defaultdict(int)
     for finding in findings:
         per_who[finding.who] += 1
     for who in whos:
@@ -485,16 +560,23 @@ def audit_run(run_dir: Path, accountant: str | None = None, tolerance: Tolerance
         overshoots=[f for f in findings if f.kind == "overshoot"],
         forced_accountant=accountant, tolerance=tolerance, max_exact=max_exact,
         rows_opacus_checked=check.opacus_checked, rows_independent_checked=check.independent_checked,
-        rows_bracketed=check.bracketed, seconds=time.perf_counter() - started)
+        rows_bracketed=check.bracketed, seconds=time.perf_counter() - started,
+        signature_problems=signature_issues, device_problems=device_issues, crosscheck_problems=cross_issues,
+        heads=len(heads), key_source=signatures.key_source, device_signatures_checked=device_checked)
 
 
-def _read_anchors(path: Path, notes: list[str]) -> list[tuple[int, str] | str]:
-    """Anchors ``(rows, head)`` of ``metrics.jsonl``, and a message for each malformed one."""
+def _read_metrics(path: Path, notes: list[str]) -> tuple[list[dict[str, Any]], list[tuple[int, str] | str]]:
+    """``metrics.jsonl``'s lines, and its anchors ``(rows, head)`` with a message for each malformed one."""
     if not path.exists():
         notes.append(f"no {METRICS_FILE}: no anchors, deletion of the newest rows cannot be detected")
-        return []
+        return [], []
+    lines: list[dict[str, Any]] = []
     anchors: list[tuple[int, str] | str] = []
-    with path.open("r", encoding="utf-8") as handle:
+    try:
+        handle = path.open("r", encoding="utf-8")
+    except OSError as error:
+        raise AuditError(f"{path}: cannot read it ({error.strerror})") from error
+    with handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -504,6 +586,7 @@ def _read_anchors(path: Path, notes: list[str]) -> list[tuple[int, str] | str]:
                 raise AuditError(f"{path} line {number}: not JSON ({error.msg})") from error
             if not isinstance(row, dict):
                 raise AuditError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
+            lines.append(row)
             if ANCHOR_ROWS not in row and ANCHOR_HEAD not in row:
                 continue
             count, head = row.get(ANCHOR_ROWS), row.get(ANCHOR_HEAD)
@@ -513,7 +596,199 @@ def _read_anchors(path: Path, notes: list[str]) -> list[tuple[int, str] | str]:
             else:
                 anchors.append(f"{path.name} line {number}: malformed anchor "
                                f"({ANCHOR_ROWS}={count!r}, {ANCHOR_HEAD}={head!r})")
-    return anchors
+    return lines, anchors
+
+
+# --- signatures -----------------------------------------------------------------------
+
+def _trusted_key(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return read_public_key(Path(path))
+    except SigningError as error:
+        raise AuditError(f"--verify-key: {error}") from error
+
+
+def _device_keys(directory: Path | None) -> dict[str, str]:
+    """``{file name: OpenSSH public key line}`` of ``directory/*.pub``."""
+    if directory is None:
+        return {}
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise AuditError(f"--device-keys: {directory}: no such directory")
+    keys = {}
+    for path in sorted(directory.glob("*.pub")):
+        try:
+            text = path.read_text(encoding="ascii")
+            load_device_public_key(text)
+        except (OSError, UnicodeDecodeError, SigningError) as error:
+            raise AuditError(f"--device-keys: {path}: not a readable OpenSSH public key ({error})") from error
+        keys[path.name] = text
+    if not keys:
+        raise AuditError(f"--device-keys: {directory}: no *.pub files there")
+    return keys
+
+
+def _sha256_of(path: Path) -> str:
+    """sha256 of the file's bytes; ``""`` when it does not exist."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return ""
+    except OSError as error:
+        raise AuditError(f"{path}: cannot read it ({error.strerror})") from error
+
+
+class _Signatures:
+    """The signed-head checks of the module docstring (item 2)."""
+
+    def __init__(self, run_dir: Path, rows: Sequence[LedgerRow], heads: Sequence[SignedHead],
+                 metrics: Sequence[dict[str, Any]], finished: bool, trusted: str | None) -> None:
+        self.run_dir, self.rows, self.heads, self.metrics = run_dir, rows, heads, metrics
+        self.finished, self.trusted = finished, trusted
+        self.key_source: str | None = None
+
+    def check(self, notes: list[str]) -> list[str]:
+        problems: list[str] = []
+        rows, heads = self.rows, self.heads
+        key = self._key(problems, notes)
+        run_ids = sorted({row.run_id for row in rows})
+        if len(run_ids) > 1:
+            problems.append(f"the ledger's rows name {len(run_ids)} runs {run_ids}: rows of another run were mixed in")
+        plan_sha = _sha256_of(self.run_dir / PLAN_FILE)
+        config_sha = _sha256_of(self.run_dir / CONFIG_FILE)
+        anchored = {line["round"]: (line[ANCHOR_ROWS], line[ANCHOR_HEAD]) for line in self.metrics
+                    if isinstance(line.get("round"), int) and ANCHOR_ROWS in line and ANCHOR_HEAD in line}
+        needed = sorted({row.round for row in rows} | set(anchored))
+        if rows and not heads:
+            problems.append(f"missing signature: the ledger has {len(rows)} rows but no signed head (a ledger "
+                            "written without the server's key, or its heads were removed)")
+        last_of_round: dict[int, SignedHead] = {}
+        previous: SignedHead | None = None
+        for head in heads:
+            where = f"signed head {head.seq} (round {head.round})"
+            claims = head.claims()
+            if claims is None or set(claims) != _STATEMENT_KEYS:
+                problems.append(f"{where}: its statement is not a head statement")
+                continue
+            try:
+                canonical = head_statement(**claims)
+            except (TypeError, ValueError):
+                canonical = b""
+            if canonical.decode("ascii") != head.statement:
+                problems.append(f"{where}: its statement is not in canonical form")
+            told = (claims["round"], claims["rows"], claims["head"], claims["final"])
+            if told != (head.round, head.rows, head.head, head.final):
+                problems.append(f"{where}: the columns (round, rows, head, final) differ from the signed statement")
+            verify_with = key if key is not None else head.public_key
+            if head.public_key != verify_with:
+                problems.append(f"{where}: signed by key {head.public_key[:16]}…, not the "
+                                f"{'trusted' if self.key_source == 'trusted' else 'run'}'s key {verify_with[:16]}…")
+            if not verify_ed25519(verify_with, head.statement.encode("ascii", "replace"), head.signature):
+                problems.append(f"{where}: the signature does not verify with the "
+                                f"{_KEY_WORDS[self.key_source or 'embedded']} {verify_with[:16]}…")
+            if run_ids and claims["run_id"] not in run_ids:
+                problems.append(f"{where}: signed for run {claims['run_id']!r} but the ledger's rows are of run "
+                                f"{run_ids[0]!r}")
+            count, digest = claims["rows"], claims["head"]
+            if not isinstance(count, int) or count < 0:
+                problems.append(f"{where}: rows={count!r} is not a row count")
+            elif count == 0 and digest != GENESIS:
+                problems.append(f"{where}: says an empty ledger with a head other than the genesis hash")
+            elif count > len(rows):
+                problems.append(f"{where}: says the ledger had {count} rows, it has {len(rows)}: rows were deleted")
+            elif count > 0 and rows[count - 1].hash != digest:
+                problems.append(f"{where}: says row {count} hashed {str(digest)[:12]}…, the ledger's row {count} "
+                                f"hashes {rows[count - 1].hash[:12]}…: the ledger was rewritten")
+            for name, actual, file in (("plan_sha256", plan_sha, PLAN_FILE), ("config_sha256", config_sha,
+                                                                                CONFIG_FILE)):
+                if claims[name] != actual:
+                    problems.append(f"{where}: signed {name} {str(claims[name])[:12] or '(none)'}… but {file} "
+                                    f"{'hashes ' + actual[:12] + '…' if actual else 'is missing'}: the file was "
+                                    "replaced or edited after the run signed it")
+            if previous is not None and (head.round < previous.round or head.rows < previous.rows
+                                         or previous.final):
+                problems.append(f"{where}: out of order after signed head {previous.seq} (round {previous.round}"
+                                f"{', final' if previous.final else ''})")
+            last_of_round[head.round] = head
+            previous = head
+        for round_ in needed:
+            head = last_of_round.get(round_)
+            if head is None:
+                if heads:
+                    problems.append(f"round {round_}: missing signature (no signed head for a round with "
+                                    "ledger rows or an anchor)")
+                continue
+            covered = max((row.seq for row in rows if row.round == round_), default=0)
+            if head.rows < covered:
+                problems.append(f"round {round_}: its signed head covers {head.rows} rows but the round's rows go "
+                                f"to seq {covered}")
+            if round_ in anchored and tuple(anchored[round_]) != (head.rows, head.head):
+                problems.append(f"round {round_}: the {METRICS_FILE} anchor ({anchored[round_][0]} rows) differs "
+                                f"from the round's signed head ({head.rows} rows)")
+        if heads:
+            last = heads[-1]
+            if self.finished and not last.final:
+                problems.append(f"round {last.round}: the last signed head is not final although {SUMMARY_FILE} "
+                                "says the run finished (the final signed heads were removed)")
+            if self.finished and last.rows != len(rows):
+                problems.append(f"round {last.round}: the last signed head covers {last.rows} rows, the ledger has "
+                                f"{len(rows)}")
+            elif not self.finished and last.rows < len(rows):
+                notes.append(f"{len(rows) - last.rows} row(s) after the last signed head (an unfinished run): "
+                             "their deletion would not be detected")
+        return problems
+
+    def _key(self, problems: list[str], notes: list[str]) -> str | None:
+        if self.trusted is not None:
+            self.key_source = "trusted"
+            return self.trusted
+        if not self.heads:
+            return None
+        own = self.run_dir / PUBLIC_KEY_FILE
+        if own.exists():
+            try:
+                key = read_public_key(own)
+            except SigningError as error:
+                problems.append(str(error))
+                key = None
+            else:
+                self.key_source = "run"
+                notes.append(f"signatures verified against the run's own {PUBLIC_KEY_FILE}: this proves only "
+                             "that the ledger is consistent with itself (whoever can rewrite the run directory "
+                             "can replace that file); pass --verify-key with the server's public key obtained "
+                             "out of band to prove who signed")
+                return key
+        self.key_source = "embedded"
+        keys = sorted({head.public_key for head in self.heads})
+        if len(keys) > 1:
+            problems.append(f"the signed heads carry {len(keys)} different public keys")
+        notes.append(f"no {PUBLIC_KEY_FILE} and no --verify-key: signatures verified against the key stored "
+                     "with each head, which proves only self-consistency")
+        return keys[0]
+
+
+_STATEMENT_KEYS = {"run_id", "round", "rows", "head", "final", "plan_sha256", "config_sha256"}
+_KEY_WORDS = {"trusted": "trusted key", "run": f"run's {PUBLIC_KEY_FILE} key", "embedded": "key stored with it"}
+
+
+def _check_device_signatures(rows: Sequence[LedgerRow], keys: dict[str, str], directory: Path | None,
+                             notes: list[str]) -> tuple[list[str], int]:
+    """Problems with rows' device countersignatures (module docstring item 3), rows checked."""
+    signed = [row for row in rows if row.device_signature]
+    if not keys:
+        if signed:
+            notes.append(f"{len(signed)} row(s) carry device signatures, not verified (pass --device-keys)")
+        return [], 0
+    problems = []
+    for row in signed:
+        statement = release_statement(row.run_id, row.round, row.who, row.relation, row.noise_multiplier,
+                                      row.sample_rate, row.steps, row.epsilon, row.release)
+        if not any(verify_release(text, statement, row.device_signature) for text in keys.values()):
+            problems.append(f"row seq={row.seq} (round {row.round}, {row.who}): its device signature verifies "
+                            f"with none of the {len(keys)} key(s) in {directory}")
+    return problems, len(signed)
 
 
 class _Pending(NamedTuple):
@@ -566,6 +841,25 @@ class _Check:
         for audit, members in zip(audits, (groups[(a.who, a.unit)] for a in audits)):
             self._budget(audit, members)
         return audits
+
+    def pld_finals(self, audits: list[WhoAudit], rows: Sequence[LedgerRow]) -> None:
+        """Each who's PLD ε of its whole history (module docstring item 8), at most ``max_exact``
+        distinct histories computed (highest recorded ε first; a history PLD already saw is free)."""
+        groups: dict[tuple[str, str], list[LedgerRow]] = defaultdict(list)
+        for row in rows:
+            groups[(row.who, row.unit)].append(row)
+        computed: set[tuple[accounting.Step, ...]] = set()
+        for audit in sorted(audits, key=lambda a: -_finite(a.final_epsilon)):
+            members = groups[(audit.who, audit.unit)]
+            if not all(_computable(row) for row in members):
+                continue
+            history = _merge([(r.noise_multiplier, r.sample_rate, r.steps) for r in members])
+            known = (history, audit.delta) in self.independent._pld_epsilons or not history
+            if not known and history not in computed:
+                if self.max_exact is not None and len(computed) >= self.max_exact:
+                    continue
+                computed.add(history)
+            audit.pld_epsilon = self.independent.pld_epsilon(history, audit.delta)
 
     def _cheap(self, audit: WhoAudit, members: list[LedgerRow]) -> list[_Pending]:
         history: list[accounting.Step] = []
@@ -674,173 +968,3 @@ def _computable(row: LedgerRow) -> bool:
 
 def _finite(value: float) -> float:
     return value if math.isfinite(value) else 1e300
-
-
-# --- output ---------------------------------------------------------------------------
-
-def _json_number(value: float | None) -> float | str | None:
-    """JSON has no infinity: ∞ is written as the string "inf" (NaN as null)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, float) and math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return value
-
-
-def report_dict(report: AuditReport) -> dict[str, Any]:
-    """``audit.json``'s content; ε lists are aligned with ``seqs`` and ``rounds``."""
-    clients = [w for w in report.whos if w.who != SERVER]
-    top = max(clients, key=lambda w: _finite(w.max_epsilon), default=None)
-    server = [w for w in report.whos if w.who == SERVER]
-    return {
-        "ok": report.ok,
-        "run_dir": str(report.run_dir),
-        "ledger_rows": report.rows,
-        "chain_ok": report.chain_ok,
-        "chain_problems": report.chain_problems,
-        "anchors_ok": report.anchors_ok,
-        "anchors": report.anchors,
-        "anchor_problems": report.anchor_problems,
-        "notes": report.notes,
-        "independent_accountant": report.forced_accountant or "per row (rdp→rdp, prv→pld)",
-        "max_exact": report.max_exact,
-        "rows_opacus_checked": report.rows_opacus_checked,
-        "rows_independent_checked": report.rows_independent_checked,
-        "rows_bracketed": report.rows_bracketed,
-        "seconds": round(report.seconds, 3),
-        "tolerance": {
-            "opacus_rel": report.tolerance.opacus_rel,
-            "bands": {f"{a}->{b}": {"below": [[_json_number(u), s] for u, s in band.below],
-                                    "above": _json_number(band.above), "below_abs": band.below_abs,
-                                    "above_abs": band.above_abs}
-                      for (a, b), band in report.tolerance.bands.items()},
-        },
-        "mismatches": [vars(f) for f in report.mismatches],
-        "overshoots": [vars(f) for f in report.overshoots],
-        "global": {
-            "clients": len({w.who for w in clients}),
-            "max_client_epsilon": _json_number(top.max_epsilon if top else None),
-            "max_client": top.who if top else None,
-            "server_epsilon": _json_number(max((w.max_epsilon for w in server), default=None)),
-            "client_max_epsilon_by_round": {str(r): _json_number(v)
-                                            for r, v in report.epsilon_by_round(server=False).items()},
-            "server_epsilon_by_round": {str(r): _json_number(v)
-                                        for r, v in report.epsilon_by_round(server=True).items()},
-        },
-        "whos": [{
-            "who": w.who, "unit": w.unit, "mode": w.mode, "accountant": w.accountant, "delta": w.delta,
-            "budget": w.budget, "max_epsilon": _json_number(w.max_epsilon), "findings": w.findings,
-            "seqs": w.seqs, "rounds": w.rounds,
-            "recorded": [_json_number(v) for v in w.recorded],
-            "opacus": [_json_number(v) for v in w.opacus],
-            "independent": [_json_number(v) for v in w.independent],
-        } for w in report.whos],
-    }
-
-
-def write_audit(report: AuditReport, run_dir: Path) -> None:
-    """Write ``run_dir/audit.json`` and ``run_dir/epsilon.png``."""
-    run_dir = Path(run_dir)
-    write_json_atomic(run_dir / AUDIT_FILE, report_dict(report))
-    plot_epsilon(report, run_dir / PLOT_FILE)
-
-
-def plot_epsilon(report: AuditReport, path: Path) -> None:
-    """ε by round: a thin step line per client, their max bold, the server's line, budgets
-    dashed, rows with findings marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.collections import LineCollection
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    clients = [w for w in report.whos if w.who != SERVER]
-    lines = [_steps(w.rounds, w.recorded) for w in clients]
-    if lines:
-        alpha = max(0.04, min(0.5, 8 / len(lines)))
-        ax.add_collection(LineCollection(lines, colors="tab:blue", linewidths=0.6, alpha=alpha))
-        by_round = report.epsilon_by_round(server=False)
-        ax.plot(list(by_round), _plottable(list(by_round.values())), color="black", linewidth=2.2,
-                label=f"max over {len(clients)} client(s)")
-    for w in report.whos:
-        if w.who == SERVER:
-            ax.plot(w.rounds, _plottable(w.recorded), color="tab:red", linewidth=2.2, marker=".",
-                    label=f"server ({w.mode})")
-    for budget in sorted({w.budget for w in report.whos if w.budget is not None}):
-        ax.axhline(budget, color="grey", linestyle="--", linewidth=1.2, label=f"budget ε={budget:g}")
-    flagged = {f.seq for f in [*report.mismatches, *report.overshoots]}
-    marks = [(r, e) for w in report.whos for s, r, e in zip(w.seqs, w.rounds, w.recorded)
-             if s in flagged and math.isfinite(e)]
-    if marks:
-        ax.scatter(*zip(*marks), color="red", marker="x", s=30, zorder=5, label="row with a finding")
-    ax.autoscale_view()
-    ax.set_ylim(bottom=0)
-    ax.set_xlabel("round")
-    deltas = sorted({w.delta for w in report.whos})
-    ax.set_ylabel("ε" + (f" at δ={deltas[0]:g}" if len(deltas) == 1 else ""))
-    ax.set_title(f"privacy spent — audit {'ok' if report.ok else 'FAILED'}")
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _steps(rounds: Sequence[int], values: Sequence[float]) -> np.ndarray:
-    """A step path through ``(round, ε)``: ε holds until the who's next row. Shape (2n − 1, 2)."""
-    x = np.repeat(np.asarray(rounds, dtype=np.float64), 2)[1:]
-    y = np.repeat(_plottable(values), 2)[:-1]
-    return np.column_stack([x, y])
-
-
-def _plottable(values: Sequence[float]) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
-    return np.where(np.isfinite(array), array, np.nan)
-
-
-def print_audit(report: AuditReport, console: Any) -> None:
-    """A short table of the audit on a rich console, then the first findings."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    def mark(ok: bool) -> str:
-        return "[green]ok[/green]" if ok else "[red]FAILED[/red]"
-
-    def number(value: float) -> str:
-        return "∞" if math.isinf(value) else f"{value:.4g}"
-
-    clients = [w for w in report.whos if w.who != SERVER]
-    servers = [w for w in report.whos if w.who == SERVER]
-    table = Table(title=escape(f"privacy audit of {report.run_dir}"), show_header=False)
-    table.add_row("ledger rows", str(report.rows))
-    table.add_row("hash chain", mark(report.chain_ok) + (f" ({len(report.chain_problems)} problems)"
-                                                        if report.chain_problems else ""))
-    table.add_row("anchors", mark(report.anchors_ok) + f" ({report.anchors} checked)")
-    if report.whos:
-        table.add_row("unit · δ · accountant", escape(", ".join(sorted(
-            {f"{w.unit} · {w.delta:g} · {w.accountant}" for w in report.whos}))))
-    table.add_row("ε recomputed", f"Opacus {report.rows_opacus_checked}/{report.rows} rows, dp_accounting "
-                                  f"{report.rows_independent_checked}/{report.rows}, bracketed "
-                                  f"{report.rows_bracketed}")
-    table.add_row("mismatches", mark(not report.mismatches) + f" ({len(report.mismatches)})")
-    table.add_row("budget overshoots", mark(not report.overshoots) + f" ({len(report.overshoots)})")
-    if clients:
-        top = max(clients, key=lambda w: _finite(w.max_epsilon))
-        table.add_row("max client ε", f"{number(top.max_epsilon)} ({escape(top.who)}; "
-                                      f"{len({w.who for w in clients})} clients)")
-    if servers:
-        table.add_row("server ε", number(max(w.max_epsilon for w in servers)))
-    table.add_row("verdict", mark(report.ok))
-    console.print(table)
-    for line in [*report.chain_problems, *report.anchor_problems][:5]:
-        console.print(f"[red]•[/red] {escape(line)}")
-    findings = [*report.mismatches, *report.overshoots]
-    for finding in findings[:5]:
-        console.print(f"[red]•[/red] {finding.kind}: {escape(finding.message)} "
-                      f"(row {finding.seq}, round {finding.round}, {escape(finding.who)})")
-    if len(findings) > 5:
-        console.print(f"… and {len(findings) - 5} more in {AUDIT_FILE}")
-    for note in report.notes:
-        console.print(f"[yellow]note:[/yellow] {escape(note)}")
