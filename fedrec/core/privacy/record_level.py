@@ -93,6 +93,13 @@ without Opacus' hooks (forward, two backward passes, noise, Adam) already costs
 1.4–2.2× a plain step, and Opacus' per-module hooks, norm samplers and gradient
 copies add about as much again.
 
+The table was measured with the noise from torch's generator. Drawing it from
+``SecureRandom`` instead (one float64 Box–Muller draw per trained coordinate: ≈ 55k per
+step for MF at ML-100K sizes) costs more: ghost, mf, b=16 went from 1.4 to 2.9 ms per
+step (b=64: 2.2 → 3.7 ms; neumf b=16: 3.8 → 6.7 ms) in one back-to-back run of the
+benchmark (100 steps, 2 cores), most of it numpy's ``cos``/``sin`` in
+:meth:`~fedrec.core.privacy.secure_random.SecureRandom.standard_normal`.
+
 Caveats. ``LocalResult.loss`` and ``num_examples`` are raw statistics of the records
 (not noised): the record-level guarantee covers the update Δ and the new local
 parameters, not those two numbers. With Adam, noise-only coordinates (rows no example

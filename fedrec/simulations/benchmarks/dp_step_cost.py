@@ -49,6 +49,7 @@ from fedrec.core.privacy.record_level import (
     record_examples,
     record_losses,
 )
+from fedrec.core.privacy.secure_random import secure_generator
 from fedrec.core.training import TrainingConfig, make_optimizer
 
 TARGET_RATIO = 2.0
@@ -86,7 +87,8 @@ def relative_step_error(
     rng = np.random.default_rng(seed)
     records = rng.choice(n_items, size=batch_size, replace=False).astype(np.int64)
     positives = torch.from_numpy(records)
-    users, items = record_examples(positives, draw_negatives(positives, n_items, negatives, rng))
+    secure = secure_generator()
+    users, items = record_examples(positives, draw_negatives(positives, n_items, negatives, secure))
     reference = build_model(model_name, 1, n_items, dim, seed)
     params = list(reference.parameters())
     grads = []
@@ -101,8 +103,8 @@ def relative_step_error(
     model = build_model(model_name, 1, n_items, dim, seed)
     before = [p.detach().clone() for p in model.parameters()]
     config = TrainingConfig(lr=1.0, batch_size=batch_size, negatives=negatives, loss=loss, optimizer="sgd")
-    with PrivatePhase(model, list(model.parameters()), records, config, RecordDP(0.0, clip, "rdp", mode),
-                      rng) as phase:
+    dp = RecordDP(0.0, clip, "rdp", mode, sample_rate=1.0, divisor=batch_size)
+    with PrivatePhase(model, list(model.parameters()), records, config, dp, secure) as phase:
         phase.step(positives, items[:, 1:])
     error = max(float((b - p.detach() - e).abs().max()) for b, p, e in zip(before, model.parameters(), expected))
     return error / max(float(e.abs().max()) for e in expected)
@@ -124,7 +126,8 @@ def time_steps(
     n_records = 4 * batch_size  # q = 1/4; the step's cost depends on the batch, not on n
     records = rng.choice(n_items, size=n_records, replace=False).astype(np.int64)
     positives = torch.from_numpy(records[:batch_size])
-    negatives = draw_negatives(positives, n_items, config.negatives, rng)
+    secure = secure_generator()
+    negatives = draw_negatives(positives, n_items, config.negatives, secure)
 
     variants: dict[str, Callable[[torch.Tensor, torch.Tensor], object]] = {
         PLAIN: plain_step(build_model(model_name, 1, n_items, dim, seed), config)
@@ -134,8 +137,9 @@ def time_steps(
         mode = GHOST if variant == GHOST_OPACUS_NORMS else variant
         model = build_model(model_name, 1, n_items, dim, seed)
         model.train()
-        dp = RecordDP(dp_template.noise_multiplier, dp_template.clip, dp_template.accountant, mode)
-        phase = PrivatePhase(model, list(model.parameters()), records, config, dp, rng,
+        dp = RecordDP(dp_template.noise_multiplier, dp_template.clip, dp_template.accountant, mode,
+                      sample_rate=0.25, divisor=batch_size)
+        phase = PrivatePhase(model, list(model.parameters()), records, config, dp, secure,
                              opacus_embedding_norms=variant == GHOST_OPACUS_NORMS)
         phases.append(phase)
         variants[variant] = phase.step
@@ -173,7 +177,8 @@ def main(
 ) -> None:
     torch.set_num_threads(1)
     console = Console(width=200)
-    dp = RecordDP(noise_multiplier, clip, "rdp")
+    # a template: only σ, C and the accountant are read from it (the schedule is set per batch size)
+    dp = RecordDP(noise_multiplier, clip, "rdp", sample_rate=0.25, divisor=1)
     rows = []
     for model_name in models.split(","):
         for batch in (int(b) for b in batch_size.split(",")):
