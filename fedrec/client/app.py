@@ -9,7 +9,12 @@ mean over this node's users), the number of examples and the training loss.
 ``evaluate``: score every item for each of the node's users that has a test item and
 reply with HR/NDCG@K (NCF protocol, 99 sampled negatives) and full-ranking HR, NDCG
 and Recall@K. A user who never trained here reconstructs a vector first from its own
-training items with the global part frozen — the cold-start path.
+training items with the global part frozen — the cold-start path. Under a DP mode the
+evaluate reply is a DP release instead (:mod:`fedrec.core.privacy.evaluation`): the sum
+of the users' ``K`` private metrics, noised per user on the device and accounted in the
+user's history (``record``, ``user-local``; a user whose budget it would exceed refuses),
+or exact for the trusted server to noise (``user-central``), and the number of users;
+no compute time, reconstruction count or example count travels under DP.
 
 Deployed (``fedrec client start``): the node config names the device's ``data-file``
 and ``state-dir``. The node's users are the users of its CSV, read against the item
@@ -54,7 +59,9 @@ from fedrec.core.device import resolve_device
 from fedrec.core.evaluation import mean_metrics, metric_keys
 from fedrec.core.models.registry import MODELS, needs_item_features
 from fedrec.core.privacy.accounting import Step, compact
+from fedrec.core.privacy import plan
 from fedrec.core.privacy.client_round import Release, private_train_users
+from fedrec.core.privacy.evaluation import exact_sum, local_private_evaluation
 from fedrec.core.privacy.mechanisms import poisson_sample
 from fedrec.core.run_config import RunConfig
 from fedrec.core.run_model import build_run_model
@@ -79,8 +86,11 @@ from fedrec.core.wire import (
     PRIVACY_PRIOR_STEPS,
     PRIVACY_RATE,
     PRIVACY_REFUSED,
+    PRIVACY_RELEASE,
     PRIVACY_STEPS,
     PRIVACY_USERS,
+    RELEASE_EVALUATE,
+    RELEASE_TRAIN,
     SAMPLED_USERS,
     SERVER_ROUND,
     TRAIN_LOSS,
@@ -154,6 +164,19 @@ def _users_this_round(msg: Message, context: Context, n_users: int, config_: Run
         raise ValueError(f"{SAMPLED_USERS} must be a list of user ids in 0..{n_users - 1}")
     chosen = set(sampled)
     return [user for user in held if user in chosen]
+
+
+def _check_central_units(config: RunConfig, context: Context, n_users: int) -> None:
+    """(4) user-central with the per-client executor samples nodes as users: a node holding
+    several users would release them together (sensitivity ``w·C``, not ``C``), so it refuses."""
+    if config.dp != "user-central" or config.executor == "cohort" or NODE_DATA_FILE in context.node_config:
+        return  # cohort nodes sample and clip each user; a deployed device is checked when it loads its CSV
+    held = node_users(context.node_config, n_users)
+    if len(held) > 1:
+        raise ValueError(f"dp user-central samples nodes as users, but this node holds {len(held)} users "
+                         f"(partition {context.node_config.get('partition-id')} of "
+                         f"{context.node_config.get('num-partitions')}): the server's noise covers one user "
+                         "per sampled node; run one user per node or --executor cohort")
 
 
 def _server_round(msg: Message) -> int:
@@ -265,10 +288,11 @@ def train(msg: Message, context: Context) -> Message:
     config, split, global_arrays, store = node.config, node.split, node.global_arrays, node.store
     server_round = _server_round(msg)
 
+    _check_central_units(config, context, split.n_users)
     users = _users_this_round(msg, context, split.n_users, config)
     data = [split.user_data(user, for_evaluation=False) for user in users]
     if config.dp != "off":
-        return _train_private(msg, context, node, data, server_round, started)
+        return _train_private(msg, context, node, data, server_round)
     result = train_users(config, global_arrays, store.load_many(users), data, server_round,
                          device=resolve_device(config.device))
     store.save_many(result.users, result.locals)
@@ -286,13 +310,13 @@ def train(msg: Message, context: Context) -> Message:
     return Message(content=content, reply_to=msg)
 
 
-def _train_private(msg: Message, context: Context, node: _NodeRound, data: list, server_round: int,
-                   started: float) -> Message:
+def _train_private(msg: Message, context: Context, node: _NodeRound, data: list, server_round: int) -> Message:
     """A DP round (:mod:`fedrec.core.privacy.client_round`): each user weighs 1 in the mean.
 
     The reply carries the (private) mean update, the number of users that trained as
-    its weight, and per user what it spent or that it refused; no example counts and no
-    training loss, which would be releases no accountant covers.
+    its weight, and per user what it spent or that it refused; no example counts, no
+    training loss and no compute time (``node-seconds`` grows with the user's records),
+    which would be releases no accountant covers.
     """
     config, global_arrays, store = node.config, node.global_arrays, node.store
     histories = PrivacyHistoryStore(node.state)
@@ -316,20 +340,22 @@ def _train_private(msg: Message, context: Context, node: _NodeRound, data: list,
         update = {k: (v / result.weight).astype(np.float32) for k, v in result.update_sum.items()}
     else:
         update = {name: np.zeros_like(value) for name, value in global_arrays.items()}
-    values = {NUM_EXAMPLES: int(result.weight), USERS_TRAINED: len(result.users),
-              NODE_SECONDS: time.perf_counter() - started}
+    values = {NUM_EXAMPLES: int(result.weight), USERS_TRAINED: len(result.users)}
     if config.dp == "user-central" and config.adaptive_clip:  # the bits the server noises; nothing else
         values[DP_WITHIN_CLIP] = within_clip
     content = RecordDict({ARRAYS: _global_only(update, config, node.split.n_items), METRICS: MetricRecord(values)})
     if releases:  # (Flower cannot size a ConfigRecord holding empty lists)
         priors = dict(zip(users, prior)) if node.deployed is not None else None
-        content[PRIVACY] = _privacy_record(releases, priors)
+        content[PRIVACY] = _privacy_record(releases, priors, RELEASE_TRAIN)
     return Message(content=content, reply_to=msg)
 
 
-def _privacy_record(releases: list[Release], priors: dict[int, list[Step]] | None = None) -> ConfigRecord:
-    """Per release: user, refused, σ, q, steps, ε after; deployed, also the user's prior history."""
+def _privacy_record(releases: list[Release], priors: dict[int, list[Step]] | None = None,
+                    release: str = RELEASE_TRAIN) -> ConfigRecord:
+    """Per release: user, refused, σ, q, steps, ε after; deployed, also the user's prior
+    history; and which release (``train`` or ``evaluate``) the report is about."""
     record = ConfigRecord({
+        PRIVACY_RELEASE: release,
         PRIVACY_USERS: [r.user for r in releases],
         PRIVACY_REFUSED: [int(r.refused) for r in releases],
         PRIVACY_NOISE: [float(r.noise_multiplier) for r in releases],
@@ -350,12 +376,21 @@ def _privacy_record(releases: list[Release], priors: dict[int, list[Step]] | Non
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Ranking metrics of this node's users under the received global model."""
+    """Ranking metrics of this node's users under the received global model.
+
+    Under a DP mode the reply is a private release (:mod:`fedrec.core.privacy.evaluation`):
+    the sum of the users' metric vectors — each noised on the device and accounted in the
+    user's history (record, user-local), or exact for the trusted server to noise
+    (user-central) — and the number of users in it; nothing else derived from the data.
+    """
     node = _NodeRound.open(msg, context)
     config, split, global_arrays, store = node.config, node.split, node.global_arrays, node.store
+    _check_central_units(config, context, split.n_users)
 
     data = [split.user_data(user) for user in _users_this_round(msg, context, split.n_users)]
     data = [d for d in data if d.has_test]
+    if config.dp != "off":
+        return _evaluate_private(msg, node, data)
     stored = store.load_many([d.user for d in data])
     reconstructed = sum(local is None for local in stored)
     rows = evaluate_users(config, global_arrays, stored, data, device=resolve_device(config.device))
@@ -366,3 +401,38 @@ def evaluate(msg: Message, context: Context) -> Message:
         {**values, NUM_EXAMPLES: len(rows), USERS_EVALUATED: len(rows), USERS_RECONSTRUCTED: reconstructed}
     )
     return Message(content=RecordDict({METRICS: metrics}), reply_to=msg)
+
+
+def _evaluate_private(msg: Message, node: _NodeRound, data: list) -> Message:
+    """A DP evaluation reply: the K private metrics summed over the evaluated users, their count,
+    and (client-accounted modes) each user's release or refusal, recorded in its history."""
+    config, global_arrays, store = node.config, node.global_arrays, node.store
+    device = resolve_device(config.device)
+
+    def rows_of(indices: list[int]) -> list[dict[str, float]]:
+        chosen = [data[i] for i in indices]
+        return evaluate_users(config, global_arrays, store.load_many([d.user for d in chosen]), chosen,
+                              device=device)
+
+    users = [d.user for d in data]
+    privacy_record = None
+    if config.dp == "user-central":
+        released = exact_sum(config, rows_of(list(range(len(data)))))
+    else:
+        histories = PrivacyHistoryStore(node.state)
+        prior = histories.load_many(users)
+        released = local_private_evaluation(config, users, prior, rows_of)
+        for user, old, new in zip(users, prior, released.histories):
+            if len(new) != len(old):
+                histories.save(user, new)
+        if released.releases:  # (Flower cannot size a ConfigRecord holding empty lists)
+            priors = dict(zip(users, prior)) if node.deployed is not None else None
+            privacy_record = _privacy_record(released.releases, priors, RELEASE_EVALUATE)
+    node.persist(_server_round(msg))
+    keys = plan.private_metric_keys(config.eval_k)
+    values: dict[str, float | int] = {key: float(np.float32(v)) for key, v in zip(keys, released.total)}
+    values[USERS_EVALUATED] = int(released.count)
+    content = RecordDict({METRICS: MetricRecord(values)})
+    if privacy_record is not None:
+        content[PRIVACY] = privacy_record
+    return Message(content=content, reply_to=msg)

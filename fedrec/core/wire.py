@@ -13,6 +13,12 @@ TRAIN_LOSS = "train-loss"
 USERS_TRAINED = "users-trained"
 NODE_SECONDS = "node-seconds"  # a node's compute time for the instruction (overhead diagnostics)
 USERS_EVALUATED = "users-evaluated"
+# Under a DP mode an evaluation reply's METRICS hold, at the keys of
+# fedrec.core.privacy.plan.private_metric_keys, the *sum* over the node's evaluated users of
+# their metric vectors (noised per user for record/user-local, exact for user-central, which
+# the server noises), and USERS_EVALUATED their number; nothing else (no node-seconds, no
+# users-reconstructed, no num-examples). record/user-local add a PRIVACY report
+# (PRIVACY_RELEASE = RELEASE_EVALUATE).
 USERS_RECONSTRUCTED = "users-reconstructed"
 SERVER_ROUND = "server-round"
 SAMPLED_USERS = "sampled-users"  # cohort executor: the users the server sampled this round
@@ -28,6 +34,9 @@ PRIVACY_NOISE = "noise-multiplier"
 PRIVACY_RATE = "sample-rate"
 PRIVACY_STEPS = "steps"
 PRIVACY_EPSILON = "epsilon"
+PRIVACY_RELEASE = "release"  # which release the report is about: RELEASE_TRAIN or RELEASE_EVALUATE
+RELEASE_TRAIN = "train"
+RELEASE_EVALUATE = "evaluate"
 PRIVACY_STATE_PREFIX = "fedrec.privacy."  # context.state key of one user's accountant history
 DP_CLIP = "dp-clip"  # user-central with adaptive clipping: this round's clip norm (server → client)
 DP_WITHIN_CLIP = "dp-within-clip"  # user-central: users of the reply whose ‖Δ‖ ≤ C (adaptive clipping's bits)

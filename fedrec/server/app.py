@@ -8,7 +8,8 @@ The server needs the catalogue size (``num-items``). Deployed (``catalogue`` nam
 item catalogue file), the catalogue sizes the model and travels with every instruction;
 the server holds no user data. In simulation, when ``num-items`` is not given, it is
 read from the dataset; ItemPop — a central reference line, not part of federated
-training — is then computed from the same split for the summary.
+training — is then computed from the same split for the summary (not under a DP mode:
+``summary.json`` then holds only the noised metrics, the rounds and the config).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from fedrec.core.data.catalogue import read_catalogue
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import leave_one_out
 from fedrec.core.itempop import evaluate_itempop
-from fedrec.core.privacy.plan import preflight
+from fedrec.core.privacy.plan import preflight, private_metric_keys
 from fedrec.core.report import CURVES_FILE, SUMMARY_FILE, build_summary, plot_curves, write_json_atomic
 from fedrec.core.run_config import RunConfig
 from fedrec.server.loop import run_rounds
@@ -56,10 +57,21 @@ def main(grid: Grid, context: Context) -> None:
         n_items, n_users, itempop = _from_dataset(config)
     rows = run_rounds(grid, config, run_dir, n_items, n_users, run_id=str(context.run_id), catalogue=catalogue)
     k = config.eval_k
+    if config.dp != "off":  # shared files hold only noised metrics and config (see fedrec.server.loop)
+        itempop = None  # an exact statistic of the raw training data, which no mechanism covers
     summary = build_summary(rows, k, itempop, config.to_user_config(), time.perf_counter() - started)
+    if config.dp != "off":
+        summary = dp_summary(summary, k)
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
     plot_curves(rows, k, run_dir / CURVES_FILE, itempop, title=f"fedrec {config.model} on {config.dataset}")
     logger.info("run written to %s", run_dir)
+
+
+def dp_summary(summary: dict, k: int) -> dict:
+    """A DP run's ``summary.json``: the noised private metrics, the rounds and the config —
+    no timing (``wall_seconds``) and no count of users evaluated."""
+    keep = {*private_metric_keys(k), "rounds", "evaluated_at", "config"}
+    return {key: value for key, value in summary.items() if key in keep}
 
 
 def _from_dataset(config: RunConfig) -> tuple[int, int | None, dict[str, float] | None]:

@@ -7,6 +7,18 @@ aggregation), ``bytes_up``, ``bytes_down`` and, on evaluation rounds,
 the ranking metrics), and checkpoint every ``checkpoint-every`` rounds and at the end.
 A resumed run continues from the last checkpoint's round with its global model and
 server-optimiser state; clients that lost their private vectors reconstruct them.
+
+Under a DP mode ``metrics.jsonl`` is meant to be shared, so it holds only what the DP
+mechanisms cover or what is public: ``round``, the ledger anchor (``ledger_rows``,
+``ledger_head``), ``dp_refused``, ``epsilon_max``, ``skipped`` and, on evaluation rounds,
+the noised private metrics (:func:`fedrec.core.privacy.plan.private_metric_keys`) — no
+timing at all. The operational numbers (``clients``, ``nodes``, ``examples``,
+``node_seconds_max``, ``train_loss``, ``bytes_up``/``bytes_down``, ``train_seconds``,
+``wall_seconds``, ``users-evaluated``) go to ``server_internal.jsonl`` (:data:`INTERNAL_FILE`):
+**internal to the trusted server, do not share: it holds the realised sample sizes and
+timings that the DP mechanisms do not cover.** At the start of a DP run the server writes
+``privacy_plan.json`` and, after each round's ledger rows, signs the ledger head
+(:mod:`fedrec.server.privacy`).
 """
 
 from __future__ import annotations
@@ -31,7 +43,9 @@ from fedrec.core.run_config import RunConfig
 from fedrec.core.run_model import build_run_model
 from fedrec.core.sampling import sample_users
 from fedrec.server.privacy import ServerPrivacy
-from fedrec.core.wire import CATALOGUE, DP_CLIP, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS, USERS_TRAINED
+from fedrec.core.privacy.plan import private_metric_keys
+from fedrec.core.wire import (CATALOGUE, DP_CLIP, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS,
+                              USERS_TRAINED)
 from fedrec.core.privacy.ledger import LEDGER_FILE
 from fedrec.server.checkpoint import (
     MODEL_FILE,
@@ -43,6 +57,10 @@ from fedrec.server.checkpoint import (
 from fedrec.server.strategy.fedopt_updates import FedOptOnUpdates, arrays_to_numpy, numpy_to_arrays
 
 logger = logging.getLogger("fedrec.server")
+# Under DP: operational numbers of each round, internal to the trusted server (do not share)
+INTERNAL_FILE = "server_internal.jsonl"
+# Under DP: the metrics.jsonl keys besides the private metrics (all covered by DP, or public)
+SHARED_DP_KEYS = ("round", "ledger_rows", "ledger_head", "dp_refused", "epsilon_max", "skipped")
 
 # Configuration that must not change when a run is resumed.
 RESUME_INVARIANTS = ("dataset", "data-dir", "model", "dim", "seed", "num-items", "dp", "epsilon", "delta",
@@ -148,8 +166,19 @@ def _slowest_node_seconds(replies: list[Message]) -> float:
     return max(reported, default=0.0)
 
 
+def split_row(row: dict[str, Any], k: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A DP round's row as (shared: what :data:`SHARED_DP_KEYS` and the private metrics
+    name, internal: ``round`` and everything else)."""
+    shared_keys = {*SHARED_DP_KEYS, *private_metric_keys(k)}
+    shared = {key: value for key, value in row.items() if key in shared_keys}
+    internal = {key: value for key, value in row.items() if key not in shared_keys or key == "round"}
+    return shared, internal
+
+
 def _drop_rows_after(path: Path, last_round: int) -> None:
     """Forget logged rounds newer than the checkpoint: they will be run again."""
+    if not path.exists():
+        return
     rows = [row for row in read_jsonl(path) if int(row["round"]) <= last_round]
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
@@ -194,6 +223,7 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
         arrays, optimizer_state = checkpoint.global_arrays, checkpoint.optimizer_state
         first_round = checkpoint.round + 1
         _drop_rows_after(run_dir / METRICS_FILE, checkpoint.round)
+        _drop_rows_after(run_dir / INTERNAL_FILE, checkpoint.round)
         logger.info("resuming %s after round %d", run_dir, checkpoint.round)
 
     # Flower's node sampling draws from `random`; a resumed run continues with fresh draws
@@ -286,8 +316,13 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
         if server_round in strategy.skipped_rounds:
             row["skipped"] = True  # fewer valid updates than min-valid-updates: model unchanged
         if privacy is not None:  # committed to privacy.db before this row is written
-            row.update(privacy.record_round(server_round, replies))
-        if server_round % config.eval_every == 0 or server_round == config.rounds:
+            privacy.record_round(server_round, replies)
+        evaluate = server_round % config.eval_every == 0 or server_round == config.rounds
+        if evaluate and privacy is not None and not privacy.evaluation_allowed():
+            logger.warning("round %d not evaluated: the release would take the server's ε past the budget %g",
+                           server_round, config.epsilon)
+            evaluate = False
+        if evaluate:
             record = numpy_to_arrays(arrays)
             eval_messages = list(strategy.configure_evaluate(
                 server_round, record, round_config(config, n_users, server_round, "evaluate", catalogue=catalogue), grid))
@@ -299,7 +334,15 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
                 row.update({k: (float(v) if "@" in k else int(v)) for k, v in eval_metrics.items()})
         row.update({"bytes_up": bytes_up, "bytes_down": bytes_down, "train_seconds": train_seconds,
                     "wall_seconds": time.perf_counter() - started})
-        append_jsonl(metrics_path, row)
+        if privacy is None:
+            append_jsonl(metrics_path, row)
+        else:  # ledger rows, then the signed head, then the anchored metrics line
+            row.update(privacy.round_fields())
+            final = server_round == config.rounds or (privacy.central and not privacy.central_round_allowed())
+            privacy.sign_round(server_round, final)
+            shared, internal = split_row(row, config.eval_k)
+            append_jsonl(run_dir / INTERNAL_FILE, internal)
+            append_jsonl(metrics_path, shared)
         if server_round % config.checkpoint_every == 0 or server_round == config.rounds:
             save_checkpoint(run_dir, Checkpoint(server_round, arrays, strategy.optimizer.state, user_config))
     save_arrays(run_dir / MODEL_FILE, arrays)

@@ -10,28 +10,51 @@
   ``(σ, q, steps, ε)`` or a refusal; the server writes one ledger row per user that
   trained and counts the refusals.
 
+Evaluation releases (:mod:`fedrec.core.privacy.evaluation`) are accounted the same way:
+``user-central``: the server noises the sum of the nodes' exact metric vectors, divides by
+the number of users asked, appends ``(σ_e, 1, 1)`` to its history and one ``release =
+evaluate`` row (a round whose evaluation would exceed the budget is not evaluated);
+``record`` / ``user-local``: each user's device noised and accounted its own vector, and
+the server writes one ``evaluate`` row per user from the reply's report.
+
 Rows are appended (and committed) as soon as a round is aggregated, before its line in
 ``metrics.jsonl``; that line then carries the ledger's size and head hash as an
-anchor, so deleting the newest rows is detectable too.
+anchor, so deleting the newest rows is detectable too. After each round's rows the
+server appends a signed head (:meth:`PrivacyLedger.sign_head`, Ed25519 with the key at
+:func:`fedrec.core.privacy.signing.default_signing_key_path`, public key written to
+``RUN/ledger-signing.pub``) over the head, the round, whether it is the last, and the
+sha256 of ``privacy_plan.json`` (written at the start of the run:
+:func:`fedrec.core.privacy.plan.privacy_plan` plus the run id; a resumed run must find
+the same file) and of ``run_config.json``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from flwr.app import ConfigRecord, Message
 
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.adaptive_clip import AdaptiveClip
+from fedrec.core.privacy.evaluation import central_release, local_release
 from fedrec.core.privacy.mechanisms import secure_generator
 from fedrec.core.privacy.ledger import LEDGER_FILE, LedgerEntry, PrivacyLedger, anchor, read_ledger
+from fedrec.core.privacy.signing import LedgerSigner, default_signing_key_path, write_public_key
 from fedrec.core.run_config import RunConfig
 from fedrec.core.wire import (
     METRICS,
     NUM_EXAMPLES,
+    PRIVACY_RELEASE,
+    RELEASE_EVALUATE,
+    RELEASE_TRAIN,
+    USERS_EVALUATED,
     PRIVACY,
     PRIVACY_EPSILON,
     PRIVACY_NOISE,
@@ -47,6 +70,33 @@ from fedrec.core.wire import (
 
 logger = logging.getLogger("fedrec.server")
 SERVER = "server"
+PLAN_FILE = "privacy_plan.json"
+CONFIG_FILE = "run_config.json"  # written by the simulation CLI (fedrec.simulations.simulate.CONFIG_FILE)
+PUBLIC_KEY_FILE = "ledger-signing.pub"
+
+
+def write_plan(config: RunConfig, n_units: int, run_dir: Path, run_id: str) -> str:
+    """Write ``privacy_plan.json`` (or, resuming, check that it is unchanged); its sha256."""
+    document = {**plan.privacy_plan(config, n_units), "run_id": run_id}
+    text = json.dumps(document, sort_keys=True, indent=2).encode("utf-8")
+    path = run_dir / PLAN_FILE
+    if config.resume:
+        if not path.is_file():
+            raise ValueError(f"cannot resume {run_dir}: its {PLAN_FILE} is missing, so the rounds already "
+                             "run cannot be shown to follow the same privacy plan")
+        if path.read_bytes() != text:
+            raise ValueError(f"cannot resume {run_dir}: the privacy plan of this config differs from the "
+                             f"run's {PLAN_FILE} (mechanisms, rounds, units or run id changed)")
+    else:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(text)
+        tmp.replace(path)
+    return hashlib.sha256(text).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, ``""`` when there is no such file."""
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
 
 
 @dataclass
@@ -61,20 +111,39 @@ class ServerPrivacy:
     adaptive: AdaptiveClip | None = None
     round_clip: float = 0.0  # the clip norm of the round being run (adaptive clipping moves it)
     per_node_users: bool = False  # deployed: user ids are a device's own, so rows name the device too
+    signer: LedgerSigner | None = None  # signs a head after each round's rows (None: no heads, tests)
+    plan_sha256: str = ""
+    config_sha256: str = ""
     _steps_by_who: dict[str, dict[tuple[float, float], int]] | None = None
+    _fields: dict[str, object] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, config: RunConfig, n_units: int, run_dir: Path, run_id: str) -> "ServerPrivacy":
+    def open(cls, config: RunConfig, n_units: int, run_dir: Path, run_id: str,
+             signer: LedgerSigner | None = None, sign: bool = True) -> "ServerPrivacy":
         """Open (or create) ``privacy.db``; a resumed run reloads the server's history
-        (and, with adaptive clipping, the last clip norm) from it."""
+        (and, with adaptive clipping, the last clip norm) from it.
+
+        ``sign``: write ``privacy_plan.json`` and the public key and sign each round's head
+        with ``signer`` (default: the key at ``default_signing_key_path()``, created when missing).
+        """
         path = run_dir / LEDGER_FILE
         history: list[Step] = []
         clip = config.clip
+        plan_sha = config_sha = ""
+        if sign:
+            plan_sha = write_plan(config, n_units, run_dir, run_id)
+            config_sha = file_sha256(run_dir / CONFIG_FILE)
+            signer = signer if signer is not None else LedgerSigner.load_or_create(default_signing_key_path())
+            write_public_key(run_dir / PUBLIC_KEY_FILE, signer.public_key_hex())
+        else:
+            signer = None
         if config.resume and path.exists():
             server_rows = [r for r in read_ledger(path) if r.who == SERVER]
             history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in server_rows]
-            clip = server_rows[-1].clip_norm if server_rows else clip
-        privacy = cls(config, n_units, run_id, PrivacyLedger(path), history, round_clip=clip)
+            train_rows = [r for r in server_rows if r.release == RELEASE_TRAIN]
+            clip = train_rows[-1].clip_norm if train_rows else clip
+        privacy = cls(config, n_units, run_id, PrivacyLedger(path, run_id=run_id), history, round_clip=clip,
+                      signer=signer, plan_sha256=plan_sha, config_sha256=config_sha)
         if config.adaptive_clip:
             privacy.adaptive = AdaptiveClip.for_round_size(clip, config.clip_quantile, privacy.expected_units)
             privacy.adaptive.update_noise_multiplier(privacy.noise_multiplier)  # refuse 2σ_b ≤ σ now
@@ -118,61 +187,177 @@ class ServerPrivacy:
 
     def central_round_allowed(self) -> bool:
         """False when one more round would take the server's ε past the budget."""
+        return self._within_budget((self.noise_multiplier, self.rate, 1))
+
+    def evaluation_allowed(self) -> bool:
+        """user-central: False when this round's evaluation release would take the server's ε past
+        the budget (the round is then not evaluated). Client-accounted modes: True (each user refuses)."""
+        return not self.central or self._within_budget(plan.evaluation_step(self.config, self.n_units))
+
+    def _within_budget(self, step: Step) -> bool:
         budget = plan.budget(self.config)
         if budget is None:
             return True
-        after = epsilon([*self.history, (self.noise_multiplier, self.rate, 1)], self.config.delta,
-                        self.config.accountant)
-        return after <= budget * (1 + 1e-9)
+        return epsilon([*self.history, step], self.config.delta, self.config.accountant) <= budget * (1 + 1e-9)
 
-    # --- ledger ---------------------------------------------------------------------
+    # --- ledger -----------------------------------------------------------------------
     def record_round(self, server_round: int, replies: list[Message]) -> dict[str, object]:
-        """Write this round's ledger rows; return the metrics-row fields (anchor, refusals)."""
+        """Write this round's training rows; return the metrics-row fields (anchor, refusals)."""
         entries: list[LedgerEntry] = []
         refused = 0
-        budget = plan.budget(self.config)
         if self.central:
             self.history.append((self.noise_multiplier, self.rate, 1))
             entries.append(self._entry(server_round, SERVER, self.noise_multiplier, self.rate, 1,
-                                       epsilon(self.history, self.config.delta, self.config.accountant), budget))
+                                       epsilon(self.history, self.config.delta, self.config.accountant),
+                                       RELEASE_TRAIN))
         else:
-            for message in replies:
-                if not message.has_content():
-                    continue
-                record = message.content.config_records.get(PRIVACY)
-                if record is None and not message.content.metric_records.get(METRICS, {}).get(NUM_EXAMPLES):
-                    continue  # a node none of whose users was due to train this round
-                if record is None:
-                    logger.warning("round %d: node %d replied without its privacy report", server_round,
-                                   message.metadata.src_node_id)
-                    continue
-                try:
-                    releases = parse_releases(record)
-                except ValueError as err:  # the strategy dropped this update for the same reason
-                    logger.warning("round %d: node %d: %s", server_round, message.metadata.src_node_id, err)
-                    continue
-                try:
-                    priors = parse_priors(record, len(releases))
-                except ValueError as err:
-                    logger.warning("round %d: node %d: %s", server_round, message.metadata.src_node_id, err)
-                    priors = None
-                for index, release in enumerate(releases):
-                    user, was_refused, sigma, rate, steps, eps = release
-                    if was_refused:
-                        refused += 1
-                        logger.warning("round %d: client %d refused to train: its next round would exceed "
-                                       "ε=%g (spent %.4g)", server_round, user, budget or 0.0, eps)
-                        continue
-                    who = (f"client:node-{message.metadata.src_node_id}/user-{user}" if self.per_node_users
-                           else f"client:{user}")
-                    if priors is not None:
-                        entries.extend(self._carried(server_round, who, priors[index], budget))
-                    entries.append(self._entry(server_round, who, sigma, rate, steps, eps, budget))
-                    self._ledgered(who)[(sigma, rate)] = self._ledgered(who).get((sigma, rate), 0) + steps
+            entries, refused = self._client_rows(server_round, replies, RELEASE_TRAIN)
         if entries:
             self.ledger.append(entries)
-        return {**anchor(self.ledger.head()), "dp_refused": refused,
-                "epsilon_max": max((e.epsilon for e in entries), default=None)}
+        self._fields = {"dp_refused": refused, "epsilon_max": max((e.epsilon for e in entries), default=None)}
+        return self.round_fields()
+
+    def round_fields(self) -> dict[str, object]:
+        """The metrics-row fields of the round so far: ledger anchor, refusals, largest ε written."""
+        return {**anchor(self.ledger.head()), "dp_refused": self._fields.get("dp_refused", 0),
+                "epsilon_max": self._fields.get("epsilon_max")}
+
+    def aggregate_evaluation(self, server_round: int, replies: list[Message], asked: int) -> dict[str, float] | None:
+        """The round's DP evaluation release from the nodes' replies, and its ledger rows.
+
+        user-central: ``(Σ exact sums + N(0, (σ_e√K)²)) / asked``, one server row; the
+        caller checked :meth:`evaluation_allowed`. Client-accounted: the mean of the
+        users' noised vectors, one row per user that was evaluated. Returns the private
+        metrics plus ``users-evaluated`` (internal to the server), or None when nobody was.
+        """
+        keys = plan.private_metric_keys(self.config.eval_k)
+        total = np.zeros(len(keys), dtype=np.float64)
+        count = 0
+        entries: list[LedgerEntry] = []
+        refused = 0
+        usable = []
+        for message in replies:
+            if not message.has_content():
+                continue
+            problem = self._evaluation_problem(message, keys)
+            if problem:
+                logger.warning("round %d: dropped the evaluation reply of node %d: %s", server_round,
+                               message.metadata.src_node_id, problem)
+                continue
+            usable.append(message)
+        if self.central:
+            for message in usable:
+                metrics = message.content.metric_records[METRICS]
+                total += np.array([float(metrics[k]) for k in keys])
+                count += int(metrics[USERS_EVALUATED])
+            if asked < 1:
+                return None
+            released = central_release(self.config, total, asked, secure_generator())
+            step = plan.evaluation_step(self.config, self.n_units)
+            self.history.append(step)
+            entries.append(self._entry(server_round, SERVER, step[0], step[1], step[2],
+                                       epsilon(self.history, self.config.delta, self.config.accountant),
+                                       RELEASE_EVALUATE))
+        else:
+            entries, refused = self._client_rows(server_round, usable, RELEASE_EVALUATE)
+            for message in usable:
+                metrics = message.content.metric_records[METRICS]
+                total += np.array([float(metrics[k]) for k in keys])
+                count += int(metrics[USERS_EVALUATED])
+            released = local_release(self.config, total, count)
+        if entries:
+            self.ledger.append(entries)
+        self._fields["dp_refused"] = int(self._fields.get("dp_refused", 0)) + refused  # type: ignore[call-overload]
+        eps = [e.epsilon for e in entries]
+        if self._fields.get("epsilon_max") is not None:
+            eps.append(float(self._fields["epsilon_max"]))  # type: ignore[arg-type]
+        self._fields["epsilon_max"] = max(eps, default=None)
+        if released is None:
+            return None
+        return {**released, USERS_EVALUATED: count}
+
+    def _evaluation_problem(self, message: Message, keys: tuple[str, ...]) -> str | None:
+        """Why a DP evaluation reply cannot be used (missing or non-finite sums, a bad count,
+        a report that disagrees with the count, anything else in the reply)."""
+        metrics = message.content.metric_records.get(METRICS)
+        if metrics is None:
+            return "no metrics"
+        count = metrics.get(USERS_EVALUATED)
+        if not isinstance(count, int) or count < 0:
+            return f"{USERS_EVALUATED}={count!r} is not a count"
+        extra = set(metrics) - {*keys, USERS_EVALUATED}
+        if extra:
+            return f"it carries {sorted(extra)} besides the private metrics"
+        for key in keys:
+            value = metrics.get(key)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                return f"{key}={value!r} is not a finite sum"
+            if self.central and not -1e-6 <= value <= count * (1 + 1e-6) + 1e-6:
+                return f"{key}={value!r} is not a sum of {count} metrics in [0, 1]"
+        if self.central:
+            return None
+        record = message.content.config_records.get(PRIVACY)
+        if record is None:
+            return None if count == 0 else "no privacy report with a DP evaluation"
+        try:
+            releases = parse_releases(record)
+        except ValueError as err:
+            return str(err)
+        if record.get(PRIVACY_RELEASE, RELEASE_TRAIN) != RELEASE_EVALUATE:
+            return f"its privacy report is about release {record.get(PRIVACY_RELEASE)!r}, not an evaluation"
+        evaluated = sum(1 for release in releases if not release[1])
+        if evaluated != count:
+            return f"its privacy report lists {evaluated} users evaluated, its count says {count}"
+        return None
+
+    def sign_round(self, server_round: int, final: bool) -> None:
+        """Append the signed head of the ledger after ``server_round``'s rows (no-op without a signer)."""
+        if self.signer is not None:
+            self.ledger.sign_head(server_round, final, self.plan_sha256, self.config_sha256, self.signer)
+
+    def _client_rows(self, server_round: int, replies: list[Message], release: str) -> tuple[list[LedgerEntry], int]:
+        """Rows for the users' releases reported in ``replies`` (client-accounted modes); refusals."""
+        entries: list[LedgerEntry] = []
+        refused = 0
+        budget = plan.budget(self.config)
+        for message in replies:
+            if not message.has_content():
+                continue
+            record = message.content.config_records.get(PRIVACY)
+            metrics = message.content.metric_records.get(METRICS, {})
+            if record is None and not metrics.get(NUM_EXAMPLES) and not metrics.get(USERS_EVALUATED):
+                continue  # a node none of whose users was due this round
+            if record is None:
+                logger.warning("round %d: node %d replied without its privacy report", server_round,
+                               message.metadata.src_node_id)
+                continue
+            if record.get(PRIVACY_RELEASE, RELEASE_TRAIN) != release:
+                logger.warning("round %d: node %d: a %s report where a %s report was due", server_round,
+                               message.metadata.src_node_id, record.get(PRIVACY_RELEASE), release)
+                continue
+            try:
+                releases = parse_releases(record)
+            except ValueError as err:  # the strategy dropped this update for the same reason
+                logger.warning("round %d: node %d: %s", server_round, message.metadata.src_node_id, err)
+                continue
+            try:
+                priors = parse_priors(record, len(releases))
+            except ValueError as err:
+                logger.warning("round %d: node %d: %s", server_round, message.metadata.src_node_id, err)
+                priors = None
+            for index, (user, was_refused, sigma, rate, steps, eps) in enumerate(releases):
+                if was_refused:
+                    refused += 1
+                    logger.warning("round %d: client %d refused to %s: it would exceed ε=%g (spent %.4g)",
+                                   server_round, user, release, budget or 0.0, eps)
+                    continue
+                who = (f"client:node-{message.metadata.src_node_id}/user-{user}" if self.per_node_users
+                       else f"client:{user}")
+                if priors is not None:
+                    entries.extend(self._carried(server_round, who, priors[index]))
+                entries.append(self._entry(server_round, who, sigma, rate, steps, eps, release))
+                self._ledgered(who)[(sigma, rate)] = self._ledgered(who).get((sigma, rate), 0) + steps
+        return entries, refused
 
     def _ledgered(self, who: str) -> dict[tuple[float, float], int]:
         """Steps per (σ, q) this run's ledger holds for ``who`` (read back from privacy.db on resume)."""
@@ -185,7 +370,7 @@ class ServerPrivacy:
                     held[key] = held.get(key, 0) + row.steps
         return self._steps_by_who.setdefault(who, {})
 
-    def _carried(self, server_round: int, who: str, prior: list[Step], budget: float | None) -> list[LedgerEntry]:
+    def _carried(self, server_round: int, who: str, prior: list[Step]) -> list[LedgerEntry]:
         """Rows for releases in a device's history that this run's ledger lacks.
 
         A deployed device's accountant outlives runs and server restarts, so a user's
@@ -205,19 +390,24 @@ class ServerPrivacy:
                 continue
             held[(sigma, rate)] = steps
             composed = [(s, q, n) for (s, q), n in held.items() if n > 0]
+            kind = (RELEASE_EVALUATE if (sigma, rate) == plan.evaluation_step(self.config, self.n_units)[:2]
+                    else RELEASE_TRAIN)  # (a history does not say; the plan's σ_e tells them apart)
             rows.append(self._entry(server_round, who, sigma, rate, missing,
-                                    epsilon(composed, self.config.delta, self.config.accountant), budget))
+                                    epsilon(composed, self.config.delta, self.config.accountant), kind))
             logger.warning("round %d: %s's device reports %d earlier release(s) (σ=%g, q=%g) this run's ledger "
                            "lacks (an earlier run, or a round the server lost); recorded before this round's row",
                            server_round, who, missing, sigma, rate)
         return rows
 
     def _entry(self, server_round: int, who: str, sigma: float, rate: float, steps: int, eps: float,
-               budget: float | None) -> LedgerEntry:
+               release: str, device_signature: str = "") -> LedgerEntry:
+        sensitivity = (plan.eval_sensitivity(self.config) if release == RELEASE_EVALUATE
+                       else plan.train_sensitivity(self.config, self.round_clip))
         return LedgerEntry(run_id=self.run_id, round=server_round, unit=plan.UNIT[self.config.dp],
                            mode=self.config.dp, who=who, noise_multiplier=sigma, sample_rate=rate, steps=steps,
                            clip_norm=self.round_clip, delta=self.config.delta, accountant=self.config.accountant,
-                           epsilon=eps, budget=budget)
+                           epsilon=eps, budget=plan.budget(self.config), relation=plan.RELATION[self.config.dp],
+                           sensitivity=sensitivity, release=release, device_signature=device_signature)
 
     def close(self) -> None:
         self.ledger.close()

@@ -13,13 +13,17 @@ from fedrec.core.wire import (
     ARRAYS,
     CONFIG,
     METRICS,
+    NODE_SECONDS,
     NUM_EXAMPLES,
     PRIVACY,
     PRIVACY_EPSILON,
     PRIVACY_REFUSED,
+    PRIVACY_RELEASE,
     PRIVACY_STEPS,
     SERVER_ROUND,
     TRAIN_LOSS,
+    USERS_EVALUATED,
+    USERS_RECONSTRUCTED,
 )
 from fedrec.server.loop import initial_global_arrays
 from fedrec.server.strategy.fedopt_updates import arrays_to_numpy, numpy_to_arrays
@@ -38,9 +42,16 @@ def _train(config: RunConfig, context: Context, server_round: int) -> Message:
     return client_app.train(Message(content=content, dst_node_id=1, message_type=MessageType.TRAIN), context)
 
 
+def _evaluate(config: RunConfig, context: Context, server_round: int = 1) -> Message:
+    arrays = initial_global_arrays(config, N_ITEMS)
+    content = RecordDict({ARRAYS: numpy_to_arrays(arrays), CONFIG: ConfigRecord({SERVER_ROUND: server_round})})
+    return client_app.evaluate(Message(content=content, dst_node_id=1, message_type=MessageType.EVALUATE), context)
+
+
 def test_user_local_epsilon_accumulates_across_rounds_and_the_budget_refuses() -> None:
-    # σ = 2 per release; budget 3.5 at δ=1e-5 allows two releases (ε 2.4, 3.5-) but not a third
-    config = RunConfig(dim=8, dp="user-local", noise_multiplier=2.0, epsilon=3.8, clip=0.5)
+    # noise 4·C on a replace-one release (sensitivity 2C): accounted σ = 2; budget 3.8 at δ=1e-5
+    # allows two releases (ε 2.17, 3.19) but not a third (4.01)
+    config = RunConfig(dim=8, dp="user-local", noise_multiplier=4.0, epsilon=3.8, clip=0.5)
     context = _context(config)
     spent = []
     for server_round in (1, 2, 3):
@@ -94,3 +105,62 @@ def test_cohort_user_central_node_samples_its_own_users_by_poisson() -> None:
     trained = [_train(config, context, r).content.metric_records[METRICS][USERS_TRAINED] for r in (1, 2, 3)]
     # the node holds 500 users; q = 250/1000: about 125 a round, a different number each time
     assert all(80 < n < 170 for n in trained) and len(set(trained)) > 1
+
+
+@pytest.mark.parametrize("mode", ["record", "user-local"])
+def test_a_client_accounted_evaluation_is_noised_accounted_and_shares_the_training_history(mode: str) -> None:
+    from fedrec.client.privacy_state import PrivacyHistoryStore
+    from fedrec.core.privacy import plan
+    from fedrec.core.privacy.accounting import compact
+
+    config = RunConfig(dim=8, dp=mode, epsilon=8.0, rounds=10, eval_every=5, batch_size=8)
+    context = _context(config)
+    _train(config, context, 1)
+    trained = PrivacyHistoryStore(context.state).load(3)
+    reply = _evaluate(config, context)
+    metrics = reply.content.metric_records[METRICS]
+    keys = plan.private_metric_keys(config.eval_k)
+    assert set(metrics) == {*keys, USERS_EVALUATED} and metrics[USERS_EVALUATED] == 1
+    assert any(not 0 <= metrics[k] <= 1 for k in keys)  # noise std σ_e·√K ≈ 20: out of [0, 1]
+    report = reply.content.config_records[PRIVACY]
+    assert report[PRIVACY_RELEASE] == "evaluate" and report[PRIVACY_REFUSED] == [0]
+    history = PrivacyHistoryStore(context.state).load(3)
+    assert compact(history) == compact([*trained, plan.evaluation_step(config, 0)])
+    assert report[PRIVACY_EPSILON][0] > _train(config, _context(config), 1).content.config_records[
+        PRIVACY][PRIVACY_EPSILON][0]  # the evaluation counts against the same budget
+    assert _train(config, context, 2).content.config_records[PRIVACY][PRIVACY_RELEASE] == "train"
+
+
+def test_a_user_central_evaluation_replies_the_exact_clamped_sum_for_the_server_to_noise() -> None:
+    from fedrec.core.privacy import plan
+
+    config = RunConfig(dim=8, dp="user-central", epsilon=8.0)
+    off = RunConfig(dim=8)
+    reply = _evaluate(config, _context(config)).content
+    exact = _evaluate(off, _context(off)).content.metric_records[METRICS]
+    metrics = reply.metric_records[METRICS]
+    keys = plan.private_metric_keys(config.eval_k)
+    assert set(metrics) == {*keys, USERS_EVALUATED} and metrics[USERS_EVALUATED] == 1
+    assert all(metrics[k] == pytest.approx(exact[k]) for k in keys)
+    assert PRIVACY not in reply.config_records  # the server accounts
+
+
+def test_dp_replies_carry_no_compute_time_reconstruction_count_or_loss() -> None:
+    for mode in ("record", "user-local", "user-central"):
+        config = RunConfig(dim=8, dp=mode, epsilon=8.0, batch_size=8)
+        for reply in (_train(config, _context(config), 1), _evaluate(config, _context(config))):
+            metrics = reply.content.metric_records[METRICS]
+            assert not {NODE_SECONDS, TRAIN_LOSS, USERS_RECONSTRUCTED} & set(metrics), (mode, dict(metrics))
+
+
+@pytest.mark.parametrize("handler", ["train", "evaluate"])
+def test_user_central_per_client_refuses_a_simulated_node_holding_several_users(handler: str) -> None:
+    """(4) Sampling a node samples its users together: sensitivity w·C, not C. Refused."""
+    config = RunConfig(dim=8, dp="user-central", epsilon=8.0)
+    context = Context(run_id=1, node_id=1, node_config={"partition-id": 0, "num-partitions": 10},
+                      state=RecordDict(), run_config=config.to_user_config())
+    with pytest.raises(ValueError, match="holds 100 users"):
+        (_train(config, context, 1) if handler == "train" else _evaluate(config, context))
+    cohort = RunConfig(dim=8, dp="user-central", epsilon=8.0, executor="cohort")  # clips each user: allowed
+    _train(cohort, Context(run_id=1, node_id=1, node_config={"partition-id": 0, "num-partitions": 10},
+                           state=RecordDict(), run_config=cohort.to_user_config()), 1)

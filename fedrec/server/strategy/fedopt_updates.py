@@ -26,6 +26,9 @@ replacement (Flower's FedAvg sampling), except under ``user-central`` DP, where 
 node is sampled independently with ``q = clients-per-round / n`` (Poisson), which is
 what the accountant describes.
 
+Evaluation under a DP mode: replies carry sums of private metric vectors (see
+:mod:`fedrec.core.privacy.evaluation`), released by :class:`ServerPrivacy`, not averaged here.
+
 Under a DP mode (``privacy`` given) every trained user weighs 1 and the aggregation is
 :mod:`fedrec.core.privacy.aggregation` (plain mean of private updates, or the noised sum
 of clipped ones over the expected count). Flower's DP wrappers
@@ -50,7 +53,7 @@ from fedrec.core.aggregation import ServerOptimizer, weighted_mean
 from fedrec.core.array_check import array_problem
 from fedrec.core.privacy.aggregation import central_noised_mean, exceeds_clip, private_mean
 from fedrec.core.privacy.mechanisms import secure_generator
-from fedrec.core.wire import ARRAYS, CONFIG, DP_WITHIN_CLIP, METRICS, NUM_EXAMPLES, PRIVACY
+from fedrec.core.wire import ARRAYS, CONFIG, DP_WITHIN_CLIP, METRICS, NUM_EXAMPLES, PRIVACY, SAMPLED_USERS
 from fedrec.core.privacy.mechanisms import poisson_sample
 from fedrec.server.privacy import ServerPrivacy, parse_releases
 
@@ -106,6 +109,7 @@ class FedOptOnUpdates(FedAvg):
         self.skipped_rounds: list[int] = []
         self._current: dict[str, np.ndarray] | None = None
         self.poisson_nodes = False  # set by the loop: user-central with one user per node
+        self.eval_asked = 0  # users asked to evaluate this round (the divisor of a user-central release)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -117,6 +121,25 @@ class FedOptOnUpdates(FedAvg):
             record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
             return self._construct_messages(record, nodes, MessageType.TRAIN)
         return super().configure_train(server_round, arrays, config, grid)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Flower's evaluation sampling; remembers how many users were asked: the sampled users
+        (cohort) or one per node asked (per-client, deployed)."""
+        messages = list(super().configure_evaluate(server_round, arrays, config, grid))
+        sampled = config.get(SAMPLED_USERS)
+        self.eval_asked = len(sampled) if isinstance(sampled, list) else len(messages)
+        return messages
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Without DP, Flower's weighted mean of the replies' metrics. Under a DP mode the
+        replies are sums of private metric vectors: :meth:`ServerPrivacy.aggregate_evaluation`
+        releases their (user-central: noised) mean and writes the ledger rows."""
+        if self.privacy is None:
+            return super().aggregate_evaluate(server_round, replies)
+        released = self.privacy.aggregate_evaluation(server_round, list(replies), self.eval_asked)
+        return MetricRecord(released) if released is not None else None
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
