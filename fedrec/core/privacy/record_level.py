@@ -98,7 +98,9 @@ The table was measured with the noise from torch's generator. Drawing it from
 step for MF at ML-100K sizes) costs more: ghost, mf, b=16 went from 1.4 to 2.9 ms per
 step (b=64: 2.2 → 3.7 ms; neumf b=16: 3.8 → 6.7 ms) in one back-to-back run of the
 benchmark (100 steps, 2 cores), most of it numpy's ``cos``/``sin`` in
-:meth:`~fedrec.core.privacy.secure_random.SecureRandom.standard_normal`.
+:meth:`~fedrec.core.privacy.secure_random.SecureRandom.standard_normal`. On an H200
+(``device="cuda"``; ghost, mf, b=64, Adam) a step takes 3.7 ms at σ = 0 and 6.5 ms at
+σ = 1: the noise is drawn on the CPU, then copied to the GPU.
 
 Caveats. ``LocalResult.loss`` and ``num_examples`` are raw statistics of the records
 (not noised): the record-level guarantee covers the update Δ and the new local
