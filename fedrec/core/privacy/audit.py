@@ -16,9 +16,10 @@ What is checked
    public key given as ``verify_key`` (``--verify-key``), else against the run's own
    ``ledger-signing.pub`` (a note says this proves self-consistency only: a forger can
    replace that file), else against the key stored beside each head (the same
-   caveat); every head must carry that key. The statement's ``plan_sha256`` /
-   ``config_sha256`` must be the sha256 of the run's ``privacy_plan.json`` /
-   ``run_config.json`` (``""`` when absent). When ``summary.json`` exists (the run
+   caveat); every head must carry that key. The statement's ``plan_sha256`` must be the
+   sha256 of the run's ``privacy_plan.json``, and the last head's ``config_sha256`` that
+   of ``run_config.json`` (``""`` when absent; earlier heads may name an earlier
+   ``run_config.json``, which a resume rewrites: a note). When ``summary.json`` exists (the run
    finished) the last head must be ``final`` and cover every row: this catches the
    newest rows deleted together with their metrics line. A ledger with rows and no
    signed head fails ("missing signature").
@@ -666,6 +667,7 @@ class _Signatures:
                             "written without the server's key, or its heads were removed)")
         last_of_round: dict[int, SignedHead] = {}
         previous: SignedHead | None = None
+        changed: set[int] = set()
         for head in heads:
             where = f"signed head {head.seq} (round {head.round})"
             claims = head.claims()
@@ -703,6 +705,9 @@ class _Signatures:
                                 f"hashes {rows[count - 1].hash[:12]}…: the ledger was rewritten")
             for name, actual, file in (("plan_sha256", plan_sha, PLAN_FILE), ("config_sha256", config_sha,
                                                                                 CONFIG_FILE)):
+                if name == "config_sha256" and head is not heads[-1] and claims[name] != actual:
+                    changed.add(head.round)  # a resumed run rewrites run_config.json (resume, out-dir)
+                    continue
                 if claims[name] != actual:
                     problems.append(f"{where}: signed {name} {str(claims[name])[:12] or '(none)'}… but {file} "
                                     f"{'hashes ' + actual[:12] + '…' if actual else 'is missing'}: the file was "
@@ -713,6 +718,9 @@ class _Signatures:
                                 f"{', final' if previous.final else ''})")
             last_of_round[head.round] = head
             previous = head
+        if changed:
+            notes.append(f"signed heads of round(s) {sorted(changed)} name another {CONFIG_FILE} than the present "
+                         "one (which the last head names): a resumed run rewrites it")
         for round_ in needed:
             head = last_of_round.get(round_)
             if head is None:

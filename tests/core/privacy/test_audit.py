@@ -524,3 +524,18 @@ def test_rows_after_the_last_anchor_are_a_note(run: Path) -> None:  # noqa: D103
     report = audit_run(run)
     assert report.anchors_ok and not report.mismatches
     assert any("after the last anchor" in note for note in report.notes)
+
+
+def test_a_resumed_run_config_is_a_note_but_an_edited_one_is_caught(tmp_path: Path) -> None:
+    made = fabricate_run(tmp_path / "run", "user-central", finished=False)
+    config_path = made.run_dir / CONFIG_FILE
+    with PrivacyLedger(made.run_dir / LEDGER_FILE) as ledger:  # resumed: run_config.json rewritten, one more round
+        config_path.write_text(json.dumps({**made.config, "resume": True}, indent=2, sort_keys=True))
+        ledger.sign_head(3, False, hashlib.sha256((made.run_dir / PLAN_FILE).read_bytes()).hexdigest(),
+                         hashlib.sha256(config_path.read_bytes()).hexdigest(), made.signer)
+    report = audit_run(made.run_dir, verify_key=made.trusted_key)
+    assert report.ok, report.problems()
+    assert any("a resumed run rewrites it" in note for note in report.notes)
+    config_path.write_text(json.dumps({**made.config, "delta": 1e-3}, indent=2, sort_keys=True))
+    report = audit_run(made.run_dir, verify_key=made.trusted_key)
+    assert any("signed config_sha256" in p and "(round 3)" in p for p in report.signature_problems)
