@@ -168,3 +168,131 @@ def test_payload_bytes_of_records_with_empty_lists() -> None:
     from fedrec.server.loop import _record_bytes
 
     assert _record_bytes(ConfigRecord({"users": [], "rate": 0.5})) > 0
+
+
+# --- evaluation releases, ledger v2 fields, plan and signed heads ------------------------------
+
+KEYS = ("hr@10", "ndcg@10", "full_hr@10", "full_ndcg@10")
+
+
+def _eval_reply(sums: list[float], count: int, report: ConfigRecord | None = None, node: int = 7) -> Message:
+    from fedrec.core.wire import USERS_EVALUATED
+
+    content = RecordDict({METRICS: MetricRecord({**dict(zip(KEYS, sums)), USERS_EVALUATED: count})})
+    if report is not None:
+        content[PRIVACY] = report
+    message = Message(content=content, dst_node_id=0, message_type=MessageType.EVALUATE)
+    message.metadata.__dict__["_src_node_id"] = node
+    return message
+
+
+def _eval_report(users: list[int], refused: list[int], sigma: float, eps: list[float]) -> ConfigRecord:
+    from fedrec.core.wire import PRIVACY_RELEASE
+
+    return ConfigRecord({PRIVACY_RELEASE: "evaluate", PRIVACY_USERS: users, PRIVACY_REFUSED: refused,
+                         PRIVACY_NOISE: [sigma] * len(users), PRIVACY_RATE: [1.0] * len(users),
+                         PRIVACY_STEPS: [1 - r for r in refused], PRIVACY_EPSILON: eps})
+
+
+def test_user_central_evaluation_noises_the_sum_and_divides_by_the_users_asked(tmp_path: Path) -> None:
+    from fedrec.core.privacy import plan
+    from fedrec.core.wire import USERS_EVALUATED
+
+    config = RunConfig(dp="user-central", noise_multiplier=1.0, eval_noise_multiplier=1e-7, clients_per_round=10)
+    strategy = _strategy(config, tmp_path, n_units=100)
+    strategy.eval_asked = 4  # two of the four users asked did not answer: still divided by 4
+    released = strategy.aggregate_evaluate(5, [_eval_reply([1, 1, 0.5, 0.5], 1), _eval_reply([1, 0, 0, 0], 1, node=8)])
+    assert [released[k] for k in KEYS] == pytest.approx([0.5, 0.25, 0.125, 0.125], abs=1e-5)
+    assert released[USERS_EVALUATED] == 2  # for server_internal.jsonl, not for metrics.jsonl
+    [row] = read_ledger(tmp_path / "privacy.db")
+    assert (row.who, row.release, row.noise_multiplier, row.sample_rate, row.steps, row.sensitivity,
+            row.relation) == ("server", "evaluate", 1e-7, 1.0, 1, 2.0, "add-remove")
+    assert strategy.privacy.history == [plan.evaluation_step(config, 100)]
+    # a malformed reply (a sum beyond its count) is dropped, not averaged in
+    dropped = strategy.aggregate_evaluate(6, [_eval_reply([3, 0, 0, 0], 1)])
+    assert dropped[USERS_EVALUATED] == 0 and dropped["hr@10"] == pytest.approx(0.0, abs=1e-5)
+    strategy.privacy.close()
+
+
+def test_user_central_evaluation_noise_has_the_planned_std(tmp_path: Path) -> None:
+    from fedrec.core.privacy.evaluation import central_release
+    from fedrec.core.privacy.secure_random import SecureRandom
+
+    config = RunConfig(dp="user-central", noise_multiplier=1.0, eval_noise_multiplier=0.5)
+    generator = SecureRandom(key=bytes(32))
+    draws = np.array([[central_release(config, np.zeros(4), 1, generator)[k] for k in KEYS] for _ in range(4000)])
+    assert draws.std() == pytest.approx(0.5 * 2.0, rel=0.05)  # σ_e·√K, K = 4
+
+
+def test_a_round_whose_evaluation_would_exceed_the_servers_budget_is_not_evaluated(tmp_path: Path) -> None:
+    config = RunConfig(dp="user-central", noise_multiplier=1.0, eval_noise_multiplier=1.0, epsilon=6.0,
+                       clients_per_round=100)
+    privacy = ServerPrivacy.open(config, 100, tmp_path, "run-1")  # q = 1: every round spends as much
+    assert privacy.evaluation_allowed()
+    privacy.history.append((1.0, 1.0, 2))  # with the evaluation, three steps of σ = 1: ε ≈ 9.1 > 6
+    assert not privacy.evaluation_allowed()
+    privacy.close()
+
+
+def test_client_accounted_evaluation_averages_noised_sums_and_ledgers_each_user(tmp_path: Path) -> None:
+    from fedrec.core.wire import USERS_EVALUATED
+
+    config = RunConfig(dp="user-local", noise_multiplier=2.0, epsilon=8.0)
+    strategy = _strategy(config, tmp_path)
+    replies = [_eval_reply([0.5, 0.5, 0.5, 0.5], 1, _eval_report([1], [0], 9.0, [1.5])),
+               _eval_reply([2.5, 0.5, 1.5, 0.5], 2, _eval_report([2, 3, 4], [0, 0, 1], 9.0, [1.5, 1.6, 7.9]),
+                           node=8),
+               _eval_reply([9, 9, 9, 9], 2, _eval_report([5], [0], 9.0, [1.0]), node=9),  # count disagrees
+               _eval_reply([9, 9, 9, 9], 1, node=10)]  # no report: dropped
+    strategy.eval_asked = 5
+    released = strategy.aggregate_evaluate(3, replies)
+    assert [released[k] for k in KEYS] == pytest.approx([1.0, 1 / 3, 2 / 3, 1 / 3])
+    assert released[USERS_EVALUATED] == 3
+    rows = read_ledger(tmp_path / "privacy.db")
+    assert [(r.who, r.release, r.noise_multiplier, r.sensitivity) for r in rows] == [
+        ("client:1", "evaluate", 9.0, 2.0), ("client:2", "evaluate", 9.0, 2.0), ("client:3", "evaluate", 9.0, 2.0)]
+    assert strategy.privacy.round_fields()["dp_refused"] == 1
+    strategy.privacy.close()
+
+
+def test_train_rows_state_the_relation_and_sensitivity_of_the_mode(tmp_path: Path) -> None:
+    for mode, factor in (("record", 1.0), ("user-local", 2.0)):
+        run_dir = tmp_path / mode
+        run_dir.mkdir()
+        privacy = ServerPrivacy.open(RunConfig(dp=mode, noise_multiplier=1.0, clip=0.5), 100, run_dir, "run-1")
+        privacy.record_round(1, [_reply(1.0, 1, _report([5], [0], [0.5]))])
+        [row] = read_ledger(run_dir / "privacy.db")
+        assert (row.release, row.sensitivity, row.relation) == (
+            "train", 0.5 * factor, "replace-one" if mode == "user-local" else "add-remove")
+        privacy.close()
+
+
+def test_the_plan_is_written_at_the_start_and_every_round_signs_the_head(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    from fedrec.core.privacy import plan
+    from fedrec.core.privacy.ledger import read_heads
+    from fedrec.core.privacy.signing import read_public_key, verify_ed25519
+
+    config = RunConfig(dp="user-central", noise_multiplier=1.0, clients_per_round=10, rounds=2)
+    (tmp_path / "run_config.json").write_text(json.dumps(config.to_user_config()))
+    privacy = ServerPrivacy.open(config, 100, tmp_path, "run-1")
+    document = json.loads((tmp_path / "privacy_plan.json").read_text())
+    assert document == json.loads(json.dumps({**plan.privacy_plan(config, 100), "run_id": "run-1"}))
+    for server_round in (1, 2):
+        privacy.record_round(server_round, [])
+        privacy.sign_round(server_round, final=server_round == 2)
+    privacy.close()
+    heads = read_heads(tmp_path / "privacy.db")
+    assert [(h.round, h.rows, h.final) for h in heads] == [(1, 1, False), (2, 2, True)]
+    claims = heads[-1].claims()
+    assert claims["plan_sha256"] == hashlib.sha256((tmp_path / "privacy_plan.json").read_bytes()).hexdigest()
+    assert claims["config_sha256"] == hashlib.sha256((tmp_path / "run_config.json").read_bytes()).hexdigest()
+    public = read_public_key(tmp_path / "ledger-signing.pub")
+    assert all(verify_ed25519(public, h.statement.encode("ascii"), h.signature) for h in heads)
+    # a resumed run must find the same plan
+    resumed = RunConfig(**{**config.__dict__, "resume": True})
+    ServerPrivacy.open(resumed, 100, tmp_path, "run-1").close()
+    with pytest.raises(ValueError, match="privacy plan"):
+        ServerPrivacy.open(RunConfig(**{**resumed.__dict__, "noise_multiplier": 2.0}), 100, tmp_path, "run-1")
