@@ -145,7 +145,9 @@ def private_train_users(config: RunConfig, global_arrays: Arrays, stored: Sequen
     releases: list[Release] = []
     new_histories: list[list[Step]] = []
     for local, user, history in zip(stored, users, histories):
-        if len(user.train_items) == 0:
+        if len(user.train_items) == 0 and config.dp != "record":
+            # (record: a user without records runs the same noise-only steps, else removing
+            # a user's last record would show)
             new_histories.append(history)
             continue
         one, release, history = private_user_round(config, global_arrays, local, user, server_round, history,

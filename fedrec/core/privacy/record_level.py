@@ -41,10 +41,9 @@ exactly the Poisson-subsampled Gaussian mechanism Opacus' RDP (or PRV) accountan
 analyses. (The earlier schedule, ``q = 1/⌈n/b⌉``, ``⌊1/q⌋`` steps and divisor ``n·q``,
 revealed ``n`` and made add/remove the wrong relation.) Dividing by ``b`` instead of the
 expected batch ``n·q`` only rescales the step: a user whose ``n·q`` is far from ``b``
-takes smaller or larger steps than a plain run would. A user with no records sends a
-zero update and takes no steps, so removing a user's *last* record is visible: the
-guarantee is add/remove among datasets in which the user keeps at least one record
-(whether users without records take part at all is the caller's decision).
+takes smaller or larger steps than a plain run would. A user with no records runs the
+same steps (every batch empty: noise only), so removing a user's *last* record is not
+visible either.
 
 Randomness: every secret draw — each step's Poisson mask, the negatives and the
 Gaussian noise — comes from the caller's
@@ -111,6 +110,7 @@ to unit size; SGD moves them by ``lr·σ·C/b`` (std) per step.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import KW_ONLY, dataclass
 from typing import Iterator
 
@@ -420,7 +420,11 @@ class PrivatePhase:
         else:
             per_record = record_losses(scores, self.config.loss)
             loss = per_record.sum() / len(per_record)
-        loss.backward()
+        with warnings.catch_warnings():
+            # phase 1 trains the user vector only: no module input needs a gradient, which is
+            # what torch warns about on every backward of Opacus' hooks (harmless, and loud)
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            loss.backward()
         self.optimizer.step()
         return per_record.detach()
 
@@ -471,16 +475,12 @@ def train_user_private(
     comes from ``rng``. ``LocalResult.update``
     is ``Δ = x' − x`` of the global part (dense: every row carries noise when σ > 0),
     ``num_examples`` the examples of phase 2 (sampled positives × (1 + k)), ``loss``
-    the mean per-record loss of phase 2. A user with no records gets a zero update,
-    0 examples and no steps. ``item_features`` (``(n_items, F)``, public) is required by
+    the mean per-record loss of phase 2. A user with no records runs the same number of
+    steps on empty batches (a noise-only update). ``item_features`` (``(n_items, F)``, public) is required by
     feature models: a fixed buffer, so ``W``'s per-example gradient ``Σ_c g_c f_{i_c}ᵀ``
     over the example's ``1 + k`` items is clipped with the rest.
     """
     records = np.asarray(user.train_items, dtype=np.int64)
-    if len(records) == 0:
-        zero = {k: np.zeros_like(v, dtype=np.float32) for k, v in global_arrays.items()}
-        local = {k: np.array(v, dtype=np.float32, copy=True) for k, v in local_arrays.items()}
-        return LocalResult(zero, local, 0, 0.0), []
     model = build_model(model_name, 1, user.n_items, dim, item_features=item_features)
     load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
     load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
