@@ -264,6 +264,26 @@ def audit(
         raise typer.Exit(1)
 
 
+@app.command("ledger-key")
+def ledger_key(
+    out: Optional[Path] = typer.Option(None, help="write the public key (hex) to this file"),
+    key: Optional[Path] = typer.Option(None, help="the private key file (default: $FEDREC_HOME/ledger-signing.key, "
+                                       "FEDREC_HOME defaulting to ~/.fedrec); created 0600 when missing"),
+) -> None:
+    """Print (or write) the public key the server signs its privacy ledgers with: hand it to
+    auditors out of band, for `fedrec audit RUN --verify-key FILE`."""
+    from fedrec.core.privacy.signing import LedgerSigner, SigningError, default_signing_key_path, write_public_key
+
+    path = key.expanduser() if key is not None else default_signing_key_path()
+    try:
+        signer = LedgerSigner.load_or_create(path)
+        if out is not None:
+            write_public_key(out.expanduser(), signer.public_key_hex())
+    except (SigningError, OSError) as err:
+        _fail(f"{path}: {err}")
+    typer.echo(signer.public_key_hex())
+
+
 def main() -> None:
     app()
 

@@ -60,3 +60,18 @@ def test_unknown_executor_or_device_is_a_clear_error(tmp_path: Path) -> None:
         assert message in result.output
         assert "Traceback" not in result.output
     assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_ledger_key_prints_and_writes_the_public_key(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from fedrec.cli import app
+    from fedrec.core.privacy.signing import LedgerSigner, read_public_key
+
+    monkeypatch.setenv("FEDREC_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(app, ["ledger-key", "--out", str(tmp_path / "server.pub")])
+    assert result.exit_code == 0, result.output
+    key = result.output.strip()
+    assert read_public_key(tmp_path / "server.pub") == key
+    assert LedgerSigner.load_or_create(tmp_path / "home" / "ledger-signing.key").public_key_hex() == key
+    assert (tmp_path / "home" / "ledger-signing.key").stat().st_mode & 0o077 == 0
