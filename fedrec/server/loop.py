@@ -225,6 +225,8 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
         _drop_rows_after(run_dir / METRICS_FILE, checkpoint.round)
         _drop_rows_after(run_dir / INTERNAL_FILE, checkpoint.round)
         logger.info("resuming %s after round %d", run_dir, checkpoint.round)
+    else:  # a fresh run: no rows of an earlier attempt in this directory
+        (run_dir / INTERNAL_FILE).unlink(missing_ok=True)
 
     # Flower's node sampling draws from `random`; a resumed run continues with fresh draws
     random.seed(config.seed * 1_000_003 + first_round)

@@ -27,8 +27,10 @@ def test_record_level_run_passes_the_audit_and_tampering_fails_it(tmp_path: Path
     out = tmp_path / "record"
     _simulate(out, "--dp", "record", "--epsilon", "8")
     rows = read_jsonl(out / METRICS_FILE)
-    assert [r["ledger_rows"] for r in rows] == [10, 20, 30]  # one row per client per round
+    # one train row per client per round; round 3 evaluates 100 users (eval-fraction 0.1): one row each
+    assert [r["ledger_rows"] for r in rows] == [10, 20, 130]
     assert all(0 < r["epsilon_max"] <= 8 for r in rows) and all(r["dp_refused"] == 0 for r in rows)
+    _only_covered_numbers_are_shared(out, rows)
     audited = CliRunner().invoke(app, ["audit", str(out)])
     assert audited.exit_code == 0, audited.output
     report = json.loads((out / "audit.json").read_text())
@@ -45,10 +47,27 @@ def test_user_central_run_has_one_server_row_per_round(tmp_path: Path, no_leftov
     out = tmp_path / "central"
     _simulate(out, "--dp", "user-central", "--epsilon", "4", "--clip", "0.5")
     rows = read_jsonl(out / METRICS_FILE)
-    assert [r["ledger_rows"] for r in rows] == [1, 2, 3]
+    assert [r["ledger_rows"] for r in rows] == [1, 2, 4]  # round 3: a train and an evaluate row
     assert rows[0]["epsilon_max"] < rows[1]["epsilon_max"] < rows[2]["epsilon_max"] <= 4
+    _only_covered_numbers_are_shared(out, rows)
     audited = CliRunner().invoke(app, ["audit", str(out)])
     assert audited.exit_code == 0, audited.output
+
+
+def _only_covered_numbers_are_shared(out: Path, rows: list[dict]) -> None:
+    """metrics.jsonl and summary.json hold noised metrics, the ledger anchor and counts of refusals;
+    the realised sample sizes and timings are in server_internal.jsonl; the plan and signed heads exist."""
+    from fedrec.core.privacy.ledger import read_heads
+
+    for row in rows:
+        assert not {"clients", "nodes", "examples", "bytes_up", "wall_seconds", "train_loss"} & set(row), row
+    internal = read_jsonl(out / "server_internal.jsonl")
+    assert [r["round"] for r in internal] == [1, 2, 3] and all("clients" in r for r in internal)
+    summary = json.loads((out / "summary.json").read_text())
+    assert "wall_seconds" not in summary and "users_evaluated" not in summary and "hr@10" in summary
+    assert (out / "privacy_plan.json").is_file() and (out / "ledger-signing.pub").is_file()
+    heads = read_heads(out / "privacy.db")
+    assert [(h.round, h.final) for h in heads] == [(1, False), (2, False), (3, True)]
 
 
 def test_bad_privacy_options_are_refused_before_anything_starts(tmp_path: Path) -> None:
