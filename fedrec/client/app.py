@@ -63,12 +63,16 @@ from fedrec.core.privacy import plan
 from fedrec.core.privacy.client_round import Release, private_train_users
 from fedrec.core.privacy.evaluation import exact_sum, local_private_evaluation
 from fedrec.core.privacy.mechanisms import poisson_sample
+from fedrec.core.privacy.signing import release_statement, sign_release
 from fedrec.core.run_config import RunConfig
 from fedrec.core.run_model import build_run_model
 from fedrec.core.wire import (
     ARRAYS,
     CATALOGUE,
     CONFIG,
+    LEDGER_RUN_ID,
+    NODE_AUTH_KEY,
+    PRIVACY_SIGNATURES,
     NODE_DATA_FILE,
     NODE_DEVICE,
     NODE_STATE_DIR,
@@ -193,6 +197,7 @@ class _Deployed:
     local: LocalData
     catalogue: tuple[str, ...]
     saved: DeviceState
+    auth_key: Path | None = None  # the SuperNode key, which countersigns this device's ledger rows
 
 
 @dataclass(frozen=True)
@@ -249,7 +254,8 @@ class _NodeRound:
             if saved.histories.get(raw_user):  # ε spent is never forgotten, whatever the model
                 histories.save(index, saved.histories[raw_user])
         data_file = Path(str(node_config[NODE_DATA_FILE])).expanduser().resolve()
-        deployed = _Deployed(state_dir, data_file, local, catalogue, saved)
+        auth_key = Path(str(node_config[NODE_AUTH_KEY])).expanduser() if NODE_AUTH_KEY in node_config else None
+        deployed = _Deployed(state_dir, data_file, local, catalogue, saved, auth_key)
         return cls(config, local.split, arrays, vectors, state, deployed)
 
     def persist(self, server_round: int) -> None:
@@ -346,14 +352,38 @@ def _train_private(msg: Message, context: Context, node: _NodeRound, data: list,
     content = RecordDict({ARRAYS: _global_only(update, config, node.split.n_items), METRICS: MetricRecord(values)})
     if releases:  # (Flower cannot size a ConfigRecord holding empty lists)
         priors = dict(zip(users, prior)) if node.deployed is not None else None
-        content[PRIVACY] = _privacy_record(releases, priors, RELEASE_TRAIN)
+        content[PRIVACY] = _privacy_record(releases, priors, RELEASE_TRAIN,
+                                           _countersignatures(msg, context, node, releases, RELEASE_TRAIN))
     return Message(content=content, reply_to=msg)
 
 
+def _countersignatures(msg: Message, context: Context, node: _NodeRound, releases: list[Release],
+                       release: str) -> list[str] | None:
+    """A deployed device's signature of each release's ledger row ("" for a refusal), with its
+    SuperNode key, so that the server cannot rewrite what the device spent (``fedrec audit
+    --device-keys``). None in simulation, without a key, or when the server names no ledger run."""
+    deployed = node.deployed
+    instruction = msg.content.config_records.get(CONFIG)
+    run_id = instruction.get(LEDGER_RUN_ID) if instruction is not None else None
+    if deployed is None or deployed.auth_key is None or not isinstance(run_id, str) or not run_id:
+        return None
+    relation = plan.RELATION[node.config.dp]
+    signatures = []
+    for r in releases:
+        if r.refused:
+            signatures.append("")
+            continue
+        statement = release_statement(run_id, _server_round(msg), f"client:node-{context.node_id}/user-{r.user}",
+                                      relation, r.noise_multiplier, r.sample_rate, r.steps, r.epsilon, release)
+        signatures.append(sign_release(deployed.auth_key, statement))
+    return signatures
+
+
 def _privacy_record(releases: list[Release], priors: dict[int, list[Step]] | None = None,
-                    release: str = RELEASE_TRAIN) -> ConfigRecord:
+                    release: str = RELEASE_TRAIN, signatures: list[str] | None = None) -> ConfigRecord:
     """Per release: user, refused, σ, q, steps, ε after; deployed, also the user's prior
-    history; and which release (``train`` or ``evaluate``) the report is about."""
+    history and (with its key) its signature of the row; and which release (``train`` or
+    ``evaluate``) the report is about."""
     record = ConfigRecord({
         PRIVACY_RELEASE: release,
         PRIVACY_USERS: [r.user for r in releases],
@@ -363,6 +393,8 @@ def _privacy_record(releases: list[Release], priors: dict[int, list[Step]] | Non
         PRIVACY_STEPS: [int(r.steps) for r in releases],
         PRIVACY_EPSILON: [float(r.epsilon) for r in releases],
     })
+    if signatures is not None:
+        record[PRIVACY_SIGNATURES] = list(signatures)
     if priors is not None:
         runs = [compact(priors.get(r.user, [])) for r in releases]
         record[PRIVACY_PRIOR_RUNS] = [len(h) for h in runs]
@@ -390,7 +422,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     data = [split.user_data(user) for user in _users_this_round(msg, context, split.n_users)]
     data = [d for d in data if d.has_test]
     if config.dp != "off":
-        return _evaluate_private(msg, node, data)
+        return _evaluate_private(msg, context, node, data)
     stored = store.load_many([d.user for d in data])
     reconstructed = sum(local is None for local in stored)
     rows = evaluate_users(config, global_arrays, stored, data, device=resolve_device(config.device))
@@ -403,7 +435,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     return Message(content=RecordDict({METRICS: metrics}), reply_to=msg)
 
 
-def _evaluate_private(msg: Message, node: _NodeRound, data: list) -> Message:
+def _evaluate_private(msg: Message, context: Context, node: _NodeRound, data: list) -> Message:
     """A DP evaluation reply: the K private metrics summed over the evaluated users, their count,
     and (client-accounted modes) each user's release or refusal, recorded in its history."""
     config, global_arrays, store = node.config, node.global_arrays, node.store
@@ -427,7 +459,9 @@ def _evaluate_private(msg: Message, node: _NodeRound, data: list) -> Message:
                 histories.save(user, new)
         if released.releases:  # (Flower cannot size a ConfigRecord holding empty lists)
             priors = dict(zip(users, prior)) if node.deployed is not None else None
-            privacy_record = _privacy_record(released.releases, priors, RELEASE_EVALUATE)
+            privacy_record = _privacy_record(released.releases, priors, RELEASE_EVALUATE,
+                                             _countersignatures(msg, context, node, released.releases,
+                                                                RELEASE_EVALUATE))
     node.persist(_server_round(msg))
     keys = plan.private_metric_keys(config.eval_k)
     values: dict[str, float | int] = {key: float(np.float32(v)) for key, v in zip(keys, released.total)}

@@ -33,7 +33,7 @@ from fedrec.core.processes import (
     stop_group_by_pid,
     write_pid_file,
 )
-from fedrec.core.wire import NODE_DATA_FILE, NODE_DEVICE, NODE_STATE_DIR
+from fedrec.core.wire import NODE_AUTH_KEY, NODE_DATA_FILE, NODE_DEVICE, NODE_STATE_DIR
 
 PID_FILE = "supernode.pid"
 LOG_FILE = "supernode.log"
@@ -69,8 +69,10 @@ def running_pid(state_dir: Path) -> int | None:
 
 def supernode_command(server: str, ca: Path | None, key: Path | None, data: Path, state_dir: Path,
                       device: str, insecure: bool, clientappio_port: int) -> list[str]:
-    node_config = " ".join(f"{k}={toml_value(str(v))}" for k, v in (
-        (NODE_DATA_FILE, data), (NODE_STATE_DIR, state_dir), (NODE_DEVICE, device)))
+    entries = [(NODE_DATA_FILE, data), (NODE_STATE_DIR, state_dir), (NODE_DEVICE, device)]
+    if key is not None and not insecure:  # the device countersigns its ledger rows with this key
+        entries.append((NODE_AUTH_KEY, key))
+    node_config = " ".join(f"{k}={toml_value(str(v))}" for k, v in entries)
     security = ["--insecure"] if insecure else [
         "--root-certificates", str(ca), "--auth-supernode-private-key", str(key)]
     return [console_script("flower-supernode"), "--superlink", server, *security,

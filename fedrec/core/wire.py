@@ -47,6 +47,13 @@ CATALOGUE = "catalogue"
 NODE_DATA_FILE = "data-file"
 NODE_STATE_DIR = "state-dir"
 NODE_DEVICE = "device"
+# the device's SuperNode private key (OpenSSH ECDSA), with which it countersigns the ledger
+# rows about its own releases; the server names the ledger's run id in every DP instruction
+NODE_AUTH_KEY = "auth-key"
+LEDGER_RUN_ID = "ledger-run-id"
+# with each privacy report a deployed device sends one signature per release ("" for a
+# refusal): ECDSA-SHA384 over fedrec.core.privacy.signing.release_statement of the row
+PRIVACY_SIGNATURES = "device-signatures"
 # Deployed devices keep each user's accountant across runs and server restarts, so a user's
 # history may hold releases this run's ledger never saw (an earlier run; a round the server
 # lost). With each release a device reports the user's history *before* it: per user the

@@ -44,7 +44,7 @@ from fedrec.core.run_model import build_run_model
 from fedrec.core.sampling import sample_users
 from fedrec.server.privacy import ServerPrivacy
 from fedrec.core.privacy.plan import private_metric_keys
-from fedrec.core.wire import (CATALOGUE, DP_CLIP, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS,
+from fedrec.core.wire import (CATALOGUE, DP_CLIP, LEDGER_RUN_ID, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS,
                               USERS_TRAINED)
 from fedrec.core.privacy.ledger import LEDGER_FILE
 from fedrec.server.checkpoint import (
@@ -111,7 +111,8 @@ def make_strategy(config: RunConfig, n_nodes: int, n_items: int,
 
 
 def round_config(config: RunConfig, n_users: int | None, server_round: int, purpose: str,
-                 privacy: ServerPrivacy | None = None, catalogue: tuple[str, ...] | None = None) -> ConfigRecord:
+                 privacy: ServerPrivacy | None = None, catalogue: tuple[str, ...] | None = None,
+                 run_id: str = "") -> ConfigRecord:
     """What an instruction carries besides the model: in cohort mode, the sampled users
     (under user-central DP, each user with probability ``clients-per-round / n``, secretly);
     with adaptive clipping, this round's clip norm; deployed, the item catalogue."""
@@ -120,6 +121,8 @@ def round_config(config: RunConfig, n_users: int | None, server_round: int, purp
         record[DP_CLIP] = float(privacy.clip)
     if catalogue is not None:  # deployed: each device trains all of its users
         record[CATALOGUE] = list(catalogue)
+        if config.dp != "off" and run_id:  # the ledger's run id, which devices countersign
+            record[LEDGER_RUN_ID] = run_id
         return record
     if config.executor != "cohort":
         return record
@@ -298,7 +301,8 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
             privacy.begin_round()
         record = numpy_to_arrays(arrays)
         instructions = list(strategy.configure_train(
-            server_round, record, round_config(config, n_users, server_round, "train", privacy, catalogue), grid))
+            server_round, record, round_config(config, n_users, server_round, "train", privacy, catalogue,
+                                        privacy.run_id if privacy is not None else ""), grid))
         bytes_down = _content_bytes(instructions)
         replies = send_and_receive(grid, instructions, config.round_timeout)
         bytes_up = _content_bytes(replies)
@@ -327,7 +331,8 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
         if evaluate:
             record = numpy_to_arrays(arrays)
             eval_messages = list(strategy.configure_evaluate(
-                server_round, record, round_config(config, n_users, server_round, "evaluate", catalogue=catalogue), grid))
+                server_round, record, round_config(config, n_users, server_round, "evaluate", catalogue=catalogue,
+                             run_id=privacy.run_id if privacy is not None else ""), grid))
             bytes_down += _content_bytes(eval_messages)
             eval_replies = send_and_receive(grid, eval_messages, config.round_timeout)
             bytes_up += _content_bytes(eval_replies)

@@ -65,6 +65,7 @@ from fedrec.core.wire import (
     PRIVACY_RATE,
     PRIVACY_REFUSED,
     PRIVACY_STEPS,
+    PRIVACY_SIGNATURES,
     PRIVACY_USERS,
 )
 
@@ -345,6 +346,10 @@ class ServerPrivacy:
             except ValueError as err:
                 logger.warning("round %d: node %d: %s", server_round, message.metadata.src_node_id, err)
                 priors = None
+            signatures = record.get(PRIVACY_SIGNATURES)
+            if not (isinstance(signatures, list) and len(signatures) == len(releases)
+                    and all(isinstance(x, str) for x in signatures)):
+                signatures = [""] * len(releases)  # simulation, or a device without a key
             for index, (user, was_refused, sigma, rate, steps, eps) in enumerate(releases):
                 if was_refused:
                     refused += 1
@@ -355,7 +360,8 @@ class ServerPrivacy:
                        else f"client:{user}")
                 if priors is not None:
                     entries.extend(self._carried(server_round, who, priors[index]))
-                entries.append(self._entry(server_round, who, sigma, rate, steps, eps, release))
+                entries.append(self._entry(server_round, who, sigma, rate, steps, eps, release,
+                                           _hex_or_empty(signatures[index])))
                 self._ledgered(who)[(sigma, rate)] = self._ledgered(who).get((sigma, rate), 0) + steps
         return entries, refused
 
@@ -411,6 +417,17 @@ class ServerPrivacy:
 
     def close(self) -> None:
         self.ledger.close()
+
+
+def _hex_or_empty(value: str) -> str:
+    """A device's signature as the ledger stores it: lower-case hex, or "" when malformed
+    (an unverifiable signature is no signature; the audit then counts the row unsigned)."""
+    text = value.strip().lower()
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return ""
+    return text
 
 
 def parse_priors(record: ConfigRecord, n_releases: int) -> list[list[Step]] | None:

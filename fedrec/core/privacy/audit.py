@@ -796,7 +796,19 @@ def _check_device_signatures(rows: Sequence[LedgerRow], keys: dict[str, str], di
         if not any(verify_release(text, statement, row.device_signature) for text in keys.values()):
             problems.append(f"row seq={row.seq} (round {row.round}, {row.who}): its device signature verifies "
                             f"with none of the {len(keys)} key(s) in {directory}")
+    # A deployed device signs every release it reports; the rows the server writes for a
+    # device's earlier releases (carried, see fedrec.server.privacy) come right before that
+    # device's signed row of the same round. Any other unsigned device row lost its signature.
+    signed_at = {(row.who, row.round, row.release) for row in signed}
+    for row in rows:
+        if (row.who.startswith(DEVICE_PREFIX) and not row.device_signature
+                and not any((row.who, row.round, release) in signed_at for release in ("train", "evaluate"))):
+            problems.append(f"row seq={row.seq} (round {row.round}, {row.who}): a device's row without its "
+                            "signature (with --device-keys every deployed device's release must be countersigned)")
     return problems, len(signed)
+
+
+DEVICE_PREFIX = "client:node-"  # who of a deployed device's user (fedrec.server.privacy)
 
 
 class _Pending(NamedTuple):
