@@ -387,6 +387,7 @@ class WhoAudit:
     accountant: str
     delta: float
     budget: float | None
+    relation: str = ""  # "add-remove" or "replace-one", as the rows state it
     seqs: list[int] = field(default_factory=list)
     rounds: list[int] = field(default_factory=list)
     recorded: list[float] = field(default_factory=list)
@@ -851,7 +852,7 @@ class _Check:
         pending: list[_Pending] = []
         for (who, unit), members in sorted(groups.items()):
             audit = WhoAudit(who=who, unit=unit, mode=members[-1].mode, accountant=members[-1].accountant,
-                             delta=members[-1].delta, budget=members[-1].budget)
+                             delta=members[-1].delta, budget=members[-1].budget, relation=members[-1].relation)
             audits.append(audit)
             pending += self._cheap(audit, members)
         # pass 2: PRV/PLD for the chosen histories, the bracket for the other PRV rows; budgets

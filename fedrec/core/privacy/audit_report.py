@@ -81,7 +81,8 @@ def report_dict(report: AuditReport) -> dict[str, Any]:
                                         for r, v in report.epsilon_by_round(server=True).items()},
         },
         "whos": [{
-            "who": w.who, "unit": w.unit, "mode": w.mode, "accountant": w.accountant, "delta": w.delta,
+            "who": w.who, "unit": w.unit, "relation": w.relation, "mode": w.mode, "accountant": w.accountant,
+            "delta": w.delta,
             "budget": w.budget, "max_epsilon": _json_number(w.max_epsilon),
             "final_epsilon": _json_number(w.final_epsilon), "pld_epsilon": _json_number(w.pld_epsilon),
             "findings": w.findings,
@@ -185,8 +186,8 @@ def print_audit(report: AuditReport, console: Any) -> None:
     table.add_row("plan / config / summary", mark(report.crosscheck_ok)
                   + (f" ({len(report.crosscheck_problems)} problems)" if report.crosscheck_problems else ""))
     if report.whos:
-        table.add_row("unit · δ · accountant", escape(", ".join(sorted(
-            {f"{w.unit} · {w.delta:g} · {w.accountant}" for w in report.whos}))))
+        table.add_row("unit · relation · δ · accountant", escape(", ".join(sorted(
+            {f"{w.unit} · {w.relation} · {w.delta:g} · {w.accountant}" for w in report.whos}))))
     table.add_row("ε recomputed", f"Opacus {report.rows_opacus_checked}/{report.rows} rows, dp_accounting "
                                   f"{report.rows_independent_checked}/{report.rows}, bracketed "
                                   f"{report.rows_bracketed}")

@@ -539,3 +539,13 @@ def test_a_resumed_run_config_is_a_note_but_an_edited_one_is_caught(tmp_path: Pa
     config_path.write_text(json.dumps({**made.config, "delta": 1e-3}, indent=2, sort_keys=True))
     report = audit_run(made.run_dir, verify_key=made.trusted_key)
     assert any("signed config_sha256" in p and "(round 3)" in p for p in report.signature_problems)
+
+
+def test_audit_json_states_each_whos_unit_and_relation(tmp_path: Path) -> None:
+    from fedrec.core.privacy.audit_report import report_dict
+
+    for mode, relation in (("user-local", "replace-one"), ("record", "add-remove"), ("user-central", "add-remove")):
+        made = fabricate_run(tmp_path / mode, mode, rounds=2)
+        whos = report_dict(audit_run(made.run_dir, verify_key=made.trusted_key))["whos"]
+        assert whos and {(w["relation"], w["unit"]) for w in whos} == {
+            (relation, "record" if mode == "record" else "user")}
