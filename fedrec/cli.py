@@ -222,7 +222,12 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
     for key in sorted(k for k in summary if "@" in k):
         table.add_row(key, f"{summary[key]:.4f}")
     table.add_row("rounds", str(summary.get("rounds")))
-    table.add_row("wall seconds", f"{summary.get('wall_seconds', 0):.1f}")
+    if "wall_seconds" in summary:  # (under DP timings stay in server_internal.jsonl)
+        table.add_row("wall seconds", f"{summary['wall_seconds']:.1f}")
+    config = summary.get("config", {})
+    if isinstance(config, dict) and config.get("dp", "off") != "off":
+        table.caption = ("metrics are noised releases (dp): run `fedrec audit` on the run directory; "
+                         "realised sample sizes and timings are in server_internal.jsonl (do not share)")
     Console().print(table)
 
 

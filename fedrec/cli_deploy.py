@@ -189,8 +189,10 @@ def server_run(
         _fail(f"the run failed (flwr exit code {code}); see {log_path}")
     summary = json.loads(summary_path.read_text())
     metrics = {k: v for k, v in summary.items() if "@" in k and "itempop" not in k}
-    typer.echo(f"done: {summary.get('rounds')} rounds in {summary.get('wall_seconds', 0):.1f} s; "
-               + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
+    took = f" in {summary['wall_seconds']:.1f} s" if "wall_seconds" in summary else ""
+    noised = " (noised releases, dp)" if summary.get("config", {}).get("dp", "off") != "off" else ""
+    typer.echo(f"done: {summary.get('rounds')} rounds{took}; "
+               + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())) + noised)
 
 
 @server_app.command("status")
