@@ -11,15 +11,13 @@ device signatures.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
-import sqlite3
+import os
+import shutil
 from pathlib import Path
 
 import pytest
-from flwr.app import Context, Message, MessageType, RecordDict
 
-from fedrec.client import app as client_app
 from fedrec.client.encrypted_file import KeySource, prepare_key
 from fedrec.core.certs import add_client, init_certs
 from fedrec.core.privacy.audit import audit_run
@@ -29,41 +27,9 @@ from fedrec.core.report import METRICS_FILE
 from fedrec.core.run_config import RunConfig
 from fedrec.core.wire import NODE_AUTH_KEY, NODE_DATA_FILE, NODE_DEVICE, NODE_STATE_DIR
 from fedrec.server.loop import run_rounds
+from inprocess_grid import InProcessGrid
 
 CATALOGUE = tuple(f"item{i}" for i in range(40))
-
-
-class DeployedGrid:
-    """Devices as in-process ClientApp handlers with deployed node configs."""
-
-    def __init__(self, config: RunConfig, node_configs: dict[int, dict]) -> None:
-        self.config, self.node_configs = config, node_configs
-        self.contexts: dict[int, Context] = {}
-        self.replies: dict[str, Message] = {}
-        self.ids = itertools.count()
-
-    def get_node_ids(self) -> list[int]:
-        return sorted(self.node_configs)
-
-    def push_messages(self, messages: list[Message]) -> list[str]:
-        ids = []
-        for message in messages:
-            message_id = f"m{next(self.ids)}"
-            message.metadata.__dict__["_message_id"] = message_id
-            node = message.metadata.dst_node_id
-            context = self.contexts.setdefault(node, Context(
-                run_id=7, node_id=node, state=RecordDict(), node_config=self.node_configs[node],
-                run_config=self.config.to_user_config()))
-            handler = client_app.train if message.metadata.message_type == MessageType.TRAIN else client_app.evaluate
-            reply = handler(message, context)
-            reply.metadata.__dict__["_src_node_id"] = node
-            reply.metadata.__dict__["_reply_to_message_id"] = message_id
-            self.replies[message_id] = reply
-            ids.append(message_id)
-        return ids
-
-    def pull_messages(self, message_ids: list[str]) -> list[Message]:
-        return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
 
 
 def _device(tmp_path: Path, name: str, users: range) -> tuple[dict, Path]:
@@ -89,9 +55,10 @@ def deployed_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "run_config.json").write_text(json.dumps(config.to_user_config(), sort_keys=True))
-    run_rounds(DeployedGrid(config, {11: first, 12: second}), config, run_dir, len(CATALOGUE),  # type: ignore[arg-type]
+    devices = {11: first, 12: second}
+    run_rounds(InProcessGrid(config, sorted(devices), devices.__getitem__), config, run_dir, len(CATALOGUE),  # type: ignore[arg-type]
                None, run_id="deployed-run", catalogue=CATALOGUE)
-    signing_key = Path(__import__("os").environ["FEDREC_HOME"]) / "ledger-signing.key"
+    signing_key = Path(os.environ["FEDREC_HOME"]) / "ledger-signing.key"
     trusted = tmp_path / "server.pub"
     trusted.write_text(LedgerSigner.load_or_create(signing_key).public_key_hex() + "\n")
     return run_dir, keys, trusted
@@ -112,7 +79,7 @@ def _rewrite(run_dir: Path, change) -> None:
     """The server (holding its own ledger key) rewrites the ledger and re-signs every head."""
     rows = read_ledger(run_dir / LEDGER_FILE)
     heads = read_heads(run_dir / LEDGER_FILE)
-    signer = LedgerSigner.load_or_create(Path(__import__("os").environ["FEDREC_HOME"]) / "ledger-signing.key")
+    signer = LedgerSigner.load_or_create(Path(os.environ["FEDREC_HOME"]) / "ledger-signing.key")
     statement = json.loads(heads[0].statement)
     (run_dir / LEDGER_FILE).unlink()
     lines = [json.loads(line) for line in (run_dir / METRICS_FILE).read_text().splitlines()]
@@ -129,8 +96,6 @@ def test_a_server_rewriting_a_devices_spend_is_caught(deployed_run: tuple[Path, 
                                                       tamper: str) -> None:
     source, keys, trusted = deployed_run
     run_dir = tmp_path / "run"
-    import shutil
-
     shutil.copytree(source, run_dir)
 
     def change(entry):

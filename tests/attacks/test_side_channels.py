@@ -11,7 +11,6 @@ old behaviour) to show what it would catch.
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from fedrec.core.wire import (ARRAYS, CONFIG, METRICS, NODE_SECONDS, NUM_EXAMPLE
                               USERS_EVALUATED, USERS_RECONSTRUCTED)
 from fedrec.server.loop import INTERNAL_FILE, initial_global_arrays, run_rounds
 from fedrec.server.strategy.fedopt_updates import numpy_to_arrays
+from inprocess_grid import InProcessGrid
 
 N_ITEMS, N_USERS = 500, 1000  # the synthetic dataset
 OPERATIONAL = ("clients", "nodes", "examples", "node_seconds_max", "train_loss", "bytes_up", "bytes_down",
@@ -33,51 +33,12 @@ OPERATIONAL = ("clients", "nodes", "examples", "node_seconds_max", "train_loss",
 SHARED = {"round", "ledger_rows", "ledger_head", "dp_refused", "epsilon_max", "skipped"}
 
 
-class InProcessGrid:
-    """A Grid whose nodes are the ClientApp's handlers called in this process: node ``i``
-    (1-based) is partition ``i − 1`` of ``n_nodes``, with its own node state."""
-
-    def __init__(self, config: RunConfig, n_nodes: int) -> None:
-        self.config, self.n_nodes = config, n_nodes
-        self.contexts: dict[int, Context] = {}
-        self.replies: dict[str, Message] = {}
-        self.ids = itertools.count()
-        self.sent: list[Message] = []
-
-    def get_node_ids(self) -> list[int]:
-        return list(range(1, self.n_nodes + 1))
-
-    def _context(self, node: int) -> Context:
-        if node not in self.contexts:
-            self.contexts[node] = Context(run_id=1, node_id=node, state=RecordDict(),
-                                          node_config={"partition-id": node - 1, "num-partitions": self.n_nodes},
-                                          run_config=self.config.to_user_config())
-        return self.contexts[node]
-
-    def push_messages(self, messages: list[Message]) -> list[str]:
-        ids = []
-        for message in messages:
-            message_id = f"m{next(self.ids)}"
-            message.metadata.__dict__["_message_id"] = message_id
-            node = message.metadata.dst_node_id
-            handler = client_app.train if message.metadata.message_type == MessageType.TRAIN else client_app.evaluate
-            reply = handler(message, self._context(node))
-            reply.metadata.__dict__["_src_node_id"] = node
-            reply.metadata.__dict__["_reply_to_message_id"] = message_id
-            self.replies[message_id] = reply
-            self.sent.append(reply)
-            ids.append(message_id)
-        return ids
-
-    def pull_messages(self, message_ids: list[str]) -> list[Message]:
-        return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
-
-
 def _run(tmp_path: Path, **options: object) -> tuple[list[dict], list[dict], InProcessGrid]:
     config = RunConfig(model="mf", dim=8, rounds=2, eval_every=1, clients_per_round=4, eval_fraction=0.004,
                        batch_size=8, **options)
     n_nodes = N_USERS if config.executor == "per-client" else 2
-    grid = InProcessGrid(config, n_nodes)
+    grid = InProcessGrid(config, list(range(1, n_nodes + 1)),
+                         lambda node: {"partition-id": node - 1, "num-partitions": n_nodes})
     run_dir = tmp_path / "run"
     run_rounds(grid, config, run_dir, N_ITEMS, N_USERS, run_id="side-channels")  # type: ignore[arg-type]
     return read_jsonl(run_dir / METRICS_FILE), read_jsonl(run_dir / INTERNAL_FILE), grid

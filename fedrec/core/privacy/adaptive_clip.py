@@ -22,12 +22,9 @@ adaptation) and the update sum gets the slightly larger
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import math
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from fedrec.core.privacy.secure_random import SecureRandom

@@ -85,13 +85,23 @@ def planned_step(config: RunConfig, n_records: int) -> Step:
     raise ValueError(f"dp {config.dp} is not accounted on the client")
 
 
+def budgeted(config: RunConfig, user: int, history: Sequence[Step], step: Step) -> tuple[Release, list[Step] | None]:
+    """One release of ``step`` by ``user``: the release (ε after it) and the new history, or —
+    when the step would take the user past the budget — its refusal (ε so far) and ``None``."""
+    after = [*history, step]
+    spent = epsilon(after, config.delta, config.accountant)
+    budget = plan.budget(config)
+    if budget is not None and spent > budget * (1 + 1e-9):
+        return Release(int(user), True, step[0], step[1], 0, epsilon(list(history), config.delta,
+                                                                      config.accountant)), None
+    return Release(int(user), False, step[0], step[1], step[2], spent), after
+
+
 def refusal(config: RunConfig, user: UserData, history: list[Step]) -> tuple[Step, Release | None]:
     """This user's planned step, and its refusal when the step would exceed the budget."""
     step = planned_step(config, len(user.train_items))
-    budget = plan.budget(config)
-    if budget is not None and epsilon([*history, step], config.delta, config.accountant) > budget * (1 + 1e-9):
-        return step, Release(user.user, True, step[0], step[1], 0, epsilon(history, config.delta, config.accountant))
-    return step, None
+    release, after = budgeted(config, user.user, history, step)
+    return step, (release if after is None else None)
 
 
 def private_user_round(config: RunConfig, global_arrays: Arrays, stored_local: Arrays | None, user: UserData,
@@ -184,14 +194,11 @@ def _cohort_private(config: RunConfig, global_arrays: Arrays, stored: Sequence[A
             allowed.append(b)
             releases[b] = Release(user.user, False, 0.0, 0.0, 0, 0.0)
             continue
-        step, refused = refusal(config, user, history)
-        if refused is not None:
-            releases[b] = refused
+        releases[b], after = budgeted(config, user.user, history, planned_step(config, len(user.train_items)))
+        if after is None:
             continue
         allowed.append(b)
-        new_histories[b] = [*history, step]
-        releases[b] = Release(user.user, False, step[0], step[1], 1,
-                              epsilon(new_histories[b], config.delta, config.accountant))
+        new_histories[b] = after
 
     within = []
 

@@ -47,8 +47,8 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from fedrec.core.privacy import plan
-from fedrec.core.privacy.accounting import Step, epsilon
-from fedrec.core.privacy.client_round import Release
+from fedrec.core.privacy.accounting import Step
+from fedrec.core.privacy.client_round import Release, budgeted
 from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
 from fedrec.core.run_config import RunConfig
 
@@ -76,16 +76,6 @@ def noise_std(config: RunConfig) -> float:
     return sigma * plan.eval_sensitivity(config)
 
 
-def eval_refusal(config: RunConfig, user: int, history: Sequence[Step]) -> tuple[Step, Release | None]:
-    """The user's evaluation step, and its refusal when the step would exceed the budget."""
-    step = plan.evaluation_step(config, 0)
-    budget = plan.budget(config)
-    if budget is not None and epsilon([*history, step], config.delta, config.accountant) > budget * (1 + 1e-9):
-        return step, Release(int(user), True, step[0], step[1], 0,
-                             epsilon(list(history), config.delta, config.accountant))
-    return step, None
-
-
 def local_private_evaluation(config: RunConfig, users: Sequence[int], histories: Sequence[list[Step]],
                              evaluate: Callable[[list[int]], list[dict[str, float]]],
                              generator: SecureRandom | None = None) -> PrivateEvaluation:
@@ -101,15 +91,12 @@ def local_private_evaluation(config: RunConfig, users: Sequence[int], histories:
     admitted: list[int] = []
     releases: dict[int, Release] = {}
     new_histories = [list(h) for h in histories]
+    step = plan.evaluation_step(config, 0)
     for index, (user, history) in enumerate(zip(users, histories)):
-        step, refused = eval_refusal(config, user, history)
-        if refused is not None:
-            releases[index] = refused
-            continue
-        admitted.append(index)
-        new_histories[index] = [*history, step]
-        releases[index] = Release(int(user), False, step[0], step[1], step[2],
-                                  epsilon(new_histories[index], config.delta, config.accountant))
+        releases[index], after = budgeted(config, int(user), history, step)
+        if after is not None:
+            admitted.append(index)
+            new_histories[index] = after
     total = np.zeros(len(keys), dtype=np.float64)
     rows = evaluate(admitted) if admitted else []
     if len(rows) != len(admitted):

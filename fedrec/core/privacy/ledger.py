@@ -56,7 +56,7 @@ import json
 import math
 import numbers
 import sqlite3
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Iterable, Sequence

@@ -55,8 +55,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
-
 from fedrec.core.evaluation import metric_keys
 from fedrec.core.privacy.accounting import Step, epsilon, noise_for_epsilon
 from fedrec.core.privacy.record_steps import sample_rate as record_sample_rate, steps_per_round as record_steps_per_round
