@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fedrec.core.privacy.mechanisms import Arrays, add_gaussian_noise, update_norm
+
 if TYPE_CHECKING:
     from fedrec.core.privacy.secure_random import SecureRandom
-
-from fedrec.core.privacy.mechanisms import Arrays, add_gaussian_noise, update_norm
 
 
 def _weighted_sum(updates: list[Arrays], weights: list[float], template: Arrays) -> Arrays:
