@@ -42,7 +42,7 @@ from fedrec.core.report import METRICS_FILE, append_jsonl, read_jsonl
 from fedrec.core.run_config import RunConfig
 from fedrec.core.run_model import build_run_model
 from fedrec.core.sampling import sample_users
-from fedrec.server.privacy import ServerPrivacy
+from fedrec.server.privacy import ServerPrivacy, committed_plan
 from fedrec.core.privacy.plan import private_metric_keys
 from fedrec.core.wire import (CATALOGUE, DP_CLIP, LEDGER_RUN_ID, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS,
                               USERS_TRAINED)
@@ -238,6 +238,13 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
     _check_private_setup(config, run_dir, first_round, n_nodes, n_users, deployed=catalogue is not None)
     if config.dp != "off":
         n_units = n_users if config.executor == "cohort" and n_users is not None else n_nodes
+        committed = committed_plan(run_dir) if config.resume else None
+        if committed is not None:
+            # a resumed run keeps the ledger's run id (Flower gives the resumed run a new one) and,
+            # deployed, the number of units its plan was made for (devices reconnect one by one)
+            run_id = str(committed.get("run_id") or run_id)
+            if catalogue is not None and isinstance(committed.get("n_units"), int):
+                n_units = int(committed["n_units"])
         privacy = ServerPrivacy.open(config, n_units, run_dir, run_id or run_dir.name)
         # deployed devices number their users locally: a ledger row names the device too
         privacy.per_node_users = catalogue is not None

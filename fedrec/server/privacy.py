@@ -95,6 +95,20 @@ def write_plan(config: RunConfig, n_units: int, run_dir: Path, run_id: str) -> s
     return hashlib.sha256(text).hexdigest()
 
 
+def committed_plan(run_dir: Path) -> dict | None:
+    """The run's ``privacy_plan.json`` as written at its start (None when there is none)."""
+    path = run_dir / PLAN_FILE
+    if not path.is_file():
+        return None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable privacy plan ({err})") from err
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: a privacy plan is a JSON object")
+    return document
+
+
 def file_sha256(path: Path) -> str:
     """sha256 of a file's bytes, ``""`` when there is no such file."""
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
