@@ -63,7 +63,7 @@ def test_describe_says_what_is_private() -> None:
     local = plan.describe(RunConfig(dp="user-local", epsilon=8.0, rounds=20), 1000)
     assert "relation = replace-one" in local and "sensitivity 2C" in local
     record = plan.describe(RunConfig(dp="record", epsilon=8.0, rounds=20), 1000)
-    assert "relation = add-remove" in record and "public Poisson q=0.1" in record
+    assert "relation = add-remove" in record and "public Poisson q=0.25" in record
 
 
 def _replace_one_gaussian_epsilon(noise_std: float, bound: float, releases: int, delta: float) -> float:
