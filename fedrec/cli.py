@@ -25,6 +25,18 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _absolute_data_paths(dataset: str, data_dir: str) -> tuple[str, str]:
+    """A CSV dataset path and ``--data-dir`` made absolute: the ServerApp and ClientApps run in
+    other working directories, where a relative path would name nothing."""
+    from fedrec.core.data.loaders import is_csv_path
+
+    if is_csv_path(dataset):
+        dataset = str(Path(dataset).expanduser().resolve())
+    if data_dir:
+        data_dir = str(Path(data_dir).expanduser().resolve())
+    return dataset, data_dir
+
+
 def _privacy_targets(epsilon: float | None, noise_multiplier: float | None) -> dict[str, float]:
     """--epsilon / --noise-multiplier as run-config values (0 means "not given" there)."""
     if epsilon is not None and not epsilon > 0:
@@ -93,8 +105,11 @@ def simulate(
         else:
             if out is None:
                 _fail("give --out DIR (or --resume DIR)")
+            if rounds is not None and rounds < 1:
+                _fail(f"--rounds must be ≥ 1, got {rounds}")
+            dataset, data_dir = _absolute_data_paths(dataset, data_dir)
             config = RunConfig(
-                dataset=dataset, data_dir=data_dir, model=model, rounds=rounds or DEFAULTS.rounds,
+                dataset=dataset, data_dir=data_dir, model=model, rounds=DEFAULTS.rounds if rounds is None else rounds,
                 clients_per_round=clients_per_round, local_epochs=local_epochs, user_epochs=user_epochs,
                 reconstruct_epochs=reconstruct_epochs, client_optimizer=client_optimizer, lr=lr,
                 batch_size=batch_size, dim=dim, loss=loss, aggregation=aggregation,

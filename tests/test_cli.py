@@ -75,3 +75,19 @@ def test_ledger_key_prints_and_writes_the_public_key(tmp_path, monkeypatch) -> N
     assert read_public_key(tmp_path / "server.pub") == key
     assert LedgerSigner.load_or_create(tmp_path / "home" / "ledger-signing.key").public_key_hex() == key
     assert (tmp_path / "home" / "ledger-signing.key").stat().st_mode & 0o077 == 0
+
+
+def test_zero_rounds_is_refused_not_replaced_by_the_default(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["simulate", "--rounds", "0", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "--rounds must be ≥ 1" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_relative_data_paths_are_made_absolute(tmp_path: Path, monkeypatch) -> None:
+    from fedrec.cli import _absolute_data_paths
+
+    (tmp_path / "my.csv").write_text("u,i\n")
+    monkeypatch.chdir(tmp_path)
+    dataset, data_dir = _absolute_data_paths("my.csv", "data")
+    assert dataset == str(tmp_path / "my.csv") and data_dir == str(tmp_path / "data")
+    assert _absolute_data_paths("synthetic", "") == ("synthetic", "")
