@@ -151,8 +151,9 @@ def _users_this_round(msg: Message, context: Context, n_users: int, config_: Run
     """The node's users, or (cohort executor) those of them the server sampled.
 
     Under user-central DP with the cohort executor the node samples its own users by
-    Poisson, ``q = clients-per-round / n``, from OS entropy: no list of sampled users
-    travels, so no node learns who else took part (the amplification needs that).
+    Poisson, ``q = clients-per-round / n``, from a SecureRandom (ChaCha20, OS key): no list
+    of sampled users travels, so no node learns who else took part (the amplification needs
+    that).
     """
     if NODE_DATA_FILE in context.node_config:  # a deployed device: every user of its CSV
         return list(range(n_users))

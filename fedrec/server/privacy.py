@@ -1,8 +1,8 @@
 """The server's side of a DP run: central noise and accounting, the ledger, refusals.
 
 * ``user-central``: the server samples units by Poisson (each independently with
-  ``q = clients-per-round / n``, from OS entropy, so nobody can replay who was
-  sampled), adds the noise to the sum of clipped updates
+  ``q = clients-per-round / n``, from a ChaCha20 stream keyed by the OS, so nobody
+  can replay who was sampled), adds the noise to the sum of clipped updates
   (:mod:`fedrec.core.privacy.aggregation`) and keeps the accountant: ``(σ, q, 1)``
   per round, one ledger row ``who = server`` per round. A round that would take ε past
   the budget is not run.
