@@ -86,7 +86,7 @@ def self_consistent(report) -> None:
 def trusted_key_catches(made: Fabricated, round_: int = 1) -> None:
     """With the server's real public key the forger's signatures fail, naming the round."""
     report = audit_run(made.run_dir, verify_key=made.trusted_key)
-    # the signature check of audit._Signatures (verify_ed25519 against the trusted key)
+    # the signature check of audit_signatures.SignedHeads (verify_ed25519 against the trusted key)
     assert any(f"(round {round_})" in p and "does not verify with the trusted key" in p
                for p in report.signature_problems), report.signature_problems
     assert not report.ok
@@ -216,9 +216,9 @@ def test_6_newest_row_and_its_metrics_line_deleted(central: Fabricated) -> None:
     delete_newest(central, heads_too=False)
     report = audit_run(central.run_dir)
     assert report.chain_ok and report.anchors_ok  # what the old audit saw: nothing wrong
-    # audit._Signatures: a signed head's row count against the ledger
+    # audit_signatures.SignedHeads: a signed head's row count against the ledger
     assert any(f"says the ledger had {rows} rows, it has {rows - 1}" in p for p in report.signature_problems)
-    # audit._Signatures: the last signed head of a finished run covers every row
+    # audit_signatures.SignedHeads: the last signed head of a finished run covers every row
     assert any(f"the last signed head covers {rows} rows, the ledger has {rows - 1}" in p
                for p in report.signature_problems)
     assert not report.ok
@@ -228,7 +228,7 @@ def test_6b_and_the_rounds_signed_head_deleted_too(central: Fabricated) -> None:
     delete_newest(central, heads_too=True)
     report = audit_run(central.run_dir)
     assert report.chain_ok and report.anchors_ok
-    # audit._Signatures: a finished run (summary.json) must end with a final head
+    # audit_signatures.SignedHeads: a finished run (summary.json) must end with a final head
     assert any("the last signed head is not final although summary.json" in p for p in report.signature_problems)
     # audit_crosscheck._check_rounds: summary's rounds against the last completed round
     assert any(p.startswith(f"{SUMMARY_FILE}: rounds=3 but the last round") for p in report.crosscheck_problems)
@@ -258,7 +258,7 @@ def test_7_ledger_copied_from_another_run(tmp_path: Path) -> None:
     assert report.chain_ok and report.anchors_ok and not report.mismatches
     # audit_crosscheck._check_rows: the row's run id against the plan's
     assert any("run id 'run-B' but privacy_plan.json names run 'run-A'" in p for p in report.crosscheck_problems)
-    # audit._Signatures: the signed plan_sha256 against this run's privacy_plan.json
+    # audit_signatures.SignedHeads: the signed plan_sha256 against this run's privacy_plan.json
     assert any("(round 1)" in p and "signed plan_sha256" in p for p in report.signature_problems)
     assert not report.ok
 
@@ -266,7 +266,7 @@ def test_7_ledger_copied_from_another_run(tmp_path: Path) -> None:
 def test_7b_rows_of_two_runs_mixed(central: Fabricated) -> None:
     full_rewrite(central, lambda e: dataclasses.replace(e, run_id="run-B") if e.round == 2 else e)
     report = audit_run(central.run_dir)
-    # audit._Signatures: one ledger, one run
+    # audit_signatures.SignedHeads: one ledger, one run
     assert any("rows name 2 runs" in p for p in report.signature_problems)
 
 
@@ -344,7 +344,7 @@ def test_device_signatures_are_verified_with_the_device_keys(tmp_path: Path) -> 
             line.update(anchor(ledger.head()))
     (made.run_dir / METRICS_FILE).write_text("".join(json.dumps(line) + "\n" for line in lines))
     report = audit_run(made.run_dir, verify_key=made.trusted_key, device_keys=certs.supernodes_dir)
-    # audit._check_device_signatures
+    # audit_signatures.check_device_signatures
     assert len(report.device_problems) == 1
     assert report.device_problems[0].startswith("row seq=1 (round 1, client:1): its device signature verifies")
     assert not report.ok
