@@ -42,7 +42,7 @@ from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.adaptive_clip import AdaptiveClip
 from fedrec.core.privacy.aggregation import central_noised_mean
-from fedrec.core.privacy.client_round import private_train_users
+from fedrec.core.privacy.client_round import budgeted, private_train_users
 from fedrec.core.privacy.mechanisms import poisson_sample, secure_generator
 from fedrec.core.sampling import sample_users
 from fedrec.server.loop import make_server_optimizer
@@ -126,17 +126,20 @@ class _PrivateLoop:
                                                         plan.central_rate(config, n_users) * n_users)
 
     def count_evaluation(self, split: LeaveOneOutSplit) -> float:
-        """Add one evaluation release to every evaluated user's (or the server's) history;
-        the largest ε after it."""
+        """Add one evaluation release to every evaluated user's (or the server's) history,
+        under the apps' budget rule (:func:`~fedrec.core.privacy.client_round.budgeted`: a
+        release that would exceed the budget is refused); the largest ε after it."""
         step = plan.evaluation_step(self.config, self.n_users)
         if self.config.dp == "user-central":
-            self.server_history.append(step)
+            _, after = budgeted(self.config, 0, self.server_history, step)
+            self.server_history = after if after is not None else self.server_history
             return epsilon(self.server_history, self.config.delta, self.config.accountant)
         spent = 0.0
         for user in (int(u) for u in split.evaluated_users()):
-            history = [*self.histories.get(user, []), step]
-            self.histories[user] = history
-            spent = max(spent, epsilon(history, self.config.delta, self.config.accountant))
+            release, after = budgeted(self.config, user, self.histories.get(user, []), step)
+            if after is not None:
+                self.histories[user] = after
+            spent = max(spent, release.epsilon)
         return spent
 
     def round_allowed(self) -> bool:
