@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from fedrec.cli import app
+from fedrec.cli.main import app
 
 runner = CliRunner()
 
@@ -65,7 +65,7 @@ def test_unknown_executor_or_device_is_a_clear_error(tmp_path: Path) -> None:
 def test_ledger_key_prints_and_writes_the_public_key(tmp_path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
-    from fedrec.cli import app
+    from fedrec.cli.main import app
     from fedrec.core.privacy.signing import LedgerSigner, read_public_key
 
     monkeypatch.setenv("FEDREC_HOME", str(tmp_path / "home"))
@@ -84,7 +84,7 @@ def test_zero_rounds_is_refused_not_replaced_by_the_default(tmp_path: Path) -> N
 
 
 def test_relative_data_paths_are_made_absolute(tmp_path: Path, monkeypatch) -> None:
-    from fedrec.cli import _absolute_data_paths
+    from fedrec.cli.main import _absolute_data_paths
 
     (tmp_path / "my.csv").write_text("u,i\n")
     monkeypatch.chdir(tmp_path)

@@ -25,7 +25,7 @@ directory before the handler and written back after it
 
 Executors: ``per-client`` runs the users one after the other (one user per node in
 ``fedrec simulate``); ``cohort`` trains (and evaluates) all of the node's users that
-the server sampled this round in one vectorised pass (:mod:`fedrec.core.cohort`),
+the server sampled this round in one vectorised pass (:mod:`fedrec.core.training.cohort`),
 with the same per-user arithmetic. Either way the reply is the example-weighted mean
 of the users' updates, so the strategy aggregates both alike.
 
@@ -52,11 +52,11 @@ from fedrec.core.data.catalogue import catalogue_digest
 from fedrec.client.partition import node_users, split_for
 from fedrec.client.privacy_state import PrivacyHistoryStore
 from fedrec.client.state import CohortVectorStore, UserVectorStore
-from fedrec.core.array_check import array_problem
-from fedrec.core.executors import evaluate_users, train_users
+from fedrec.protocol.array_check import array_problem
+from fedrec.core.training.executors import evaluate_users, train_users
 from fedrec.core.data.split import LeaveOneOutSplit
-from fedrec.core.device import resolve_device
-from fedrec.core.evaluation import mean_metrics, metric_keys
+from fedrec.core.training.device import resolve_device
+from fedrec.core.evaluation.protocols import mean_metrics, metric_keys
 from fedrec.core.models.registry import MODELS, needs_item_features
 from fedrec.core.privacy.accounting import Step, compact
 from fedrec.core.privacy import plan
@@ -64,9 +64,9 @@ from fedrec.core.privacy.client_round import Release, private_train_users
 from fedrec.core.privacy.evaluation import exact_sum, local_private_evaluation
 from fedrec.core.privacy.mechanisms import poisson_sample
 from fedrec.core.privacy.signing import release_statement, sign_release
-from fedrec.core.run_config import RunConfig
-from fedrec.core.run_model import build_run_model
-from fedrec.core.wire import (
+from fedrec.core.config.run_config import RunConfig
+from fedrec.core.models.run_model import build_run_model
+from fedrec.protocol.wire import (
     ARRAYS,
     CATALOGUE,
     CONFIG,

@@ -14,7 +14,7 @@ from typing import Mapping
 
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import LeaveOneOutSplit, leave_one_out
-from fedrec.core.run_config import RunConfig
+from fedrec.core.config.run_config import RunConfig
 
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from flwr.app import ConfigRecord, RecordDict
 
 from fedrec.core.privacy.accounting import Step, compact
-from fedrec.core.wire import PRIVACY_STATE_PREFIX
+from fedrec.protocol.wire import PRIVACY_STATE_PREFIX
 
 _SIGMA, _RATE, _STEPS = "sigma", "rate", "steps"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
 
-from fedrec.core.wire import USER_STATE_PREFIX
+from fedrec.protocol.wire import USER_STATE_PREFIX
 
 Arrays = dict[str, np.ndarray]
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedrec.client.encrypted_file import KeySource, prepare_key
-from fedrec.core.app_package import toml_value
+from fedrec.runtime.app_package import toml_value
 from fedrec.core.data.csv_file import load_csv
-from fedrec.core.device import DEVICES
-from fedrec.core.processes import (
+from fedrec.core.training.device import DEVICES
+from fedrec.runtime.processes import (
     console_script,
     flower_environment,
     free_port,
@@ -33,7 +33,7 @@ from fedrec.core.processes import (
     stop_group_by_pid,
     write_pid_file,
 )
-from fedrec.core.wire import NODE_AUTH_KEY, NODE_DATA_FILE, NODE_DEVICE, NODE_STATE_DIR
+from fedrec.protocol.wire import NODE_AUTH_KEY, NODE_DATA_FILE, NODE_DEVICE, NODE_STATE_DIR
 
 PID_FILE = "supernode.pid"
 LOG_FILE = "supernode.log"

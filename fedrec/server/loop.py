@@ -36,15 +36,15 @@ import numpy as np
 from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from fedrec.core.aggregation import ServerOptimizer
+from fedrec.core.federation.aggregation import ServerOptimizer
 from fedrec.core.models.base import global_state
-from fedrec.core.report import METRICS_FILE, append_jsonl, read_jsonl
-from fedrec.core.run_config import RunConfig
-from fedrec.core.run_model import build_run_model
-from fedrec.core.sampling import sample_users
+from fedrec.core.run_files import METRICS_FILE, append_jsonl, read_jsonl
+from fedrec.core.config.run_config import RunConfig
+from fedrec.core.models.run_model import build_run_model
+from fedrec.core.federation.sampling import sample_users
 from fedrec.server.privacy import ServerPrivacy, committed_plan
 from fedrec.core.privacy.plan import private_metric_keys
-from fedrec.core.wire import (CATALOGUE, DP_CLIP, LEDGER_RUN_ID, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS,
+from fedrec.protocol.wire import (CATALOGUE, DP_CLIP, LEDGER_RUN_ID, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS,
                               USERS_TRAINED)
 from fedrec.core.privacy.ledger import LEDGER_FILE
 from fedrec.server.checkpoint import (
@@ -84,7 +84,7 @@ def make_strategy(config: RunConfig, n_nodes: int, n_items: int,
     (user-central DP: each node with probability ``q``, see :mod:`fedrec.server.privacy`).
 
     Cohort: every node is asked each round and trains those of its users that the
-    server sampled (:func:`fedrec.core.sampling.sample_users`; Poisson under user-central).
+    server sampled (:func:`fedrec.core.federation.sampling.sample_users`; Poisson under user-central).
     """
     if deployed:  # every connected device each round; wait for at least min-nodes
         clients, evaluate_fraction, evaluate_nodes = config.min_nodes, 1.0, config.min_nodes

@@ -47,8 +47,8 @@ from fedrec.core.privacy.evaluation import central_release, local_release
 from fedrec.core.privacy.mechanisms import secure_generator
 from fedrec.core.privacy.ledger import LEDGER_FILE, LedgerEntry, PrivacyLedger, anchor, read_ledger
 from fedrec.core.privacy.signing import LedgerSigner, default_signing_key_path, write_public_key
-from fedrec.core.run_config import RunConfig
-from fedrec.core.wire import (
+from fedrec.core.config.run_config import RunConfig
+from fedrec.protocol.wire import (
     METRICS,
     NUM_EXAMPLES,
     PRIVACY_RELEASE,

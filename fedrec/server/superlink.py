@@ -31,9 +31,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from fedrec.core.app_package import toml_value, write_app_dir
-from fedrec.core.certs import CA_CERT, SERVER_CERT, SERVER_KEY
-from fedrec.core.processes import (
+from fedrec.runtime.app_package import toml_value, write_app_dir
+from fedrec.runtime.certs import CA_CERT, SERVER_CERT, SERVER_KEY
+from fedrec.runtime.processes import (
     console_script,
     flower_environment,
     pid_alive,

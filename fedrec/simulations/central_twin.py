@@ -13,15 +13,15 @@ from typing import Any
 
 import torch
 
-from fedrec.core.central import CentralConfig, train_central
+from fedrec.core.training.central import CentralConfig, train_central
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import leave_one_out
-from fedrec.core.itempop import evaluate_itempop
-from fedrec.core.report import (
+from fedrec.core.baselines.itempop import evaluate_itempop
+from fedrec.core.run_files import (
     CURVES_FILE, METRICS_FILE, SUMMARY_FILE, append_jsonl, build_summary, plot_curves, read_jsonl,
     write_json_atomic,
 )
-from fedrec.core.training import TrainingConfig
+from fedrec.core.training.implicit import TrainingConfig
 
 
 @dataclass(frozen=True)

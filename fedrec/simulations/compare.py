@@ -5,14 +5,14 @@ One leave-one-out split of the dataset (optionally a seeded subsample of its use
 
 * ``central`` — the model trained in one place: the baselines of
   :mod:`fedrec.core.baselines`, the registry models through
-  :func:`fedrec.core.central.train_central`, the sequence model through
-  :func:`fedrec.core.sequence_training.train_sequence_central`;
+  :func:`fedrec.core.training.central.train_central`, the sequence model through
+  :func:`fedrec.core.training.sequence.train_sequence_central`;
 * ``federated`` — the same model trained without any user's data leaving its client:
   registry models through :func:`fedrec.simulations.torch_loop.run_torch_loop` (the
   per-user arithmetic and aggregation of the Flower apps, in one process, no Flower),
-  item-kNN through :func:`fedrec.core.federated_itemknn.run_federated_itemknn`, the
-  sequence model through :func:`~fedrec.core.sequence_training.federated_sequence_training`,
-  explicit MF by FedAvg over users with :func:`fedrec.core.rating_split.train_rating_user`;
+  item-kNN through :func:`fedrec.core.baselines.federated_itemknn.run_federated_itemknn`, the
+  sequence model through :func:`~fedrec.core.training.sequence.federated_sequence_training`,
+  explicit MF by FedAvg over users with :func:`fedrec.core.training.ratings.train_rating_user`;
 * ``federated + DP`` — user-level DP at one ε (user-central noise for MF, one noisy
   release for item-kNN);
 * ``central + MMR`` — the central MF's lists re-ranked by MMR (λ = 0.5).
@@ -20,9 +20,9 @@ One leave-one-out split of the dataset (optionally a seeded subsample of its use
 Every ranking row is scored by the one evaluation,
 :func:`fedrec.core.baselines.evaluate_scorer` (sampled and full HR/NDCG, P/R/F1/MRR,
 coverage, diversity, novelty); a federated model is scored per user as its client
-scores it (:func:`fedrec.core.local_update.user_scores`: the user's vector fitted on its
+scores it (:func:`fedrec.core.training.local_round.user_scores`: the user's vector fitted on its
 own items with the global part frozen). Explicit MF predicts stars on its own per-user
-rating hold-out (:func:`fedrec.core.rating_split.holdout_ratings`) and reports RMSE/MAE.
+rating hold-out (:func:`fedrec.core.training.ratings.holdout_ratings`) and reports RMSE/MAE.
 
 ``bytes_sent`` is the traffic of training, counted from the arrays that travel:
 ``Σ_rounds clients_r × 2 × |global part|`` (the global part down, an update of the
@@ -57,18 +57,18 @@ from numpy.typing import NDArray
 
 from fedrec.core.baselines import BPR, BPRConfig, ItemKNN, ItemPop, Scorer, UserKNN, evaluate_scorer, training_matrix
 from fedrec.core.baselines.scorer import RecommenderScorer, check_users
-from fedrec.core.central import CentralConfig, train_central
+from fedrec.core.training.central import CentralConfig, train_central
 from fedrec.core.data.interactions import Interactions
 from fedrec.core.data.item_features import dataset_item_features, has_item_features
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import NO_ITEM, LeaveOneOutSplit, leave_one_out
-from fedrec.core.local_update import user_scores
+from fedrec.core.training.local_round import user_scores
 from fedrec.core.models.registry import needs_item_features
-from fedrec.core.ranking_metrics import list_hit_ratio_at_k, list_recall_at_k
-from fedrec.core.reranking import mmr_rerank
-from fedrec.core.run_config import RunConfig
-from fedrec.core.run_model import run_item_features
-from fedrec.core.training import TrainingConfig
+from fedrec.core.evaluation.lists import list_hit_ratio_at_k, list_recall_at_k
+from fedrec.core.recommend.reranking import mmr_rerank
+from fedrec.core.config.run_config import RunConfig
+from fedrec.core.models.run_model import run_item_features
+from fedrec.core.training.implicit import TrainingConfig
 from fedrec.simulations import torch_loop
 from fedrec.simulations.compare_report import (
     CENTRAL,
@@ -221,7 +221,7 @@ class FederatedScorer:
     """A federated model scored as its clients score it: the global ``arrays`` and each
     user's stored vector (``local``; a fresh seeded one for a user who never trained), fitted
     for ``reconstruct-epochs`` on the user's own items with the global part frozen
-    (:func:`fedrec.core.local_update.user_scores`)."""
+    (:func:`fedrec.core.training.local_round.user_scores`)."""
 
     def __init__(self, config: RunConfig, arrays: Arrays, local: dict[int, Arrays]) -> None:
         self.config, self.arrays, self.local = config, arrays, local
@@ -244,7 +244,7 @@ class FederatedScorer:
 
 class SimilarityScorer:
     """Item-kNN from a released ``(n_items, n_items)`` similarity: ``s_u = S x_u``
-    (:func:`fedrec.core.federated_itemknn.score_user` for all users at once)."""
+    (:func:`fedrec.core.baselines.federated_itemknn.score_user` for all users at once)."""
 
     def __init__(self, similarity: NDArray[np.float64]) -> None:
         self.similarity = sp.csr_matrix(similarity)
@@ -274,7 +274,7 @@ class SequenceScorer:
     @torch.no_grad()
     def score_users(self, users: NDArray[np.int64]) -> NDArray[np.float32]:
         from fedrec.core.models.sequence import history_tokens
-        from fedrec.core.sequence_training import evaluation_history
+        from fedrec.core.training.sequence import evaluation_history
 
         split = _fitted(self.split, self)
         users = check_users(users, split.n_users)
@@ -285,7 +285,7 @@ class SequenceScorer:
 
 
 class MMRScorer:
-    """Another scorer's top-``k`` re-ranked by MMR (:func:`fedrec.core.reranking.mmr_rerank`).
+    """Another scorer's top-``k`` re-ranked by MMR (:func:`fedrec.core.recommend.reranking.mmr_rerank`).
 
     The re-ranked list is put on top, in its order, above every other item, which keeps
     its score: ``s'_i = max(s) + 1 + (k − position)`` for the list's items. So the one
@@ -389,11 +389,11 @@ def _federated_userknn(ctx: Context) -> Trained:
                        "form (it would ship users' item sets to each other)")
 
 
-ITEMKNN_MAX_ITEMS = 60  # M: items a user contributes (docstring of fedrec.core.federated_itemknn)
+ITEMKNN_MAX_ITEMS = 60  # M: items a user contributes (docstring of fedrec.core.baselines.federated_itemknn)
 
 
 def _federated_itemknn(dp: bool, ctx: Context) -> Trained:
-    from fedrec.core.federated_itemknn import contribution_bound, release_noise, run_federated_itemknn
+    from fedrec.core.baselines.federated_itemknn import contribution_bound, release_noise, run_federated_itemknn
 
     split, c = ctx.split, ctx.config
     if dp:
@@ -512,11 +512,11 @@ SASREC = dict(dim=32, max_len=50, blocks=1, heads=1, dropout=0.2)
 
 def _sequence_modules() -> tuple[Any, Any]:
     try:
-        from fedrec.core import sequence_training
+        from fedrec.core.training import sequence as sequence_training
         from fedrec.core.models import sequence
     except ImportError as err:
         raise NotAvailable(f"the sequence model is not in this checkout ({err}); it lives in "
-                           "fedrec/core/models/sequence.py and fedrec/core/sequence_training.py") from err
+                           "fedrec/core/models/sequence.py and fedrec/core/training/sequence.py") from err
     return sequence, sequence_training
 
 
@@ -554,7 +554,7 @@ RATING_DIM, RATING_TEST_FRACTION = 16, 0.1
 
 
 def _rating_split(ctx: Context) -> Any:
-    from fedrec.core.rating_split import holdout_ratings
+    from fedrec.core.training.ratings import holdout_ratings
 
     if ctx.data.ratings is None:
         raise NotAvailable(f"dataset {ctx.config.dataset!r} has no ratings; explicit MF predicts stars")
@@ -563,7 +563,7 @@ def _rating_split(ctx: Context) -> Any:
 
 def _central_rating(ctx: Context) -> Trained:
     from fedrec.core.models.registry import build_model
-    from fedrec.core.rating_split import (RatingTrainingConfig, evaluate_rating_model, global_mean_metrics,
+    from fedrec.core.training.ratings import (RatingTrainingConfig, evaluate_rating_model, global_mean_metrics,
                                           train_rating_central)
 
     split = _rating_split(ctx)
@@ -582,12 +582,12 @@ def _central_rating(ctx: Context) -> Trained:
 
 
 def _federated_rating(ctx: Context) -> Trained:
-    from fedrec.core.aggregation import ServerOptimizer, weighted_mean
-    from fedrec.core.local_update import new_local_parameters
+    from fedrec.core.federation.aggregation import ServerOptimizer, weighted_mean
+    from fedrec.core.training.local_round import new_local_parameters
     from fedrec.core.models.explicit_mf import ExplicitMF
-    from fedrec.core.rating_split import (RatingTrainingConfig, initial_rating_arrays, pool_rating_metrics,
+    from fedrec.core.training.ratings import (RatingTrainingConfig, initial_rating_arrays, pool_rating_metrics,
                                           train_rating_user, user_rating_metrics)
-    from fedrec.core.sampling import sample_users
+    from fedrec.core.federation.sampling import sample_users
 
     split, b, seed = _rating_split(ctx), ctx.budget, ctx.config.seed
     config = RatingTrainingConfig(lr=0.02, batch_size=32, l2=0.05)

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from fedrec.core.processes import (  # noqa: F401  (free_port etc. are used by tests and benchmarks)
+from fedrec.runtime.processes import (  # noqa: F401  (free_port etc. are used by tests and benchmarks)
     console_script,
     flower_environment,
     free_listening_port,
@@ -34,7 +34,7 @@ from fedrec.core.processes import (  # noqa: F401  (free_port etc. are used by t
     stop_process_group,
     wait_for_port,
 )
-from fedrec.core.app_package import toml_value as _toml_value, write_app_dir
+from fedrec.runtime.app_package import toml_value as _toml_value, write_app_dir
 
 CONNECTION_NAME = "fedrec"
 # Folder that holds the runtime folders (default /tmp). Keep it short: Ray's socket paths

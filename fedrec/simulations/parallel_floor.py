@@ -4,9 +4,9 @@ Flower's cohort executor runs ``cohort-nodes`` nodes in parallel (Ray actors). I
 floor is the same work spread the same way with nothing of Flower or Ray: P worker
 processes (``multiprocessing``, spawn), worker ``p`` holding users ``u ≡ p (mod P)``
 and their private vectors for the whole run, exactly as node ``p`` does. Each round the
-parent samples users (:func:`fedrec.core.sampling.sample_users`), sends every worker
+parent samples users (:func:`fedrec.core.federation.sampling.sample_users`), sends every worker
 the global arrays through a pipe, each worker runs
-:func:`fedrec.core.cohort.cohort_round` on its sampled users with one torch thread and
+:func:`fedrec.core.training.cohort.cohort_round` on its sampled users with one torch thread and
 sends back ``Σ n_b Δ_b`` and ``Σ n_b``; the parent averages and steps the server
 optimiser. What is left is the arithmetic itself, with the same contention for cores
 and memory bandwidth as the nodes have, plus two small pickles per worker and round.
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fedrec.core.run_config import RunConfig
+from fedrec.core.config.run_config import RunConfig
 
 Arrays = dict[str, np.ndarray]
 
@@ -30,10 +30,10 @@ def _worker(config: RunConfig, part: int, partitions: int, inbox: Connection) ->
     import torch
 
     from fedrec.client.partition import split_for
-    from fedrec.core.cohort import cohort_metrics, cohort_round
+    from fedrec.core.training.cohort import cohort_metrics, cohort_round
     from fedrec.core.data.split import NO_ITEM
-    from fedrec.core.device import resolve_device
-    from fedrec.core.evaluation import mean_metrics
+    from fedrec.core.training.device import resolve_device
+    from fedrec.core.evaluation.protocols import mean_metrics
 
     torch.set_num_threads(1)
     device = resolve_device(config.device)
@@ -61,7 +61,7 @@ def _worker(config: RunConfig, part: int, partitions: int, inbox: Connection) ->
 def run_parallel_floor(config: RunConfig, partitions: int, evaluate: bool = False) -> list[dict[str, Any]]:
     """Train ``config.rounds`` rounds with the cohort arithmetic in ``partitions`` processes."""
     from fedrec.client.partition import split_for
-    from fedrec.core.sampling import sample_users
+    from fedrec.core.federation.sampling import sample_users
     from fedrec.server.loop import initial_global_arrays, make_server_optimizer
 
     split = split_for(config)

@@ -1,9 +1,9 @@
 """The same federated arithmetic as a Flower simulation, in one plain Python loop.
 
-Each round samples ``clients-per-round`` users (:func:`fedrec.core.sampling.sample_users`,
+Each round samples ``clients-per-round`` users (:func:`fedrec.core.federation.sampling.sample_users`,
 as the server does for the cohort executor), trains them with the configured executor's
-function — :func:`~fedrec.core.local_update.user_round` user after user (per-client) or
-:func:`~fedrec.core.cohort.cohort_round` in one vectorised pass (cohort), the very
+function — :func:`~fedrec.core.training.local_round.user_round` user after user (per-client) or
+:func:`~fedrec.core.training.cohort.cohort_round` in one vectorised pass (cohort), the very
 functions the ClientApp calls, with the same per-user seeds — averages the updates and
 steps the server optimiser; evaluation calls the ClientApp's scoring path for every
 user. No Flower, no Ray, no serialisation: its wall time is the floor that the
@@ -30,21 +30,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from fedrec.core.aggregation import weighted_mean
-from fedrec.core.executors import evaluate_users, train_users
+from fedrec.core.federation.aggregation import weighted_mean
+from fedrec.core.training.executors import evaluate_users, train_users
 from fedrec.core.data.split import LeaveOneOutSplit
-from fedrec.core.device import resolve_device
-from fedrec.core.evaluation import mean_metrics
+from fedrec.core.training.device import resolve_device
+from fedrec.core.evaluation.protocols import mean_metrics
 from fedrec.core.models.base import global_state
-from fedrec.core.run_config import RunConfig
-from fedrec.core.run_model import build_run_model
+from fedrec.core.config.run_config import RunConfig
+from fedrec.core.models.run_model import build_run_model
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.adaptive_clip import AdaptiveClip
 from fedrec.core.privacy.aggregation import central_noised_mean
 from fedrec.core.privacy.client_round import budgeted, private_train_users
 from fedrec.core.privacy.mechanisms import poisson_sample, secure_generator
-from fedrec.core.sampling import sample_users
+from fedrec.core.federation.sampling import sample_users
 from fedrec.server.loop import make_server_optimizer
 
 

@@ -9,7 +9,7 @@ from typing import Callable
 from flwr.app import Context, Message, MessageType, RecordDict
 
 from fedrec.client import app as client_app
-from fedrec.core.run_config import RunConfig
+from fedrec.core.config.run_config import RunConfig
 
 
 class InProcessGrid:

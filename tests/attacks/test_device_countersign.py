@@ -19,13 +19,13 @@ from pathlib import Path
 import pytest
 
 from fedrec.client.encrypted_file import KeySource, prepare_key
-from fedrec.core.certs import add_client, init_certs
+from fedrec.runtime.certs import add_client, init_certs
 from fedrec.core.privacy.audit import audit_run
 from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, anchor, read_ledger, read_heads
 from fedrec.core.privacy.signing import LedgerSigner
-from fedrec.core.report import METRICS_FILE
-from fedrec.core.run_config import RunConfig
-from fedrec.core.wire import NODE_AUTH_KEY, NODE_DATA_FILE, NODE_DEVICE, NODE_STATE_DIR
+from fedrec.core.run_files import METRICS_FILE
+from fedrec.core.config.run_config import RunConfig
+from fedrec.protocol.wire import NODE_AUTH_KEY, NODE_DATA_FILE, NODE_DEVICE, NODE_STATE_DIR
 from fedrec.server.loop import run_rounds
 from inprocess_grid import InProcessGrid
 

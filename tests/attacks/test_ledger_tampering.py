@@ -30,13 +30,13 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core" / "privacy"))
 from test_audit import Fabricated, fabricate_run  # noqa: E402  (the shared run fabricator)
 
-from fedrec.cli import app  # noqa: E402
+from fedrec.cli.main import app  # noqa: E402
 from fedrec.core.privacy.accounting import epsilon  # noqa: E402
 from fedrec.core.privacy.audit import AuditError, audit_run  # noqa: E402
 from fedrec.core.privacy.audit_crosscheck import CONFIG_FILE, PLAN_FILE  # noqa: E402
 from fedrec.core.privacy.ledger import LEDGER_FILE, LedgerEntry, PrivacyLedger, anchor, read_ledger  # noqa: E402
 from fedrec.core.privacy.signing import PUBLIC_KEY_FILE, LedgerSigner, write_public_key  # noqa: E402
-from fedrec.core.report import METRICS_FILE, SUMMARY_FILE  # noqa: E402
+from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE  # noqa: E402
 
 runner = CliRunner()
 
@@ -304,7 +304,7 @@ def test_missing_key_file_and_unreadable_run_dir_exit_2(central: Fabricated, tmp
 
 
 def test_device_signatures_are_verified_with_the_device_keys(tmp_path: Path) -> None:
-    from fedrec.core.certs import add_client, init_certs
+    from fedrec.runtime.certs import add_client, init_certs
     from fedrec.core.privacy.signing import release_statement, sign_release
 
     certs = init_certs(tmp_path / "certs", ["localhost"])

@@ -19,9 +19,9 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from fedrec.client import app as client_app
 from fedrec.core.privacy.plan import private_metric_keys
-from fedrec.core.report import METRICS_FILE, read_jsonl
-from fedrec.core.run_config import RunConfig
-from fedrec.core.wire import (ARRAYS, CONFIG, METRICS, NODE_SECONDS, NUM_EXAMPLES, SERVER_ROUND, TRAIN_LOSS,
+from fedrec.core.run_files import METRICS_FILE, read_jsonl
+from fedrec.core.config.run_config import RunConfig
+from fedrec.protocol.wire import (ARRAYS, CONFIG, METRICS, NODE_SECONDS, NUM_EXAMPLES, SERVER_ROUND, TRAIN_LOSS,
                               USERS_EVALUATED, USERS_RECONSTRUCTED)
 from fedrec.server.loop import INTERNAL_FILE, initial_global_arrays, run_rounds
 from fedrec.server.strategy.fedopt_updates import numpy_to_arrays
@@ -103,7 +103,7 @@ def test_a_dp_run_replies_without_timings_end_to_end(tmp_path: Path) -> None:
 
 
 def test_a_dp_summary_holds_only_noised_metrics_rounds_and_config() -> None:
-    from fedrec.core.report import build_summary
+    from fedrec.core.run_files import build_summary
     from fedrec.server.app import dp_summary
 
     rows = [{"round": 1, "hr@10": 0.3, "ndcg@10": 0.2, "full_hr@10": 0.1, "full_ndcg@10": 0.05,

@@ -9,9 +9,9 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from fedrec.client import app as client_app
 from fedrec.client.state import UserVectorStore
 from fedrec.core.models import FEATURE_MODELS, MODELS
-from fedrec.core.run_config import RunConfig
-from fedrec.core.run_model import build_run_model
-from fedrec.core.wire import (
+from fedrec.core.config.run_config import RunConfig
+from fedrec.core.models.run_model import build_run_model
+from fedrec.protocol.wire import (
     ARRAYS, CATALOGUE, CONFIG, METRICS, NODE_DATA_FILE, NODE_STATE_DIR, NUM_EXAMPLES, SERVER_ROUND,
     USERS_RECONSTRUCTED,
 )
@@ -119,10 +119,10 @@ def test_non_finite_global_model_is_refused() -> None:
 def test_cohort_node_trains_exactly_its_sampled_users_like_per_client_nodes() -> None:
     """A cohort node (partition 1 of 4) trains its users among the sampled ones in one pass;
     its reply is the example-weighted mean of what per-client nodes would have sent."""
-    from fedrec.core.local_update import user_round
+    from fedrec.core.training.local_round import user_round
     from fedrec.client.partition import split_for
-    from fedrec.core.aggregation import weighted_mean
-    from fedrec.core.wire import SAMPLED_USERS, USERS_TRAINED
+    from fedrec.core.federation.aggregation import weighted_mean
+    from fedrec.protocol.wire import SAMPLED_USERS, USERS_TRAINED
 
     config = RunConfig(model="mf", dim=8, executor="cohort", cohort_nodes=4)
     arrays = initial_global_arrays(config, N_ITEMS)
@@ -153,7 +153,7 @@ def test_cohort_node_trains_exactly_its_sampled_users_like_per_client_nodes() ->
 
 
 def test_a_node_refuses_a_malformed_sampled_user_list() -> None:
-    from fedrec.core.wire import SAMPLED_USERS
+    from fedrec.protocol.wire import SAMPLED_USERS
 
     config = RunConfig(model="mf", dim=8, executor="cohort")
     message = _instruction(initial_global_arrays(config, N_ITEMS), MessageType.TRAIN)

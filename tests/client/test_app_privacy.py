@@ -8,8 +8,8 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from fedrec.client import app as client_app
 from fedrec.core.privacy.mechanisms import update_norm
-from fedrec.core.run_config import RunConfig
-from fedrec.core.wire import (
+from fedrec.core.config.run_config import RunConfig
+from fedrec.protocol.wire import (
     ARRAYS,
     CONFIG,
     METRICS,
@@ -97,7 +97,7 @@ def test_the_accountant_state_lives_in_the_node_state(mode: str) -> None:
 
 
 def test_cohort_user_central_node_samples_its_own_users_by_poisson() -> None:
-    from fedrec.core.wire import USERS_TRAINED
+    from fedrec.protocol.wire import USERS_TRAINED
 
     config = RunConfig(dim=8, dp="user-central", epsilon=8.0, executor="cohort", clients_per_round=250)
     context = Context(run_id=1, node_id=1, node_config={"partition-id": 0, "num-partitions": 2},

@@ -9,7 +9,7 @@ import pytest
 
 from fedrec.client.device_state import DeviceState, save_state
 from fedrec.client.recommend import RecommendError, recommend
-from fedrec.core.run_config import RunConfig
+from fedrec.core.config.run_config import RunConfig
 from fedrec.server.loop import initial_global_arrays
 
 CATALOGUE = ["a", "b", "c", "d", "e", "f"]

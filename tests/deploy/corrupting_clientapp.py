@@ -12,7 +12,7 @@ from flwr.app import Array, ArrayRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from fedrec.client import app as fedrec_app
-from fedrec.core.wire import ARRAYS
+from fedrec.protocol.wire import ARRAYS
 
 app = ClientApp()
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fedrec.cli import app
+from fedrec.cli.main import app
 from fedrec.client.device_state import load_state
 from fedrec.client.supernode import ClientError
-from fedrec.core.certs import init_certs
+from fedrec.runtime.certs import init_certs
 from fedrec.core.data.export import CATALOGUE_FILE, client_file
 from fedrec.server.superlink import server_status
 from harness import rows, wait_for

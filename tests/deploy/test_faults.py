@@ -10,9 +10,9 @@ import pytest
 
 from fedrec.client.device_state import load_state
 from fedrec.client.supernode import running_pid as device_pid
-from fedrec.core.app_package import write_app_dir
+from fedrec.runtime.app_package import write_app_dir
 from fedrec.core.privacy.audit import audit_run
-from fedrec.core.run_config import RunConfig
+from fedrec.core.config.run_config import RunConfig
 from fedrec.server.checkpoint import MODEL_FILE, checkpointed_config, load_arrays, load_checkpoint
 from fedrec.server.loop import initial_global_arrays
 from fedrec.server.superlink import run_command, running_pid as server_pid, server_environment, submit_run

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
-from fedrec.core.aggregation import ServerOptimizer
+from fedrec.core.federation.aggregation import ServerOptimizer
 from fedrec.core.privacy.accounting import epsilon
 from fedrec.core.privacy.ledger import read_ledger, verify_chain
-from fedrec.core.run_config import RunConfig
-from fedrec.core.wire import (
+from fedrec.core.config.run_config import RunConfig
+from fedrec.protocol.wire import (
     ARRAYS,
     METRICS,
     NUM_EXAMPLES,
@@ -119,7 +119,7 @@ def test_poisson_sampling_includes_each_candidate_independently() -> None:
 
 
 def test_adaptive_clipping_moves_c_and_the_ledger_keeps_each_rounds_clip(tmp_path: Path) -> None:
-    from fedrec.core.wire import DP_CLIP, DP_WITHIN_CLIP
+    from fedrec.protocol.wire import DP_CLIP, DP_WITHIN_CLIP
     from fedrec.server.loop import round_config
 
     config = RunConfig(dp="user-central", noise_multiplier=1.0, clip=1.0, clients_per_round=100,
@@ -144,7 +144,7 @@ def test_adaptive_clipping_moves_c_and_the_ledger_keeps_each_rounds_clip(tmp_pat
 
 
 def test_cohort_user_central_sends_no_list_of_sampled_users() -> None:
-    from fedrec.core.wire import SAMPLED_USERS
+    from fedrec.protocol.wire import SAMPLED_USERS
     from fedrec.server.loop import round_config
 
     central = RunConfig(dp="user-central", epsilon=8.0, executor="cohort")
@@ -176,7 +176,7 @@ KEYS = ("hr@10", "ndcg@10", "full_hr@10", "full_ndcg@10")
 
 
 def _eval_reply(sums: list[float], count: int, report: ConfigRecord | None = None, node: int = 7) -> Message:
-    from fedrec.core.wire import USERS_EVALUATED
+    from fedrec.protocol.wire import USERS_EVALUATED
 
     content = RecordDict({METRICS: MetricRecord({**dict(zip(KEYS, sums)), USERS_EVALUATED: count})})
     if report is not None:
@@ -187,7 +187,7 @@ def _eval_reply(sums: list[float], count: int, report: ConfigRecord | None = Non
 
 
 def _eval_report(users: list[int], refused: list[int], sigma: float, eps: list[float]) -> ConfigRecord:
-    from fedrec.core.wire import PRIVACY_RELEASE
+    from fedrec.protocol.wire import PRIVACY_RELEASE
 
     return ConfigRecord({PRIVACY_RELEASE: "evaluate", PRIVACY_USERS: users, PRIVACY_REFUSED: refused,
                          PRIVACY_NOISE: [sigma] * len(users), PRIVACY_RATE: [1.0] * len(users),
@@ -196,7 +196,7 @@ def _eval_report(users: list[int], refused: list[int], sigma: float, eps: list[f
 
 def test_user_central_evaluation_noises_the_sum_and_divides_by_the_users_asked(tmp_path: Path) -> None:
     from fedrec.core.privacy import plan
-    from fedrec.core.wire import USERS_EVALUATED
+    from fedrec.protocol.wire import USERS_EVALUATED
 
     config = RunConfig(dp="user-central", noise_multiplier=1.0, eval_noise_multiplier=1e-7, clients_per_round=10)
     strategy = _strategy(config, tmp_path, n_units=100)
@@ -235,7 +235,7 @@ def test_a_round_whose_evaluation_would_exceed_the_servers_budget_is_not_evaluat
 
 
 def test_client_accounted_evaluation_averages_noised_sums_and_ledgers_each_user(tmp_path: Path) -> None:
-    from fedrec.core.wire import USERS_EVALUATED
+    from fedrec.protocol.wire import USERS_EVALUATED
 
     config = RunConfig(dp="user-local", noise_multiplier=2.0, epsilon=8.0)
     strategy = _strategy(config, tmp_path)

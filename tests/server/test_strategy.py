@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from flwr.app import Message, MessageType, MetricRecord, RecordDict
 
-from fedrec.core.aggregation import ServerOptimizer
-from fedrec.core.wire import ARRAYS, METRICS, NUM_EXAMPLES, TRAIN_LOSS
+from fedrec.core.federation.aggregation import ServerOptimizer
+from fedrec.protocol.wire import ARRAYS, METRICS, NUM_EXAMPLES, TRAIN_LOSS
 from fedrec.server.strategy.fedopt_updates import FedOptOnUpdates, arrays_to_numpy, numpy_to_arrays
 
 GLOBAL = {"item_embedding.weight": np.zeros((3, 2), dtype=np.float32),

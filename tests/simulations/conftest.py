@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from fedrec.core.processes import pids_with_environ
+from fedrec.runtime.processes import pids_with_environ
 
 
 def flower_processes() -> set[int]:

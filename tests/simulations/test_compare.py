@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fedrec.cli import app
+from fedrec.cli.main import app
 from fedrec.core.baselines import ItemPop
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import NO_ITEM, leave_one_out
-from fedrec.core.evaluation import evaluate_user, mean_metrics
-from fedrec.core.federated_itemknn import score_user
-from fedrec.core.reranking import mmr_rerank, top_k
-from fedrec.core.run_config import RunConfig
+from fedrec.core.evaluation.protocols import evaluate_user, mean_metrics
+from fedrec.core.baselines.federated_itemknn import score_user
+from fedrec.core.recommend.reranking import mmr_rerank, top_k
+from fedrec.core.config.run_config import RunConfig
 from fedrec.simulations import compare
 from fedrec.simulations.compare import (
     Budget,

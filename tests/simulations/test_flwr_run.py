@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedrec.core.report import METRICS_FILE, SUMMARY_FILE, read_jsonl
+from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE, read_jsonl
 from fedrec.simulations.flower_runtime import ray_failed_to_start, simulation_runtime
 from fedrec.simulations.simulate import RUNTIME_START_ATTEMPTS
 

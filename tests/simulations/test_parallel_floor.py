@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fedrec.client.partition import split_for
-from fedrec.core.run_config import RunConfig
+from fedrec.core.config.run_config import RunConfig
 from fedrec.simulations.parallel_floor import run_parallel_floor
 from fedrec.simulations.torch_loop import run_torch_loop
 

@@ -36,7 +36,7 @@ def test_the_gcs_port_lies_below_the_ephemeral_range_and_is_free() -> None:
     import random
     import socket
 
-    from fedrec.core.processes import _ephemeral_range, free_listening_port
+    from fedrec.runtime.processes import _ephemeral_range, free_listening_port
 
     low, _ = _ephemeral_range()
     rng = random.Random(4)

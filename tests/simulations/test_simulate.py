@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fedrec.core.report import METRICS_FILE, SUMMARY_FILE, read_jsonl
-from fedrec.core.run_config import RunConfig
+from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE, read_jsonl
+from fedrec.core.config.run_config import RunConfig
 from fedrec.simulations.central_twin import CentralRunConfig, run_central
 from fedrec.simulations.simulate import resume_config, simulate
 
@@ -89,7 +89,7 @@ def test_a_terminated_simulation_stops_everything_it_started(tmp_path: Path, no_
     import time
 
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "fedrec.cli", "simulate", "--rounds", "50", "--clients-per-round", "10",
+    command = [sys.executable, "-m", "fedrec.cli.main", "simulate", "--rounds", "50", "--clients-per-round", "10",
                "--dim", "8", "--quiet", "--out", str(out)]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300

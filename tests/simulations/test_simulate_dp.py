@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fedrec.cli import app
-from fedrec.core.report import METRICS_FILE, read_jsonl
+from fedrec.cli.main import app
+from fedrec.core.run_files import METRICS_FILE, read_jsonl
 
 pytestmark = pytest.mark.slow
 

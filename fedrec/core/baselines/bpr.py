@@ -33,7 +33,7 @@ from fedrec.core.baselines.scorer import check_users
 from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.models.mf import MF
 from fedrec.core.models.registry import build_model
-from fedrec.core.training import epoch_plan, positives_key, score_all_items
+from fedrec.core.training.implicit import epoch_plan, positives_key, score_all_items
 
 BPR_OPTIMIZERS = ("adam", "sgd")
 

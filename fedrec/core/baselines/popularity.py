@@ -1,7 +1,7 @@
 """ItemPop: every user gets the same scores, s(u, i) = c_i, the number of training interactions of i.
 
 The non-personal floor every personalised model must beat. The counts come from
-:func:`fedrec.core.itempop.item_popularity`.
+:func:`fedrec.core.baselines.itempop.item_popularity`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 from fedrec.core.baselines.scorer import check_users
 from fedrec.core.data.split import LeaveOneOutSplit
-from fedrec.core.itempop import item_popularity
+from fedrec.core.baselines.itempop import item_popularity
 
 
 class ItemPop:

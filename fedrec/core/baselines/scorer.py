@@ -4,14 +4,14 @@ A :class:`Scorer` is fitted on a :class:`LeaveOneOutSplit` and then scores every
 item for a batch of users. :func:`evaluate_scorer` turns those scores into the
 numbers the project compares, per evaluated user ``u`` with scores ``s_u (n_items,)``:
 
-* through :func:`fedrec.core.evaluation.evaluate_user` — the sampled NCF protocol
+* through :func:`fedrec.core.evaluation.protocols.evaluate_user` — the sampled NCF protocol
   (``hr@K``, ``ndcg@K``) and the full-ranking mid-rank metrics (``full_hr@K``,
   ``full_ndcg@K``, ``full_recall@K``), averaged with
-  :func:`fedrec.core.evaluation.mean_metrics`;
+  :func:`fedrec.core.evaluation.protocols.mean_metrics`;
 * on the full-ranking list ``L_u = top_k(s_u, K, exclude = train ∪ validation)``
-  (:func:`fedrec.core.reranking.top_k`, ties towards the lower item id), with the
+  (:func:`fedrec.core.recommend.reranking.top_k`, ties towards the lower item id), with the
   relevant set ``R_u = {test item}``, the list metrics of
-  :mod:`fedrec.core.ranking_metrics`, averaged over users: ``precision@K``,
+  :mod:`fedrec.core.evaluation.lists`, averaged over users: ``precision@K``,
   ``recall@K``, ``f1@K``, ``mrr@K``. (``recall@K`` is the hit of the test item in
   the list ``L_u``; ``full_recall@K`` counts ties by mid-rank instead, so the two
   differ only where the test item ties with the K-th item.)
@@ -43,9 +43,9 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from fedrec.core.data.split import LeaveOneOutSplit
-from fedrec.core.evaluation import evaluate_user, mean_metrics
+from fedrec.core.evaluation.protocols import evaluate_user, mean_metrics
 from fedrec.core.models.base import Recommender
-from fedrec.core.ranking_metrics import (
+from fedrec.core.evaluation.lists import (
     catalog_coverage,
     f1_at_k,
     intra_list_diversity,
@@ -54,8 +54,8 @@ from fedrec.core.ranking_metrics import (
     novelty,
     precision_at_k,
 )
-from fedrec.core.reranking import top_k
-from fedrec.core.training import score_all_items
+from fedrec.core.recommend.reranking import top_k
+from fedrec.core.training.implicit import score_all_items
 
 EVAL_BATCH_USERS = 256
 

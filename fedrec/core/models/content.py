@@ -11,7 +11,7 @@ the user side is a profile ``p_u (d,)`` in the projected space, so
 
 How the profile is built (on the user's device, from its own items only): ``p_u`` is a
 learned local parameter, fitted by the same loss and code path as any user vector
-(:func:`fedrec.core.training.reconstruct_local` with ``W`` frozen, then the local round).
+(:func:`fedrec.core.training.implicit.reconstruct_local` with ``W`` frozen, then the local round).
 Its starting point may be the Rocchio-style centroid of the user's training items in
 the projected space, :func:`profile_from_items`,
 ``p_u⁰ = (1/|I_u|) Σ_{i ∈ I_u} W f_i``, which already ranks items by their projected

@@ -3,8 +3,8 @@
 ``r̂(u, i) = μ + b_u + b_i + <p_u, q_i>``, in rating units (stars), trained by
 regression with the regularised squared error of Koren et al. (eq. 5),
 ``(r̂ − r)² + λ (b_u² + b_i² + ‖p_u‖² + ‖q_i‖²)`` per rating
-(:mod:`fedrec.core.rating_split`), not by the implicit-feedback losses of
-:mod:`fedrec.core.training`. The penalty touches only the rows of the rating's user
+(:mod:`fedrec.core.training.ratings`), not by the implicit-feedback losses of
+:mod:`fedrec.core.training.implicit`. The penalty touches only the rows of the rating's user
 and item, so a user's update of the item tables stays row-sparse (unlike weight
 decay, which moves every row).
 
@@ -12,7 +12,7 @@ decay, which moves every row).
 * local: the user vector ``p_u`` and the user bias ``b_u`` — both describe one user.
 
 ``μ`` starts at 0 here; a run should start it at the mean training rating (or the
-middle of the scale): :func:`fedrec.core.rating_split.initial_rating_arrays`.
+middle of the scale): :func:`fedrec.core.training.ratings.initial_rating_arrays`.
 A fresh user (:meth:`reset_local_parameters`) gets a random ``p_u`` and ``b_u = 0``:
 it is predicted as the average user until it trains.
 """

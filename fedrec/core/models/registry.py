@@ -6,11 +6,11 @@ Three registries, by what a model needs beyond ``(n_users, n_items, dim)``:
   through the whole federated pipeline (client, cohort executor, record-level DP);
 * :data:`FEATURE_MODELS` — implicit-feedback rankers that also need the item-feature
   matrix (``needs_item_features = True``), passed as ``build_model(..., item_features=F)``;
-  a run builds them with its dataset's features (:mod:`fedrec.core.run_model`) and trains
+  a run builds them with its dataset's features (:mod:`fedrec.core.models.run_model`) and trains
   them like :data:`MODELS`, except with record-level DP (refused for now) and on deployed
   devices (which get no features yet);
 * :data:`RATING_MODELS` — explicit-rating regressors, trained with the squared error of
-  :mod:`fedrec.core.rating_split` instead of the ranking losses.
+  :mod:`fedrec.core.training.ratings` instead of the ranking losses.
 
 :func:`build_model` is the one front door to all three.
 """

@@ -131,7 +131,7 @@ from fedrec.core.privacy.ledger import (
     unanchored_rows,
     verify_chain,
 )
-from fedrec.core.report import METRICS_FILE
+from fedrec.core.run_files import METRICS_FILE
 
 INDEPENDENT = ("rdp", "pld")
 DEFAULT_MAX_EXACT = 100

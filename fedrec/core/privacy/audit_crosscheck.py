@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fedrec.core.privacy.ledger import ANCHOR_HEAD, ANCHOR_ROWS, MODE_RELATION, SERVER, LedgerRow
-from fedrec.core.report import METRICS_FILE, SUMMARY_FILE
+from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE
 
 PLAN_FILE = "privacy_plan.json"
 CONFIG_FILE = "run_config.json"  # fedrec.simulations.simulate.CONFIG_FILE (not imported: Flower)
@@ -321,7 +321,7 @@ def recompute_plan(config: dict[str, Any], n_units: int) -> tuple[dict[str, Any]
     """``plan.privacy_plan(RunConfig(config), n_units)`` as JSON would hold it, or (None, why)."""
     try:
         from fedrec.core.privacy import plan as plan_module
-        from fedrec.core.run_config import RunConfig
+        from fedrec.core.config.run_config import RunConfig
     except ImportError as error:  # pragma: no cover - the package is whole
         return None, f"cannot import the planner ({error})"
     planner = getattr(plan_module, "privacy_plan", None)

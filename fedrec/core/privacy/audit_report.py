@@ -14,7 +14,7 @@ import numpy as np
 
 from fedrec.core.privacy.audit import AuditReport, _finite
 from fedrec.core.privacy.ledger import SERVER
-from fedrec.core.report import write_json_atomic
+from fedrec.core.run_files import write_json_atomic
 
 AUDIT_FILE = "audit.json"
 PLOT_FILE = "epsilon.png"

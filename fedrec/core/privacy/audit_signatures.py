@@ -23,7 +23,7 @@ from fedrec.core.privacy.signing import (
     verify_ed25519,
     verify_release,
 )
-from fedrec.core.report import METRICS_FILE, SUMMARY_FILE
+from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE
 
 
 class KeyFileError(ValueError):

@@ -30,15 +30,15 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from fedrec.core.cohort import CohortResult, empty_result
+from fedrec.core.training.cohort import CohortResult, empty_result
 from fedrec.core.data.split import UserData
-from fedrec.core.device import resolve_device
-from fedrec.core.local_update import LocalResult, user_round
+from fedrec.core.training.device import resolve_device
+from fedrec.core.training.local_round import LocalResult, user_round
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.mechanisms import add_gaussian_noise, clip_update
 from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
-from fedrec.core.run_config import RunConfig
+from fedrec.core.config.run_config import RunConfig
 
 Arrays = dict[str, np.ndarray]
 
@@ -125,7 +125,7 @@ def private_user_round(config: RunConfig, global_arrays: Arrays, stored_local: A
         result = LocalResult(noised, one.local, one.num_examples, one.loss)
         applied = [step]
     else:
-        from fedrec.core.local_update import new_local_parameters
+        from fedrec.core.training.local_round import new_local_parameters
         from fedrec.core.privacy.record_level import RecordDP, train_user_private
 
         local = stored_local
@@ -183,7 +183,7 @@ def _cohort_private(config: RunConfig, global_arrays: Arrays, stored: Sequence[A
     budget allows the round, each user's ``Δ`` clipped (and, user-local, noised) before the sum."""
     if config.dp == "record":
         raise ValueError("dp record trains each user through Opacus: use --executor per-client")
-    from fedrec.core.cohort import cohort_round
+    from fedrec.core.training.cohort import cohort_round
 
     generator = generator if generator is not None else secure_generator()
     allowed, releases, new_histories = [], {}, list(histories)

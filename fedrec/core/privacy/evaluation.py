@@ -50,7 +50,7 @@ from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step
 from fedrec.core.privacy.client_round import Release, budgeted
 from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
-from fedrec.core.run_config import RunConfig
+from fedrec.core.config.run_config import RunConfig
 
 
 class PrivateEvaluation(NamedTuple):

@@ -55,10 +55,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Sequence
 
-from fedrec.core.evaluation import metric_keys
+from fedrec.core.evaluation.protocols import metric_keys
 from fedrec.core.privacy.accounting import Step, epsilon, noise_for_epsilon
 from fedrec.core.privacy.record_steps import sample_rate as record_sample_rate, steps_per_round as record_steps_per_round
-from fedrec.core.run_config import RunConfig
+from fedrec.core.config.run_config import RunConfig
 
 if TYPE_CHECKING:
     from fedrec.core.data.split import LeaveOneOutSplit

@@ -1,7 +1,7 @@
 """Record-level DP local training: DP-SGD with Opacus' per-example clipping.
 
 A *record* is one of the user's training positives (an interaction). One user trains
-as in :func:`fedrec.core.local_update.train_user`, but every optimiser step is a
+as in :func:`fedrec.core.training.local_round.train_user`, but every optimiser step is a
 Poisson-subsampled Gaussian mechanism over the user's records (Abadi et al. 2016), on a
 **public, fixed schedule** (:mod:`fedrec.core.privacy.record_steps`) that is the same for
 every user whatever their record count ``n``:
@@ -22,7 +22,7 @@ every user whatever their record count ``n``:
    ``config.batch_size`` (``RecordDP.divisor``), with noise on *every* coordinate of
    every trained parameter: every row of every item table gets noise whether or not
    the batch touched it (the update is dense).
-5. **Step**: the optimiser (SGD or Adam, :func:`~fedrec.core.training.make_optimizer`)
+5. **Step**: the optimiser (SGD or Adam, :func:`~fedrec.core.training.implicit.make_optimizer`)
    applies ``g̃``. The user vector moves only through ``g̃``.
 
 A round is FedRecon's two phases (Singhal et al. 2021), each with a fresh optimiser
@@ -127,13 +127,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from fedrec.core.data.split import UserData
-from fedrec.core.local_update import LocalResult
+from fedrec.core.training.local_round import LocalResult
 from fedrec.core.models.base import Recommender, global_state, load_parameters, local_state
 from fedrec.core.models.registry import ItemFeatureInput, build_model
 from fedrec.core.privacy.accounting import Step, check_accountant
 from fedrec.core.privacy.record_steps import sample_rate, steps_per_epoch, steps_per_round
 from fedrec.core.privacy.secure_random import SecureRandom
-from fedrec.core.training import TrainingConfig, make_optimizer
+from fedrec.core.training.implicit import TrainingConfig, make_optimizer
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
 DEFAULT_GRAD_SAMPLE_MODE = "ghost"
@@ -184,7 +184,7 @@ def record_losses(scores: torch.Tensor, loss: str) -> torch.Tensor:
 
     ``bce``: ``mean_c BCE(s_c, y_c)`` with ``y = (1, 0, …, 0)``;
     ``bpr``: ``mean_j -log σ(s_0 - s_j)`` over the ``k`` negatives.
-    The batch mean of these is :func:`fedrec.core.training.batch_loss`.
+    The batch mean of these is :func:`fedrec.core.training.implicit.batch_loss`.
     """
     if loss == "bce":
         labels = torch.zeros_like(scores)

@@ -13,7 +13,7 @@ out of band and passes it to ``fedrec audit --verify-key``.
 
 Device side. A deployed device holds its SuperNode authentication key, an OpenSSH ECDSA
 P-384 private key (``supernodes/NAME``, public ``NAME.pub``, see
-:mod:`fedrec.core.certs`). It countersigns each release it makes:
+:mod:`fedrec.runtime.certs`). It countersigns each release it makes:
 :func:`release_statement` is the canonical statement, :func:`sign_release` signs it
 (DER ECDSA with SHA-384, hex), :func:`verify_release` checks it against the device's
 OpenSSH public key line.

@@ -3,7 +3,7 @@
 Algorithm (FedOpt, Reddi et al., "Adaptive Federated Optimization", ICLR 2021):
 clients reply with ``Δ_k = x_k − x`` for the global part and ``n_k`` examples; the
 server forms ``Δ̄ = Σ n_k Δ_k / Σ n_k`` and steps ``x`` with a server optimiser
-(:class:`fedrec.core.aggregation.ServerOptimizer`).
+(:class:`fedrec.core.federation.aggregation.ServerOptimizer`).
 
 Which one and why. Plain FedAvg (``η_s = 1``) averages every item row over *all*
 sampled clients although only the few that hold the item (as a positive or a sampled
@@ -49,11 +49,11 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedrec.core.aggregation import ServerOptimizer, weighted_mean
-from fedrec.core.array_check import array_problem
+from fedrec.core.federation.aggregation import ServerOptimizer, weighted_mean
+from fedrec.protocol.array_check import array_problem
 from fedrec.core.privacy.aggregation import central_noised_mean, exceeds_clip, private_mean
 from fedrec.core.privacy.mechanisms import secure_generator
-from fedrec.core.wire import ARRAYS, CONFIG, DP_WITHIN_CLIP, METRICS, NUM_EXAMPLES, PRIVACY, SAMPLED_USERS
+from fedrec.protocol.wire import ARRAYS, CONFIG, DP_WITHIN_CLIP, METRICS, NUM_EXAMPLES, PRIVACY, SAMPLED_USERS
 from fedrec.core.privacy.mechanisms import poisson_sample
 from fedrec.server.privacy import ServerPrivacy, parse_releases
 

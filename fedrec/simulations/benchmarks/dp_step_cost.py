@@ -50,7 +50,7 @@ from fedrec.core.privacy.record_level import (
     record_losses,
 )
 from fedrec.core.privacy.secure_random import secure_generator
-from fedrec.core.training import TrainingConfig, make_optimizer
+from fedrec.core.training.implicit import TrainingConfig, make_optimizer
 
 TARGET_RATIO = 2.0
 PLAIN = "no DP"

@@ -8,7 +8,7 @@ import torch
 
 from fedrec.core.models import build_model, local_state
 from fedrec.core.models.content import ContentRanker, init_profile, profile_from_items
-from fedrec.core.training import TrainingConfig, make_optimizer, reconstruct_local, train_epoch
+from fedrec.core.training.implicit import TrainingConfig, make_optimizer, reconstruct_local, train_epoch
 
 FEATURES = np.asarray([[1, 0], [0, 1], [1, 1]], dtype=np.float32)
 

@@ -9,7 +9,7 @@ import torch
 from fedrec.core.data.item_features import ItemFeatures
 from fedrec.core.models import build_model, global_state, local_state
 from fedrec.core.models.hybrid import Hybrid
-from fedrec.core.training import TrainingConfig, make_optimizer, train_epoch
+from fedrec.core.training.implicit import TrainingConfig, make_optimizer, train_epoch
 
 FEATURES = np.asarray([[1, 0], [0, 1], [1, 1]], dtype=np.float32)
 

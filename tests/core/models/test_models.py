@@ -17,7 +17,7 @@ from torch.func import functional_call, grad, vmap
 from fedrec.core.models import MODELS, Recommender, build_model, global_state, load_parameters, local_state
 from fedrec.core.models.registry import FEATURE_MODELS, model_class, needs_item_features
 from fedrec.core.models.registry import build_model as registry_build_model
-from fedrec.core.training import TrainingConfig, batch_loss, make_optimizer, train_epoch
+from fedrec.core.training.implicit import TrainingConfig, batch_loss, make_optimizer, train_epoch
 
 # 13 users is a size no weight matrix of these models shares by accident. DIM = 8:
 # at DIM = 4 some seeds give an MLP whose ReLUs are all dead (see the xfail below).

@@ -38,8 +38,8 @@ from fedrec.core.privacy.ledger import (
     row_hash,
 )
 from fedrec.core.privacy.signing import PUBLIC_KEY_FILE, LedgerSigner, write_public_key
-from fedrec.core.report import METRICS_FILE, SUMMARY_FILE
-from fedrec.core.run_config import RunConfig
+from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE
+from fedrec.core.config.run_config import RunConfig
 
 DELTA = 1e-5
 # (round, who, σ, q, steps): three clients with their own sampling rates, four rounds

@@ -7,7 +7,7 @@ import pytest
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import epsilon
 from fedrec.core.privacy.secure_random import SecureRandom
-from fedrec.core.run_config import RunConfig
+from fedrec.core.config.run_config import RunConfig
 
 
 @pytest.mark.parametrize("kwargs, message", [

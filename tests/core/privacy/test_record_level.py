@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from fedrec.core.data.split import NO_ITEM, UserData
-from fedrec.core.local_update import new_local_parameters, train_user
+from fedrec.core.training.local_round import new_local_parameters, train_user
 from fedrec.core.models.base import global_state, load_parameters
 from fedrec.core.models.registry import FEATURE_MODELS, MODELS, build_model, needs_item_features
 from fedrec.core.privacy import record_level
@@ -33,7 +33,7 @@ from fedrec.core.privacy.record_level import (
 )
 from fedrec.core.privacy.record_steps import sample_rate, steps_per_epoch, steps_per_round, user_steps_per_round
 from fedrec.core.privacy.secure_random import SecureRandom
-from fedrec.core.training import TrainingConfig, batch_loss
+from fedrec.core.training.implicit import TrainingConfig, batch_loss
 
 N_ITEMS = 30
 DIM = 8
@@ -496,10 +496,10 @@ def test_every_model_trains_privately_and_ships_only_its_global_part(model_name:
 def test_cuda_round_matches_the_cpu_round_without_noise() -> None:
     from fedrec.core.data.loaders import load_dataset
     from fedrec.core.data.split import leave_one_out
-    from fedrec.core.local_update import new_local_parameters
-    from fedrec.core.training import TrainingConfig
+    from fedrec.core.training.local_round import new_local_parameters
+    from fedrec.core.training.implicit import TrainingConfig
     from fedrec.server.loop import initial_global_arrays
-    from fedrec.core.run_config import RunConfig
+    from fedrec.core.config.run_config import RunConfig
 
     split = leave_one_out(load_dataset("synthetic", "", 0))
     user = split.user_data(3, for_evaluation=False)

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fedrec.core.certs import add_client, init_certs
+from fedrec.runtime.certs import add_client, init_certs
 from fedrec.core.privacy.signing import (
     LedgerSigner,
     SigningError,

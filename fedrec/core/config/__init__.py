@@ -1,0 +1,1 @@
+"""Run configuration: the typed, validated keys Flower carries between processes."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics for a held-out item, ranked lists, catalogues and ratings."""

@@ -1,0 +1,1 @@
+"""Federated rounds without Flower: user sampling, aggregation, server optimisers."""

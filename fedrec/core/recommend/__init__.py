@@ -1,0 +1,1 @@
+"""Turning scores into recommendation lists."""

@@ -1,0 +1,1 @@
+"""Local training: one user's round, the cohort executor, the central twin."""

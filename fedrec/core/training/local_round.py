@@ -1,0 +1,187 @@
+"""One user's local round: start from the global part, train, return the update.
+
+This is the arithmetic a client performs (and the pure-torch benchmark loop
+replays): load the global parameters ``x`` and the user's local parameters, run
+``local_epochs`` epochs of :func:`~fedrec.core.training.implicit.train_epoch`, and return
+``Δ = x' − x`` for the **global part only** together with the new local parameters,
+which stay with the user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from fedrec.core.data.item_features import ItemFeatures
+from fedrec.core.data.split import UserData
+from fedrec.core.evaluation.protocols import evaluate_user
+from fedrec.core.models.base import Recommender, global_state, load_parameters, local_state
+from fedrec.core.models.registry import ItemFeatureInput, build_model
+from fedrec.core.config.run_config import RunConfig
+from fedrec.core.models.run_model import run_item_features
+from fedrec.core.training.implicit import (
+    TrainingConfig,
+    make_optimizer,
+    positives_key,
+    reconstruct_local,
+    score_all_items,
+    train_epoch,
+)
+
+Arrays = dict[str, NDArray[np.float32]]
+
+
+@dataclass(frozen=True)
+class LocalResult:
+    """What one user's local round produced."""
+
+    update: Arrays  # Δ of the global part, same keys/shapes as the global arrays
+    local: Arrays  # new private parameters; never sent
+    num_examples: int  # positives + sampled negatives seen
+    loss: float  # mean training loss
+
+
+def new_local_parameters(model_name: str, n_items: int, dim: int, seed: int, user: int,
+                         item_features: ItemFeatureInput | None = None) -> Arrays:
+    """A fresh user's local parameters, drawn from a generator seeded by (seed, user).
+
+    The local part's shapes do not depend on the catalogue, so a one-item template
+    (built once per process) draws them; ``n_items`` is kept for the callers' clarity.
+    A feature model needs ``item_features`` (``(n_items, F)``) as it does to be built;
+    the template reads only their width ``F``, so the draw does not depend on them.
+    """
+    model = _local_template(model_name, dim, _feature_width(item_features))
+    generator = torch.Generator().manual_seed(_mix(seed, user))
+    model.reset_local_parameters(generator)
+    return _to_numpy(local_state(model))
+
+
+@lru_cache(maxsize=16)
+def _local_template(model_name: str, dim: int, n_features: int) -> Recommender:
+    """A one-user, one-item model; a feature model gets one zero feature row of width ``n_features``."""
+    placeholder = np.zeros((1, n_features), dtype=np.float32) if n_features else None
+    return build_model(model_name, 1, 1, dim, item_features=placeholder)
+
+
+def _feature_width(item_features: ItemFeatureInput | None) -> int:
+    """``F`` of an ``(n_items, F)`` feature matrix; 0 for none."""
+    if item_features is None:
+        return 0
+    values = item_features.values if isinstance(item_features, ItemFeatures) else item_features
+    if values.ndim != 2:
+        raise ValueError(f"item features must be a (n_items, F) matrix, got shape {tuple(values.shape)}")
+    return int(values.shape[1])
+
+
+def train_user(
+    model_name: str,
+    dim: int,
+    global_arrays: Arrays,
+    local_arrays: Arrays,
+    user: UserData,
+    config: TrainingConfig,
+    local_epochs: int,
+    rng: np.random.Generator,
+    user_epochs: int = 0,
+    item_features: ItemFeatureInput | None = None,
+) -> LocalResult:
+    """Train one user's model and return the update of the global part.
+
+    First ``user_epochs`` epochs fit only the user's vector with the global part frozen
+    (FedRecon's reconstruction step, Singhal et al. 2021: the vector catches up with
+    the global model it was sent), then ``local_epochs`` epochs train everything.
+    ``item_features`` (``(n_items, F)``) is required by feature models, ignored by the others.
+    """
+    model = _one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays, item_features)
+    if user_epochs > 0:
+        reconstruct_local(model, user.train_items, config, user_epochs, rng)
+    optimizer = make_optimizer(list(model.parameters()), config)
+    users = np.zeros(len(user.train_items), dtype=np.int64)
+    key = positives_key(users, user.train_items, user.n_items)
+    losses, examples = [], 0
+    for _ in range(local_epochs):
+        loss, n = train_epoch(model, optimizer, users, user.train_items, config, rng, key)
+        losses.append(loss)
+        examples += n
+    new_global = _to_numpy(global_state(model))
+    update = {k: new_global[k] - global_arrays[k] for k in global_arrays}
+    return LocalResult(update, _to_numpy(local_state(model)), examples, float(np.mean(losses)) if losses else 0.0)
+
+
+def user_scores(
+    model_name: str,
+    dim: int,
+    global_arrays: Arrays,
+    local_arrays: Arrays | None,
+    user: UserData,
+    config: TrainingConfig,
+    reconstruct_epochs: int,
+    seed: int,
+    item_features: ItemFeatureInput | None = None,
+) -> NDArray[np.float32]:
+    """``(n_items,)`` scores of one user after fitting its vector to the current global part.
+
+    The user's vector — its stored one, or a seeded fresh one for a user who never
+    trained (the cold-start path) — is fitted for ``reconstruct_epochs`` epochs on the
+    user's own training items with the global part frozen (FedRecon's evaluation,
+    Singhal et al. 2021), so that it matches the global model it is scored with. The
+    fitted vector is used for this evaluation only; the stored one is not changed.
+    ``item_features`` as for :func:`train_user`.
+    """
+    if local_arrays is None:
+        local_arrays = new_local_parameters(model_name, user.n_items, dim, seed, user.user, item_features)
+    model = _one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays, item_features)
+    if reconstruct_epochs > 0 and len(user.train_items) > 0:
+        rng = np.random.default_rng([seed, user.user, 31])
+        reconstruct_local(model, user.train_items, config, reconstruct_epochs, rng)
+    return score_all_items(model, np.zeros(1, dtype=np.int64))[0]
+
+
+def user_round(
+    config: RunConfig, global_arrays: Arrays, stored_local: Arrays | None, user: UserData, server_round: int
+) -> LocalResult:
+    """A user's training round exactly as the ClientApp runs it (and the torch loop replays).
+
+    The stored vector, or a fresh one seeded by ``(seed, user)``; a generator seeded by
+    ``(seed, user, server_round)`` for batches and negatives; a feature model gets the
+    run's item features (:func:`fedrec.core.models.run_model.run_item_features`).
+    """
+    features = run_item_features(config)
+    local = stored_local
+    if local is None:
+        local = new_local_parameters(config.model, user.n_items, config.dim, config.seed, user.user, features)
+    rng = np.random.default_rng([config.seed, user.user, server_round])
+    return train_user(config.model, config.dim, global_arrays, local, user, config.training,
+                      config.local_epochs, rng, user_epochs=config.user_epochs, item_features=features)
+
+
+def user_metrics(
+    config: RunConfig, global_arrays: Arrays, stored_local: Arrays | None, user: UserData
+) -> dict[str, float]:
+    """A user's evaluation exactly as the ClientApp runs it (see :func:`user_scores`)."""
+    scores = user_scores(config.model, config.dim, global_arrays, stored_local, user, config.training,
+                         config.reconstruct_epochs, config.seed, item_features=run_item_features(config))
+    return evaluate_user(scores, user, config.eval_k)
+
+
+def _one_user_model(
+    model_name: str, dim: int, n_items: int, global_arrays: Arrays, local_arrays: Arrays,
+    item_features: ItemFeatureInput | None = None,
+) -> Recommender:
+    """A one-user (client) model holding the given global and local parameters."""
+    model = build_model(model_name, 1, n_items, dim, item_features=item_features)
+    load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
+    load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
+    return model
+
+
+def _to_numpy(state: dict[str, torch.Tensor]) -> Arrays:
+    return {k: v.detach().numpy().astype(np.float32, copy=True) for k, v in state.items()}
+
+
+def _mix(seed: int, user: int) -> int:
+    return int(np.random.SeedSequence([seed, user, 17]).generate_state(1)[0])

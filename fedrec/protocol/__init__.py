@@ -1,0 +1,1 @@
+"""What travels between server and clients: message keys and the checks on arrays."""

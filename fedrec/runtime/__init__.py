@@ -1,0 +1,1 @@
+"""Running Flower's processes: ports, process groups, the app package, certificates."""
