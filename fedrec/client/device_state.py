@@ -30,13 +30,13 @@ import numpy as np
 
 from fedrec.client.encrypted_file import KeySource, read_encrypted, write_encrypted
 from fedrec.core.privacy.accounting import Step
+from fedrec.core.arrays import Arrays
 
 STATE_FILE = "state.enc"
 LOCK_FILE = "state.lock"
 FORMAT_VERSION = 1
 _META = "meta.json"
 
-Arrays = dict[str, np.ndarray]
 
 
 @dataclass

@@ -11,8 +11,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
 
 from fedrec.protocol.wire import USER_STATE_PREFIX
+from fedrec.core.arrays import Arrays
 
-Arrays = dict[str, np.ndarray]
 
 
 class UserVectorStore:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from fedrec.core.arrays import Arrays
 
 CHECKPOINT_DIR = "checkpoint"
 GLOBAL_FILE = "global.npz"
@@ -26,7 +27,6 @@ OPTIMIZER_FILE = "optimizer.npz"
 STATE_FILE = "state.json"
 MODEL_FILE = "model.npz"
 
-Arrays = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)

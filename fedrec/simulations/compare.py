@@ -80,8 +80,8 @@ from fedrec.simulations.compare_report import (
     STATUS_OK,
     write_report,
 )
+from fedrec.core.arrays import Arrays
 
-Arrays = dict[str, NDArray[np.float32]]
 Progress = Callable[[str], None]
 
 FLOAT32_BYTES = 4

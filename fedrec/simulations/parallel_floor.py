@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from fedrec.core.config.run_config import RunConfig
+from fedrec.core.arrays import Arrays
 
-Arrays = dict[str, np.ndarray]
 
 
 def _worker(config: RunConfig, part: int, partitions: int, inbox: Connection) -> None:

@@ -33,9 +33,9 @@ from fedrec.core.baselines.scorer import check_users
 from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.models.mf import MF
 from fedrec.core.models.registry import build_model
+from fedrec.core.training.optimizers import build_optimizer, check_optimizer
 from fedrec.core.training.implicit import epoch_plan, positives_key, score_all_items
 
-BPR_OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,7 @@ class BPRConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.optimizer not in BPR_OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}: choose one of {BPR_OPTIMIZERS}")
+        check_optimizer(self.optimizer)
         if self.dim < 1 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError(
                 f"dim, epochs and batch_size must be ≥ 1, got {self.dim}, {self.epochs}, {self.batch_size}"
@@ -96,9 +95,7 @@ class BPR:
         model = build_model("mf", split.n_users, split.n_items, cfg.dim, seed=cfg.seed)
         assert isinstance(model, MF)
         params = list(model.parameters())
-        optimizer = (
-            torch.optim.Adam(params, lr=cfg.lr) if cfg.optimizer == "adam" else torch.optim.SGD(params, lr=cfg.lr)
-        )
+        optimizer = build_optimizer(cfg.optimizer, params, cfg.lr)
         rng = np.random.default_rng([cfg.seed, 2009])
         users = split.train_users()
         items = split.train_items

@@ -26,9 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.typing import NDArray
+from fedrec.core.arrays import Arrays
 
-Arrays = dict[str, NDArray[np.float32]]
 
 
 def weighted_mean(updates: list[Arrays], weights: list[float]) -> Arrays:

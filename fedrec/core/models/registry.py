@@ -22,7 +22,8 @@ import torch
 from numpy.typing import NDArray
 
 from fedrec.core.data.item_features import ItemFeatures
-from fedrec.core.models.base import Recommender
+from fedrec.core.arrays import Arrays
+from fedrec.core.models.base import Recommender, load_parameters
 from fedrec.core.models.content import ContentRanker
 from fedrec.core.models.explicit_mf import ExplicitMF
 from fedrec.core.models.gmf import GMF
@@ -81,3 +82,12 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return cls(n_users, n_items, dim)
+
+
+def one_user_model(model_name: str, dim: int, n_items: int, global_arrays: Arrays, local_arrays: Arrays,
+                   item_features: ItemFeatureInput | None = None) -> Recommender:
+    """A one-user (client) model of ``model_name`` holding the given global and local parameters."""
+    model = build_model(model_name, 1, n_items, dim, item_features=item_features)
+    load_parameters(model, {k: torch.from_numpy(np.asarray(v)) for k, v in global_arrays.items()}, "global")
+    load_parameters(model, {k: torch.from_numpy(np.asarray(v)) for k, v in local_arrays.items()}, "local")
+    return model

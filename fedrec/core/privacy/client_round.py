@@ -28,7 +28,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
-import numpy as np
 
 from fedrec.core.training.cohort import CohortResult, empty_result
 from fedrec.core.data.split import UserData
@@ -39,8 +38,8 @@ from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.mechanisms import add_gaussian_noise, clip_update
 from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
 from fedrec.core.config.run_config import RunConfig
+from fedrec.core.arrays import Arrays
 
-Arrays = dict[str, np.ndarray]
 
 
 class PrivateRound(NamedTuple):

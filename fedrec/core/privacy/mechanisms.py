@@ -16,11 +16,10 @@ who knows it subtract the noise. Tests pass a ``SecureRandom`` with a fixed key.
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import NDArray
 
 from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
+from fedrec.core.arrays import Arrays
 
-Arrays = dict[str, NDArray[np.float32]]
 
 __all__ = ["Arrays", "SecureRandom", "secure_generator", "poisson_sample", "update_norm", "clip_update",
            "add_gaussian_noise"]

@@ -58,9 +58,8 @@ from fedrec.core.models.base import Recommender
 from fedrec.core.config.run_config import RunConfig
 from fedrec.core.models.run_model import build_run_model, run_item_features
 from fedrec.core.training.implicit import TrainingConfig, epoch_plan, positives_key
+from fedrec.core.arrays import Arrays, Tensors
 
-Arrays = dict[str, NDArray[np.float32]]
-Tensors = dict[str, torch.Tensor]
 
 DEFAULT_MEMORY_BUDGET_BYTES = 1 << 30  # per node, for the stacked copies of the global part
 # Users per chunk: users of a chunk are padded to the chunk's widest item-row set and

@@ -23,9 +23,9 @@ from numpy.typing import NDArray
 from torch.nn import functional as F
 
 from fedrec.core.models.base import Recommender
+from fedrec.core.training.optimizers import build_optimizer, check_optimizer
 
 LOSSES = ("bce", "bpr")
-OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,7 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}: choose one of {LOSSES}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}: choose one of {OPTIMIZERS}")
+        check_optimizer(self.optimizer)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.batch_size < 1 or self.negatives < 1:
@@ -55,9 +54,7 @@ class TrainingConfig:
 def make_optimizer(
     params: list[torch.nn.Parameter], config: TrainingConfig
 ) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
+    return build_optimizer(config.optimizer, params, config.lr, config.weight_decay)
 
 
 def sample_negatives(

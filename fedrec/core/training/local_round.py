@@ -19,8 +19,8 @@ from numpy.typing import NDArray
 from fedrec.core.data.item_features import ItemFeatures
 from fedrec.core.data.split import UserData
 from fedrec.core.evaluation.protocols import evaluate_user
-from fedrec.core.models.base import Recommender, global_state, load_parameters, local_state
-from fedrec.core.models.registry import ItemFeatureInput, build_model
+from fedrec.core.models.base import Recommender, global_state, local_state
+from fedrec.core.models.registry import ItemFeatureInput, build_model, one_user_model
 from fedrec.core.config.run_config import RunConfig
 from fedrec.core.models.run_model import run_item_features
 from fedrec.core.training.implicit import (
@@ -31,8 +31,8 @@ from fedrec.core.training.implicit import (
     score_all_items,
     train_epoch,
 )
+from fedrec.core.arrays import Arrays, to_numpy
 
-Arrays = dict[str, NDArray[np.float32]]
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def new_local_parameters(model_name: str, n_items: int, dim: int, seed: int, use
     model = _local_template(model_name, dim, _feature_width(item_features))
     generator = torch.Generator().manual_seed(_mix(seed, user))
     model.reset_local_parameters(generator)
-    return _to_numpy(local_state(model))
+    return to_numpy(local_state(model))
 
 
 @lru_cache(maxsize=16)
@@ -96,7 +96,7 @@ def train_user(
     the global model it was sent), then ``local_epochs`` epochs train everything.
     ``item_features`` (``(n_items, F)``) is required by feature models, ignored by the others.
     """
-    model = _one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays, item_features)
+    model = one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays, item_features)
     if user_epochs > 0:
         reconstruct_local(model, user.train_items, config, user_epochs, rng)
     optimizer = make_optimizer(list(model.parameters()), config)
@@ -107,9 +107,9 @@ def train_user(
         loss, n = train_epoch(model, optimizer, users, user.train_items, config, rng, key)
         losses.append(loss)
         examples += n
-    new_global = _to_numpy(global_state(model))
+    new_global = to_numpy(global_state(model))
     update = {k: new_global[k] - global_arrays[k] for k in global_arrays}
-    return LocalResult(update, _to_numpy(local_state(model)), examples, float(np.mean(losses)) if losses else 0.0)
+    return LocalResult(update, to_numpy(local_state(model)), examples, float(np.mean(losses)) if losses else 0.0)
 
 
 def user_scores(
@@ -134,7 +134,7 @@ def user_scores(
     """
     if local_arrays is None:
         local_arrays = new_local_parameters(model_name, user.n_items, dim, seed, user.user, item_features)
-    model = _one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays, item_features)
+    model = one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays, item_features)
     if reconstruct_epochs > 0 and len(user.train_items) > 0:
         rng = np.random.default_rng([seed, user.user, 31])
         reconstruct_local(model, user.train_items, config, reconstruct_epochs, rng)
@@ -166,21 +166,6 @@ def user_metrics(
     scores = user_scores(config.model, config.dim, global_arrays, stored_local, user, config.training,
                          config.reconstruct_epochs, config.seed, item_features=run_item_features(config))
     return evaluate_user(scores, user, config.eval_k)
-
-
-def _one_user_model(
-    model_name: str, dim: int, n_items: int, global_arrays: Arrays, local_arrays: Arrays,
-    item_features: ItemFeatureInput | None = None,
-) -> Recommender:
-    """A one-user (client) model holding the given global and local parameters."""
-    model = build_model(model_name, 1, n_items, dim, item_features=item_features)
-    load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
-    load_parameters(model, {k: torch.from_numpy(v) for k, v in local_arrays.items()}, "local")
-    return model
-
-
-def _to_numpy(state: dict[str, torch.Tensor]) -> Arrays:
-    return {k: v.detach().numpy().astype(np.float32, copy=True) for k, v in state.items()}
 
 
 def _mix(seed: int, user: int) -> int:

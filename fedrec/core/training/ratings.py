@@ -34,16 +34,16 @@ from numpy.typing import NDArray
 
 from fedrec.core.data.interactions import Interactions
 from fedrec.core.training.local_round import LocalResult, new_local_parameters
-from fedrec.core.models.base import Recommender, global_state, load_parameters, local_state
+from fedrec.core.models.base import Recommender, global_state, local_state
 from fedrec.core.models.explicit_mf import GLOBAL_MEAN
-from fedrec.core.models.registry import RATING_MODELS, build_model
+from fedrec.core.models.registry import RATING_MODELS, build_model, one_user_model
 from fedrec.core.evaluation.lists import mae, rmse
+from fedrec.core.arrays import Arrays, to_numpy
+from fedrec.core.training.optimizers import build_optimizer, check_optimizer
 
-Arrays = dict[str, NDArray[np.float32]]
 
 RATING_SPLIT_STREAM = 53  # the hold-out's generator stream, apart from every other draw
 RECONSTRUCT_STREAM = 31  # evaluation-time reconstruction, as in local_update
-OPTIMIZERS = ("sgd", "adam")
 RMSE, MAE, NUM_RATINGS = "rmse", "mae", "num_ratings"
 
 
@@ -168,8 +168,7 @@ class RatingTrainingConfig:
     l2: float = 0.0  # λ of the per-rating penalty
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}: choose one of {OPTIMIZERS}")
+        check_optimizer(self.optimizer)
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.batch_size < 1:
@@ -179,9 +178,7 @@ class RatingTrainingConfig:
 
 
 def make_rating_optimizer(params: list[torch.nn.Parameter], config: RatingTrainingConfig) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr)
-    return torch.optim.SGD(params, lr=config.lr)
+    return build_optimizer(config.optimizer, params, config.lr)
 
 
 def mse_epoch(
@@ -257,7 +254,7 @@ def initial_rating_arrays(model_name: str, n_items: int, dim: int, seed: int, gl
     aggregates) or, with no look at the data, the middle of the rating scale.
     """
     model = build_model(_rating_model(model_name), 1, n_items, dim, seed=seed)
-    arrays = _to_numpy(global_state(model))
+    arrays = to_numpy(global_state(model))
     arrays[GLOBAL_MEAN] = np.full_like(arrays[GLOBAL_MEAN], global_mean)
     return arrays
 
@@ -279,17 +276,17 @@ def train_rating_user(
     :func:`fedrec.core.training.local_round.new_local_parameters` (seeded by ``(seed, user)``).
     ``num_examples`` counts the ratings seen, ``loss`` is the mean MSE (stars²).
     """
-    model = _one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays)
+    model = one_user_model(_rating_model(model_name), dim, user.n_items, global_arrays, local_arrays)
     if user_epochs > 0:
         reconstruct_rating_local(model, user.train_items, user.train_ratings, config, user_epochs, rng)
     optimizer = make_rating_optimizer(list(model.parameters()), config)
     users = np.zeros(len(user.train_items), dtype=np.int64)
     losses = [mse_epoch(model, optimizer, users, user.train_items, user.train_ratings, config, rng)
               for _ in range(local_epochs)]
-    new_global = _to_numpy(global_state(model))
+    new_global = to_numpy(global_state(model))
     update = {k: new_global[k] - global_arrays[k] for k in global_arrays}
     examples = local_epochs * len(user.train_items)
-    return LocalResult(update, _to_numpy(local_state(model)), examples, float(np.mean(losses)) if losses else 0.0)
+    return LocalResult(update, to_numpy(local_state(model)), examples, float(np.mean(losses)) if losses else 0.0)
 
 
 # --- evaluation ----------------------------------------------------------------------
@@ -345,7 +342,7 @@ def user_rating_metrics(
         return {RMSE: 0.0, MAE: 0.0, NUM_RATINGS: 0.0}
     if local_arrays is None:
         local_arrays = new_local_parameters(model_name, user.n_items, dim, seed, user.user)
-    model = _one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays)
+    model = one_user_model(_rating_model(model_name), dim, user.n_items, global_arrays, local_arrays)
     if reconstruct_epochs > 0 and len(user.train_items) > 0:
         rng = np.random.default_rng([seed, user.user, RECONSTRUCT_STREAM])
         reconstruct_rating_local(model, user.train_items, user.train_ratings, config, reconstruct_epochs, rng)
@@ -389,15 +386,3 @@ def _rating_model(model_name: str) -> str:
     return model_name
 
 
-def _one_user_model(
-    model_name: str, dim: int, n_items: int, global_arrays: Arrays, local_arrays: Arrays
-) -> Recommender:
-    """A one-user (client) rating model holding the given global and local parts."""
-    model = build_model(_rating_model(model_name), 1, n_items, dim)
-    load_parameters(model, {k: torch.from_numpy(np.asarray(v)) for k, v in global_arrays.items()}, "global")
-    load_parameters(model, {k: torch.from_numpy(np.asarray(v)) for k, v in local_arrays.items()}, "local")
-    return model
-
-
-def _to_numpy(state: dict[str, torch.Tensor]) -> Arrays:
-    return {k: v.detach().numpy().astype(np.float32, copy=True) for k, v in state.items()}

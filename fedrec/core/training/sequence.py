@@ -66,10 +66,10 @@ from fedrec.core.models.sequence import (
 )
 from fedrec.core.federation.sampling import sample_users
 from fedrec.core.training.implicit import positives_key, sample_negatives
+from fedrec.core.arrays import Arrays, to_numpy
+from fedrec.core.training.optimizers import build_optimizer, check_optimizer
 
-Arrays = dict[str, NDArray[np.float32]]
 SEQUENCE_LOSSES = ("bce", "bpr", "softmax")
-SEQUENCE_OPTIMIZERS = ("sgd", "adam")
 EVAL_BATCH_USERS = 256
 RoundCallback = Callable[[dict[str, float]], None]
 
@@ -97,8 +97,7 @@ class SequenceTrainingConfig:
     def __post_init__(self) -> None:
         if self.loss not in SEQUENCE_LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}: choose one of {SEQUENCE_LOSSES}")
-        if self.optimizer not in SEQUENCE_OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}: choose one of {SEQUENCE_OPTIMIZERS}")
+        check_optimizer(self.optimizer)
         if not self.lr >= 0:
             raise ValueError(f"lr must be ≥ 0, got {self.lr}")
         if self.batch_size < 1 or self.negatives < 1:
@@ -244,7 +243,7 @@ def train_sequence_user(
             loss, n = train_sequence_epoch(model, optimizer, inputs, targets, window_users, key, config, rng)
             losses.append(loss)
             examples += n
-    new_global = _to_numpy(sequence_global_state(model))
+    new_global = to_numpy(sequence_global_state(model))
     update = {k: new_global[k] - global_arrays[k] for k in global_arrays}
     return LocalResult(update, {}, examples, float(np.mean(losses)) if losses else 0.0)
 
@@ -343,7 +342,7 @@ def federated_sequence_training(
     if len(eligible) == 0:
         raise ValueError("no user has 2 or more training items: nothing to train on")
     model = model_config.build(split.n_items, seed=seed)
-    global_arrays = _to_numpy(sequence_global_state(model))
+    global_arrays = to_numpy(sequence_global_state(model))
     server = ServerOptimizer(kind=aggregation, lr=server_lr, scaled=frozenset(model.item_table_names))
     history = []
     for server_round in range(1, rounds + 1):
@@ -432,11 +431,6 @@ def _check_history(history: NDArray[np.int64], n_items: int, minimum: int) -> ND
 
 
 def _make_optimizer(model: torch.nn.Module, config: SequenceTrainingConfig) -> torch.optim.Optimizer:
-    params = list(model.parameters())
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
+    return build_optimizer(config.optimizer, model.parameters(), config.lr, config.weight_decay)
 
 
-def _to_numpy(state: dict[str, torch.Tensor]) -> Arrays:
-    return {k: v.detach().numpy().astype(np.float32, copy=True) for k, v in state.items()}
