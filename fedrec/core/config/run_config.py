@@ -7,14 +7,15 @@ the one place where those keys are named, typed and validated.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, Sequence
 
 from fedrec.core.data.item_features import has_item_features
 from fedrec.core.training.device import DEVICES
 from fedrec.core.privacy.accounting import ACCOUNTANTS
 from fedrec.core.models.registry import FEATURE_MODELS, MODELS
-from fedrec.core.training.implicit import TrainingConfig
+from fedrec.core.training.implicit import LOSSES, TrainingConfig
+from fedrec.core.training.optimizers import OPTIMIZERS
 
 AGGREGATIONS = ("fedavg", "fedavg-slr", "fedadam")
 EXECUTORS = ("per-client", "cohort")
@@ -27,73 +28,124 @@ DP_MODES = ("off", "record", "user-local", "user-central")
 # another task, with their own split and loss, and are not run by RunConfig.
 RUN_MODELS = (*MODELS, *FEATURE_MODELS)
 
+# The commands whose options are generated from the fields (fedrec.cli.run_options).
+SIMULATE = "simulate"
+SERVER_RUN = "server-run"
+CLI_COMMANDS = (SIMULATE, SERVER_RUN)
+
+
+def knob(default: Any, help: str, *, cli: tuple[str, ...] = (), choices: Sequence[str] = (),
+         optional: bool = False, internal: bool = False,
+         per_command: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
+    """A :class:`RunConfig` field with its command-line description in ``metadata``.
+
+    ``help``: the option's help (``{default}`` is replaced by the default). ``cli``: the
+    commands (:data:`CLI_COMMANDS`) that have an option for the field. ``choices``: the
+    values the field accepts (shown in the help; :class:`RunConfig` validates).
+    ``optional``: the option has no default on the command line; not given, the field keeps
+    its default (or a resumed run's value), given, it must be positive. ``internal``: set
+    by fedrec itself, never by ``--run-config``. ``per_command``: ``{command: {"default":
+    ..., "help": ...}}`` where one command differs.
+    """
+    unknown = sorted(set(cli) - set(CLI_COMMANDS))
+    if unknown:
+        raise ValueError(f"unknown commands {unknown}: choose from {CLI_COMMANDS}")
+    metadata = {"help": help, "cli": tuple(cli), "choices": tuple(choices), "optional": optional,
+                "internal": internal, "per_command": dict(per_command or {})}
+    return field(default=default, metadata=metadata)
+
+
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Every knob of a federated run (run-config keys are the names with ``-``)."""
+    """Every knob of a federated run (run-config keys are the names with ``-``).
 
-    dataset: str = "synthetic"
-    data_dir: str = ""
-    model: str = "mf"
-    dim: int = 32
-    rounds: int = 5
-    clients_per_round: int = 20
-    local_epochs: int = 1
-    user_epochs: int = 1
-    lr: float = 0.05
-    batch_size: int = 16
-    negatives: int = 4
-    loss: str = "bce"
-    client_optimizer: str = "adam"
-    weight_decay: float = 0.0
-    aggregation: str = "fedavg-slr"
-    server_lr: float = 20.0
-    seed: int = 0
-    eval_every: int = 5
-    eval_fraction: float = 1.0
-    eval_k: int = 10
-    eval_negatives: int = 99
-    reconstruct_epochs: int = 3
-    checkpoint_every: int = 5
-    num_items: int = 0
-    out_dir: str = ""
-    resume: bool = False
-    round_timeout: float = 3600.0
+    Each field's ``metadata`` (see :func:`knob`) says what the command line shows for it:
+    ``fedrec simulate`` and ``fedrec server run`` generate their options from it
+    (:mod:`fedrec.cli.run_options`), so a new key is one field here (and its line in
+    ``[tool.flwr.app.config]``).
+    """
+
+    dataset: str = knob("synthetic", "synthetic, ml-100k or a path to a CSV file", cli=(SIMULATE,))
+    data_dir: str = knob("", "folder holding ml-100k (u.data)", cli=(SIMULATE,))
+    model: str = knob("mf", "the recommender; hybrid and content read the item features",
+                      cli=(SIMULATE, SERVER_RUN), choices=RUN_MODELS)
+    dim: int = knob(32, "embedding size", cli=(SIMULATE, SERVER_RUN))
+    rounds: int = knob(5, "total rounds (default {default}; with --resume: the checkpointed run's)",
+                       cli=(SIMULATE, SERVER_RUN), optional=True)
+    clients_per_round: int = knob(20, "users sampled per round", cli=(SIMULATE, SERVER_RUN),
+                                  per_command={SERVER_RUN: {"help": "dp user-central: expected devices per round"}})
+    local_epochs: int = knob(1, "epochs of local training per round", cli=(SIMULATE, SERVER_RUN))
+    user_epochs: int = knob(1, "user-vector-only epochs before local training", cli=(SIMULATE, SERVER_RUN))
+    lr: float = knob(0.05, "client learning rate", cli=(SIMULATE, SERVER_RUN))
+    batch_size: int = knob(16, "positives per client batch", cli=(SIMULATE,))
+    negatives: int = knob(4, "sampled negatives per positive")
+    loss: str = knob("bce", "the client's training loss", cli=(SIMULATE,), choices=LOSSES)
+    client_optimizer: str = knob("adam", "the client's optimiser", cli=(SIMULATE,), choices=OPTIMIZERS)
+    weight_decay: float = knob(0.0, "the client optimiser's weight decay")
+    aggregation: str = knob("fedavg-slr", "how the server combines the updates", cli=(SIMULATE,),
+                            choices=AGGREGATIONS)
+    server_lr: float = knob(20.0, "the server's step on the aggregated update", cli=(SIMULATE, SERVER_RUN))
+    seed: int = knob(0, "seed of the split, the sampling and the initial model", cli=(SIMULATE, SERVER_RUN))
+    eval_every: int = knob(5, "evaluate every N rounds", cli=(SIMULATE, SERVER_RUN))
+    eval_fraction: float = knob(1.0, "share of users evaluated", cli=(SIMULATE,))
+    eval_k: int = knob(10, "length of the evaluated top-K list")
+    eval_negatives: int = knob(99, "sampled negatives ranked against each held-out item")
+    reconstruct_epochs: int = knob(3, "user-vector fit before evaluation", cli=(SIMULATE,))
+    checkpoint_every: int = knob(5, "checkpoint every N rounds", cli=(SIMULATE, SERVER_RUN),
+                                 per_command={SERVER_RUN: {"default": 1, "help": "checkpoint every N rounds "
+                                                           "(a restarted server resumes there)"}})
+    num_items: int = knob(0, "the number of items, checked against the data (0: not checked)")
+    out_dir: str = knob("", "the run directory", internal=True)
+    resume: bool = knob(False, "continue the checkpointed run in out-dir", internal=True)
+    round_timeout: float = knob(3600.0, "seconds a round waits for replies (slower devices are left out)",
+                                cli=(SERVER_RUN,), per_command={SERVER_RUN: {"default": 120.0}})
     # per-client: one simulated node per user (the reference). cohort: `cohort-nodes`
     # nodes, each training all its sampled users in one vectorised pass (core.cohort).
-    executor: str = "per-client"
-    cohort_nodes: int = 2
+    executor: str = knob("per-client", "per-client (one node per user) or cohort (a few nodes, each training "
+                         "its sampled users in one vectorised pass)", cli=(SIMULATE, SERVER_RUN), choices=EXECUTORS,
+                         per_command={SERVER_RUN: {"help": "how a device trains its users: per-client or cohort"}})
+    cohort_nodes: int = knob(2, "simulated nodes with --executor cohort", cli=(SIMULATE,))
     # where the cohort executor's tensors live: cpu, cuda or auto (cuda when visible)
-    device: str = "cpu"
+    device: str = knob("cpu", "where --executor cohort trains (auto: cuda when visible)", cli=(SIMULATE,),
+                       choices=DEVICES)
     # differential privacy (fedrec.core.privacy.plan): epsilon 0 = no target/budget,
     # noise-multiplier 0 = derived from epsilon; clip is C of the mode's unit.
-    dp: str = "off"
-    epsilon: float = 0.0
-    delta: float = 1e-5
-    clip: float = 1.0
-    noise_multiplier: float = 0.0
-    accountant: str = "rdp"
+    dp: str = knob("off", "off, record (Opacus DP-SGD on each client), user-local (clients noise their own "
+                   "updates) or user-central (the server noises the sum)", cli=(SIMULATE, SERVER_RUN),
+                   choices=DP_MODES)
+    epsilon: float = knob(0.0, "privacy budget ε per unit; σ is derived when --noise-multiplier is not given",
+                          cli=(SIMULATE, SERVER_RUN), optional=True)
+    delta: float = knob(1e-5, "δ; must be below 1/number of units", cli=(SIMULATE, SERVER_RUN))
+    clip: float = knob(1.0, "L2 clip norm C of one unit's contribution", cli=(SIMULATE, SERVER_RUN))
+    noise_multiplier: float = knob(0.0, "σ (noise std = σ·C); ε is then tracked", cli=(SIMULATE, SERVER_RUN),
+                                   optional=True)
+    accountant: str = knob("rdp", "the Opacus accountant", cli=(SIMULATE, SERVER_RUN), choices=ACCOUNTANTS)
     # user-central only: let C follow the clip-quantile of update norms (Andrew et al. 2021)
-    adaptive_clip: bool = False
-    clip_quantile: float = 0.5
+    adaptive_clip: bool = knob(False, "user-central: C follows --clip-quantile of the update norms "
+                               "(Andrew et al. 2021); --clip is the start", cli=(SIMULATE,))
+    clip_quantile: float = knob(0.5, "the update-norm quantile adaptive clipping targets", cli=(SIMULATE,))
     # record / user-local: σ from ε is planned for this many rounds per client (0: every
     # round); a client sampled more often refuses once its budget is spent
-    dp_participations: int = 0
+    dp_participations: int = knob(0, "record/user-local: plan σ for this many rounds per client (0: every "
+                                  "round); more and the client refuses", cli=(SIMULATE, SERVER_RUN))
     # record: the public Poisson rate of one record per DP-SGD step, the same for every
     # user (steps per epoch ⌈1/q⌉, noised sum divided by batch-size): nothing in the
     # mechanism depends on a user's record count, so add/remove of a record is the relation.
     # 0.25: 4 steps an epoch, an expected batch of batch-size (16) for a user of 64 records
     # (ML-100K's median user has 63); 0.1 took 2.5–5× the steps (and time) of the old schedule
-    record_sample_rate: float = 0.25
+    record_sample_rate: float = knob(0.25, "record: the public Poisson rate of a record per DP-SGD step (the "
+                                     "same for every user)", cli=(SIMULATE, SERVER_RUN))
     # every DP mode: σ_e of the evaluation releases (noise std σ_e·√K on a user's K metrics
     # in [0, 1]); 0 = derived: with a budget, evaluation gets EVAL_SHARE of ε (plan.py)
-    eval_noise_multiplier: float = 0.0
+    eval_noise_multiplier: float = knob(0.0, "σ_e of the noised evaluation releases under DP (0: derived, a "
+                                        "share of ε)", cli=(SIMULATE, SERVER_RUN))
     # deployment (fedrec server run): the item catalogue file on the server (one raw item id
     # per line; empty in simulation), the fewest connected nodes a round waits for, and the
     # fewest valid updates a round needs to be aggregated (fewer: the round is skipped)
-    catalogue: str = ""
-    min_nodes: int = 1
-    min_valid_updates: int = 1
+    catalogue: str = knob("", "deployment: the item catalogue file on the server (one raw item id per line)")
+    min_nodes: int = knob(1, "devices a round waits for", cli=(SERVER_RUN,))
+    min_valid_updates: int = knob(1, "fewer valid updates: round skipped", cli=(SERVER_RUN,))
 
     def __post_init__(self) -> None:
         if self.model not in RUN_MODELS:
@@ -216,3 +268,13 @@ def _coerce(key: str, value: Any, type_name: Any) -> Any:
         return kind(value)
     except (TypeError, ValueError) as err:
         raise ValueError(f"run-config {key}: expected {kind.__name__}, got {value!r}") from err
+
+
+def user_config_field(key: str, value: Any) -> tuple[str, Any]:
+    """One run-config entry (``key`` with ``-``, as in ``flwr run --run-config``) as its field
+    name and typed value; an unknown key is a ``ValueError`` naming the known keys. The
+    value is only typed here: :class:`RunConfig` validates it with the rest."""
+    known = {f.name.replace("_", "-"): f for f in fields(RunConfig)}
+    if key not in known:
+        raise ValueError(f"unknown run-config key {key!r}; known keys: {', '.join(sorted(known))}")
+    return known[key].name, _coerce(key, value, known[key].type)
