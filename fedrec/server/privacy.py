@@ -45,7 +45,9 @@ from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.adaptive_clip import AdaptiveClip
 from fedrec.core.privacy.evaluation import central_release, local_release
 from fedrec.core.privacy.mechanisms import secure_generator
-from fedrec.core.privacy.ledger import LEDGER_FILE, LedgerEntry, PrivacyLedger, anchor, read_ledger
+from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, read_ledger
+from fedrec.core.privacy.ledger_chain import anchor
+from fedrec.core.privacy.ledger_rows import LedgerEntry
 from fedrec.core.privacy.signing import LedgerSigner, default_signing_key_path, write_public_key
 from fedrec.core.config.run_config import RunConfig
 from fedrec.protocol.wire import (

@@ -21,7 +21,8 @@ import pytest
 from fedrec.client.encrypted_file import KeySource, prepare_key
 from fedrec.runtime.certs import add_client, init_certs
 from fedrec.core.privacy.audit import audit_run
-from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, anchor, read_ledger, read_heads
+from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, read_heads, read_ledger
+from fedrec.core.privacy.ledger_chain import anchor
 from fedrec.core.privacy.signing import LedgerSigner
 from fedrec.core.run_files import METRICS_FILE
 from fedrec.core.config.run_config import RunConfig

@@ -34,7 +34,9 @@ from fedrec.cli.main import app  # noqa: E402
 from fedrec.core.privacy.accounting import epsilon  # noqa: E402
 from fedrec.core.privacy.audit import AuditError, audit_run  # noqa: E402
 from fedrec.core.privacy.audit_crosscheck import CONFIG_FILE, PLAN_FILE  # noqa: E402
-from fedrec.core.privacy.ledger import LEDGER_FILE, LedgerEntry, PrivacyLedger, anchor, read_ledger  # noqa: E402
+from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, read_ledger  # noqa: E402
+from fedrec.core.privacy.ledger_chain import anchor  # noqa: E402
+from fedrec.core.privacy.ledger_rows import LedgerEntry  # noqa: E402
 from fedrec.core.privacy.signing import PUBLIC_KEY_FILE, LedgerSigner, write_public_key  # noqa: E402
 from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE  # noqa: E402
 

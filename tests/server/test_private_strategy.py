@@ -10,7 +10,8 @@ from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDic
 
 from fedrec.core.federation.aggregation import ServerOptimizer
 from fedrec.core.privacy.accounting import epsilon
-from fedrec.core.privacy.ledger import read_ledger, verify_chain
+from fedrec.core.privacy.ledger import read_ledger
+from fedrec.core.privacy.ledger_chain import verify_chain
 from fedrec.core.config.run_config import RunConfig
 from fedrec.protocol.wire import (
     ARRAYS,

@@ -117,20 +117,9 @@ from fedrec.core.privacy.audit_signatures import (
     device_public_keys,
     trusted_key,
 )
-from fedrec.core.privacy.ledger import (
-    ANCHOR_HEAD,
-    ANCHOR_ROWS,
-    LEDGER_FILE,
-    SERVER,
-    LedgerError,
-    LedgerRow,
-    anchor_problems,
-    check_entry,
-    read_heads,
-    read_ledger,
-    unanchored_rows,
-    verify_chain,
-)
+from fedrec.core.privacy.ledger import LEDGER_FILE, LedgerError, read_heads, read_ledger
+from fedrec.core.privacy.ledger_chain import ANCHOR_HEAD, ANCHOR_ROWS, anchor_problems, unanchored_rows, verify_chain
+from fedrec.core.privacy.ledger_rows import SERVER, LedgerRow, check_entry
 from fedrec.core.run_files import METRICS_FILE
 
 INDEPENDENT = ("rdp", "pld")

@@ -48,7 +48,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from fedrec.core.privacy.ledger import ANCHOR_HEAD, ANCHOR_ROWS, MODE_RELATION, SERVER, LedgerRow
+from fedrec.core.privacy.ledger_chain import ANCHOR_HEAD, ANCHOR_ROWS
+from fedrec.core.privacy.ledger_rows import SERVER, LedgerRow
+from fedrec.core.privacy.modes import MODE_RELATION
 from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE
 
 PLAN_FILE = "privacy_plan.json"

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fedrec.core.privacy.audit import AuditReport, _finite
-from fedrec.core.privacy.ledger import SERVER
+from fedrec.core.privacy.ledger_rows import SERVER
 from fedrec.core.run_files import write_json_atomic
 
 AUDIT_FILE = "audit.json"

@@ -55,15 +55,17 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Sequence
 
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.evaluation.protocols import metric_keys
 from fedrec.core.privacy.accounting import Step, epsilon, noise_for_epsilon
-from fedrec.core.privacy.record_steps import sample_rate as record_sample_rate, steps_per_round as record_steps_per_round
-from fedrec.core.config.run_config import RunConfig
+from fedrec.core.privacy.modes import MODE_UNIT
+from fedrec.core.privacy.record_steps import sample_rate as record_sample_rate
+from fedrec.core.privacy.record_steps import steps_per_round as record_steps_per_round
 
 if TYPE_CHECKING:
     from fedrec.core.data.split import LeaveOneOutSplit
 
-UNIT = {"record": "record", "user-local": "user", "user-central": "user"}
+UNIT = MODE_UNIT  # mode -> the unit it protects (one definition: fedrec.core.privacy.modes)
 RELATION = {"record": "add-remove", "user-local": "replace-one", "user-central": "add-remove"}
 # who adds the noise (and keeps the accountant) of each mode's releases
 ACCOUNTED_BY = {"record": "client", "user-local": "client", "user-central": "server"}

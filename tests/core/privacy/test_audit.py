@@ -27,16 +27,10 @@ from fedrec.core.privacy.audit import (
 )
 from fedrec.core.privacy.audit_crosscheck import CHECKPOINT_STATE, CONFIG_FILE, PLAN_FILE
 from fedrec.core.privacy.audit_report import AUDIT_FILE, PLOT_FILE, print_audit, write_audit
-from fedrec.core.privacy.ledger import (
-    GENESIS,
-    LEDGER_FILE,
-    MODE_RELATION,
-    LedgerEntry,
-    PrivacyLedger,
-    anchor,
-    read_ledger,
-    row_hash,
-)
+from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, read_ledger
+from fedrec.core.privacy.ledger_chain import GENESIS, anchor, row_hash
+from fedrec.core.privacy.ledger_rows import LedgerEntry
+from fedrec.core.privacy.modes import MODE_RELATION
 from fedrec.core.privacy.signing import PUBLIC_KEY_FILE, LedgerSigner, write_public_key
 from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE
 from fedrec.core.config.run_config import RunConfig

@@ -10,21 +10,22 @@ from pathlib import Path
 import pytest
 
 from fedrec.core.privacy.ledger import (
-    GENESIS,
     LEDGER_FILE,
-    MODE_RELATION,
-    RELEASES,
-    LedgerEntry,
     LedgerError,
     PrivacyLedger,
-    anchor_problems,
-    head_statement,
     read_heads,
     read_ledger,
+)
+from fedrec.core.privacy.ledger_chain import (
+    GENESIS,
+    anchor_problems,
+    head_statement,
     row_hash,
     unanchored_rows,
     verify_chain,
 )
+from fedrec.core.privacy.ledger_rows import RELEASES, LedgerEntry
+from fedrec.core.privacy.modes import MODE_RELATION
 from fedrec.core.privacy.signing import LedgerSigner, verify_ed25519
 
 
