@@ -53,27 +53,13 @@ generator is used and nothing secret seeds one: torch's generator keeps 32 bits 
 seed, so a server could try every seed, regenerate the noise and subtract it
 (``tests/attacks/test_seed_replay.py`` runs that attack). Opacus' ``DPOptimizer`` draws
 its noise from ``torch.normal(generator=...)``; fedrec's optimiser subclasses
-(:class:`SecureNoiseDPOptimizer`, :class:`SecureNoiseGhostOptimizer`) override
+(:mod:`fedrec.core.privacy.secure_noise_optimizers`) override
 ``add_noise`` to draw it from the ``SecureRandom`` instead (float64 draws, added to the
 clipped sum in float64 and rounded to the parameters' float32; see
 :mod:`~fedrec.core.privacy.secure_random` on floating-point attacks). Opacus'
 ``secure_mode`` (``torchcsprng``) is not used.
 
-Per-sample gradient modes (``grad_sample_mode``). Measured with ``python -m
-fedrec.simulations.benchmarks.dp_step_cost`` (one client model: 1682 items as ML-100K,
-d=32, 4 negatives, bce, Adam; one step on a fixed batch of ``b`` positives; torch at 1
-thread; median of 200 interleaved steps; a shared 2-core machine under load ≈ 4, so
-ratios moved by up to ±30% between runs), ms per step (ratio to the same step
-without DP):
-
-    =====  ===  =====  ============  ============  ===========  ====================
-    model    b  no DP  hooks         functorch     ghost        ghost, Opacus' norms
-    =====  ===  =====  ============  ============  ===========  ====================
-    mf      16  0.87   7.1 (8.2×)    9.8 (11.3×)   2.8 (3.2×)   3.6 (4.1×)
-    mf      64  1.14   13.4 (11.7×)  21.2 (18.5×)  4.4 (3.9×)   9.1 (7.9×)
-    neumf   16  1.95   10.9 (5.6×)   18.5 (9.5×)   9.7 (5.0×)   10.5 (5.4×)
-    neumf   64  2.37   29.4 (12.4×)  38.7 (16.3×)  10.8 (4.6×)  13.6 (5.8×)
-    =====  ===  =====  ============  ============  ===========  ====================
+Per-sample gradient modes (``grad_sample_mode``):
 
 * ``hooks`` and ``functorch`` materialise every example's gradient of every item
   table, ``(b, n_items, d)``, to clip it: the cost grows with ``b · n_items``.
@@ -85,21 +71,10 @@ without DP):
   Gram matrix of an example's lookups) on the wrapped module only; Opacus' registry
   is left as it is.
 
-All three modes agree with a per-example autograd loop for all four models (tests;
-the benchmark repeats the check at ML-100K sizes: relative error ≤ 2e-6), so the
-default is the fastest, ``ghost``. It misses the 2× target: the same arithmetic
-without Opacus' hooks (forward, two backward passes, noise, Adam) already costs
-1.4–2.2× a plain step, and Opacus' per-module hooks, norm samplers and gradient
-copies add about as much again.
-
-The table was measured with the noise from torch's generator. Drawing it from
-``SecureRandom`` instead (one float64 Box–Muller draw per trained coordinate: ≈ 55k per
-step for MF at ML-100K sizes) costs more: ghost, mf, b=16 went from 1.4 to 2.9 ms per
-step (b=64: 2.2 → 3.7 ms; neumf b=16: 3.8 → 6.7 ms) in one back-to-back run of the
-benchmark (100 steps, 2 cores), most of it numpy's ``cos``/``sin`` in
-:meth:`~fedrec.core.privacy.secure_random.SecureRandom.standard_normal`. On an H200
-(``device="cuda"``; ghost, mf, b=64, Adam) a step takes 3.7 ms at σ = 0 and 6.5 ms at
-σ = 1: the noise is drawn on the CPU, then copied to the GPU.
+All three modes agree with a per-example autograd loop for all four models (tests), so
+the default is the fastest, ``ghost``. The measured cost of a step in each mode, and of
+drawing the noise from ``SecureRandom``, is in ``docs/privacy.md`` ("Cost of a DP-SGD
+step"; ``python -m fedrec.simulations.benchmarks.dp_step_cost`` measures it).
 
 Caveats. ``LocalResult.loss`` and ``num_examples`` are raw statistics of the records
 (not noised): the record-level guarantee covers the update Δ and the new local
@@ -119,21 +94,32 @@ import torch
 from numpy.typing import NDArray
 from opacus.accountants import create_accountant
 from opacus.grad_sample import GradSampleModule, GradSampleModuleFastGradientClipping
-from opacus.optimizers import DPOptimizer, DPOptimizerFastGradientClipping
-from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
 from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from opacus.validators import ModuleValidator
 from torch import nn
 from torch.nn import functional as F
 
 from fedrec.core.data.split import UserData
-from fedrec.core.training.local_round import LocalResult
-from fedrec.core.models.base import Recommender, global_state, load_parameters, local_state
+from fedrec.core.models.base import (
+    Recommender,
+    global_state,
+    load_parameters,
+    local_state,
+)
 from fedrec.core.models.registry import ItemFeatureInput, build_model
 from fedrec.core.privacy.accounting import Step, check_accountant
-from fedrec.core.privacy.record_steps import sample_rate, steps_per_epoch, steps_per_round
+from fedrec.core.privacy.record_steps import (
+    sample_rate,
+    steps_per_epoch,
+    steps_per_round,
+)
+from fedrec.core.privacy.secure_noise_optimizers import (
+    SecureNoiseDPOptimizer,
+    SecureNoiseGhostOptimizer,
+)
 from fedrec.core.privacy.secure_random import SecureRandom
 from fedrec.core.training.implicit import TrainingConfig, make_optimizer
+from fedrec.core.training.local_round import LocalResult
 
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
 DEFAULT_GRAD_SAMPLE_MODE = "ghost"
@@ -261,58 +247,6 @@ def lookup_norm_sample(
         same_row &= (rows != layer.padding_idx)[:, :, None]
     gram = torch.bmm(grads, grads.transpose(1, 2))
     return {layer.weight: (gram * same_row).sum(dim=(1, 2)).clamp(min=0).sqrt()}
-
-
-class _SecureNoise:
-    """``add_noise`` of Opacus' optimisers, with the noise drawn from a :class:`SecureRandom`.
-
-    Opacus draws ``torch.normal(0, σC, generator=self.generator)`` per parameter; here
-    one float64 draw of ``N(0, σ²C²)`` covers all parameters' coordinates (in
-    ``self.params`` order), is added to each clipped sum ``p.summed_grad`` in float64
-    and rounded to the parameter's dtype. The rest (``summed_grad`` → ``grad``, the
-    processed-flag checks, the adjusted σ of adaptive clipping, skipped steps, scaling
-    by ``expected_batch_size``, the accountant hook) is Opacus' own.
-    """
-
-    secure_rng: SecureRandom
-    noise_multiplier: float
-    max_grad_norm: float
-
-    def add_noise(self) -> None:
-        params = list(self.params)  # type: ignore[attr-defined]
-        for p in params:
-            _check_processed_flag(p.summed_grad)
-        std = getattr(self, "_adjusted_noise_multiplier", self.noise_multiplier) * self.max_grad_norm
-        sizes = [p.summed_grad.numel() for p in params]
-        flat = torch.from_numpy(np.asarray(self.secure_rng.normal(0.0, std, size=sum(sizes)), dtype=np.float64)) \
-            if std > 0 else None
-        offset = 0
-        for p, size in zip(params, sizes):
-            summed = p.summed_grad
-            if flat is None:
-                noised = summed.clone()
-            else:
-                noise = flat[offset:offset + size].view(summed.shape).to(device=summed.device)
-                noised = (summed.to(torch.float64) + noise).to(summed.dtype)
-            offset += size
-            p.grad = noised.view_as(p)
-            _mark_as_processed(p.summed_grad)
-
-
-class SecureNoiseDPOptimizer(_SecureNoise, DPOptimizer):
-    """Opacus' ``DPOptimizer`` (per-example gradients: ``hooks``, ``functorch``), noise from ``secure_rng``."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, *, secure_rng: SecureRandom, **kwargs: object) -> None:
-        super().__init__(optimizer, generator=None, secure_mode=False, **kwargs)
-        self.secure_rng = secure_rng
-
-
-class SecureNoiseGhostOptimizer(_SecureNoise, DPOptimizerFastGradientClipping):
-    """Opacus' ghost-clipping optimiser, noise from ``secure_rng``."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, *, secure_rng: SecureRandom, **kwargs: object) -> None:
-        super().__init__(optimizer, generator=None, secure_mode=False, **kwargs)
-        self.secure_rng = secure_rng
 
 
 class PrivatePhase:

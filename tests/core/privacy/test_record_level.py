@@ -16,10 +16,14 @@ import pytest
 import torch
 
 from fedrec.core.data.split import NO_ITEM, UserData
-from fedrec.core.training.local_round import new_local_parameters, train_user
 from fedrec.core.models.base import global_state, load_parameters
-from fedrec.core.models.registry import FEATURE_MODELS, MODELS, build_model, needs_item_features
-from fedrec.core.privacy import record_level
+from fedrec.core.models.registry import (
+    FEATURE_MODELS,
+    MODELS,
+    build_model,
+    needs_item_features,
+)
+from fedrec.core.privacy import record_level, secure_noise_optimizers
 from fedrec.core.privacy.accounting import epsilon
 from fedrec.core.privacy.record_level import (
     DEFAULT_GRAD_SAMPLE_MODE,
@@ -31,9 +35,15 @@ from fedrec.core.privacy.record_level import (
     record_losses,
     train_user_private,
 )
-from fedrec.core.privacy.record_steps import sample_rate, steps_per_epoch, steps_per_round, user_steps_per_round
+from fedrec.core.privacy.record_steps import (
+    sample_rate,
+    steps_per_epoch,
+    steps_per_round,
+    user_steps_per_round,
+)
 from fedrec.core.privacy.secure_random import SecureRandom
 from fedrec.core.training.implicit import TrainingConfig, batch_loss
+from fedrec.core.training.local_round import new_local_parameters, train_user
 
 N_ITEMS = 30
 DIM = 8
@@ -186,8 +196,9 @@ def test_no_torch_or_numpy_generator_draws_the_noise(monkeypatch: pytest.MonkeyP
         result, _ = train_user_private("mf", DIM, global_arrays, local_arrays, _user(6), _sgd(0.1, 4), 1, 1,
                                        _rng(), _dp(1.0, mode=mode, q=0.5))
         assert all(np.count_nonzero(v) == v.size for v in result.update.values())
-    source = inspect.getsource(record_level)
-    assert "manual_seed" not in source and "Generator" not in source.replace("SecureRandom", "")
+    for module in (record_level, secure_noise_optimizers):
+        source = inspect.getsource(module)
+        assert "manual_seed" not in source and "Generator" not in source.replace("SecureRandom", "")
     with pytest.raises(TypeError):  # a numpy generator is refused
         train_user_private("mf", DIM, global_arrays, local_arrays, _user(6), _sgd(0.1, 4), 1, 1,
                            np.random.default_rng(0), _dp(1.0))  # type: ignore[arg-type]
@@ -494,12 +505,12 @@ def test_every_model_trains_privately_and_ships_only_its_global_part(model_name:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 def test_cuda_round_matches_the_cpu_round_without_noise() -> None:
+    from fedrec.core.config.run_config import RunConfig
     from fedrec.core.data.loaders import load_dataset
     from fedrec.core.data.split import leave_one_out
-    from fedrec.core.training.local_round import new_local_parameters
     from fedrec.core.training.implicit import TrainingConfig
+    from fedrec.core.training.local_round import new_local_parameters
     from fedrec.server.loop import initial_global_arrays
-    from fedrec.core.config.run_config import RunConfig
 
     split = leave_one_out(load_dataset("synthetic", "", 0))
     user = split.user_data(3, for_evaluation=False)
