@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 from fedrec.core.data.item_features import has_item_features
 from fedrec.core.training.device import DEVICES
 from fedrec.core.privacy.accounting import ACCOUNTANTS
-from fedrec.core.models.registry import FEATURE_MODELS, MODELS
+from fedrec.core.models.registry import FEATURE_MODELS, MODELS, NEIGHBOURHOOD_MODELS, RATING_MODELS, SEQUENCE_MODELS
 from fedrec.core.training.implicit import LOSSES, TrainingConfig
 from fedrec.core.training.optimizers import OPTIMIZERS
 
@@ -26,7 +26,7 @@ DP_MODES = ("off", "record", "user-local", "user-central")
 # Ranking models a run can train: the classic ones and those that also read the public item
 # features of the dataset (fedrec.core.models.run_model). The rating models (explicit-mf) solve
 # another task, with their own split and loss, and are not run by RunConfig.
-RUN_MODELS = (*MODELS, *FEATURE_MODELS)
+RUN_MODELS = (*MODELS, *FEATURE_MODELS, *SEQUENCE_MODELS, *RATING_MODELS, *NEIGHBOURHOOD_MODELS)
 
 # The commands whose options are generated from the fields (fedrec.cli.run_options).
 SIMULATE = "simulate"
@@ -146,6 +146,18 @@ class RunConfig:
     catalogue: str = knob("", "deployment: the item catalogue file on the server (one raw item id per line)")
     min_nodes: int = knob(1, "devices a round waits for", cli=(SERVER_RUN,))
     min_valid_updates: int = knob(1, "fewer valid updates: round skipped", cli=(SERVER_RUN,))
+    # family settings (fedrec.core.families): sasrec's architecture, explicit-mf's hold-out,
+    # item-knn's share bound M, neighbours per item and shrinkage
+    seq_max_len: int = knob(50, "sasrec: the longest history read (longer ones keep their last items)",
+                            cli=(SIMULATE,))
+    seq_blocks: int = knob(1, "sasrec: causal self-attention blocks", cli=(SIMULATE,))
+    seq_heads: int = knob(1, "sasrec: attention heads (dim must be divisible by it)", cli=(SIMULATE,))
+    seq_dropout: float = knob(0.2, "sasrec: dropout probability", cli=(SIMULATE,))
+    rating_test_fraction: float = knob(0.1, "explicit-mf: share of each user's ratings held out", cli=(SIMULATE,))
+    knn_max_items: int = knob(60, "item-knn: the most items a user's share holds (M; L2 bound sqrt(M(M+1)/2))",
+                              cli=(SIMULATE,))
+    knn_neighbours: int = knob(20, "item-knn: neighbours kept per item", cli=(SIMULATE,))
+    knn_shrink: float = knob(10.0, "item-knn: shrinkage added to the cosine's denominator", cli=(SIMULATE,))
 
     def __post_init__(self) -> None:
         if self.model not in RUN_MODELS:
@@ -175,6 +187,9 @@ class RunConfig:
         self.training  # validates the training hyper-parameters
         self._check_feature_model()
         self._check_privacy()
+        from fedrec.core.families.registry import family_of  # the families read RunConfig
+
+        family_of(self.model).check(self)
 
     def _check_feature_model(self) -> None:
         """A feature model needs a dataset with item features and a process that can compute them."""

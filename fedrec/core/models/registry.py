@@ -35,6 +35,10 @@ from fedrec.core.models.neumf import NeuMF
 MODELS: dict[str, type[Recommender]] = {"mf": MF, "gmf": GMF, "mlp": MLP, "neumf": NeuMF}
 FEATURE_MODELS: dict[str, type[Recommender]] = {"hybrid": Hybrid, "content": ContentRanker}
 RATING_MODELS: dict[str, type[Recommender]] = {"explicit-mf": ExplicitMF}
+# models of the other families (fedrec.core.families), built there: the next-item sequence
+# model and federated item-kNN (no torch module: two summed arrays)
+SEQUENCE_MODELS = ("sasrec",)
+NEIGHBOURHOOD_MODELS = ("item-knn",)
 
 ItemFeatureInput = ItemFeatures | NDArray[np.floating] | torch.Tensor
 

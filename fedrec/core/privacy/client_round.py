@@ -34,6 +34,7 @@ from fedrec.core.data.split import UserData
 from fedrec.core.training.device import resolve_device
 from fedrec.core.training.local_round import LocalResult, user_round
 from fedrec.core.privacy import plan
+from fedrec.core.families.registry import family_of
 from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.mechanisms import add_gaussian_noise, clip_update
 from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
@@ -148,7 +149,7 @@ def private_train_users(config: RunConfig, global_arrays: Arrays, stored: Sequen
     """Every user's private round; the node's result weighs each trained user 1."""
     if not len(stored) == len(users) == len(histories):
         raise ValueError("one stored-locals entry and one history per user are required")
-    if config.executor == "cohort":
+    if config.executor == "cohort" or family_of(config.model).name != "implicit":
         return _cohort_private(config, global_arrays, stored, users, server_round, histories, generator)
     result = empty_result(global_arrays)
     releases: list[Release] = []
@@ -178,12 +179,11 @@ def private_train_users(config: RunConfig, global_arrays: Arrays, stored: Sequen
 def _cohort_private(config: RunConfig, global_arrays: Arrays, stored: Sequence[Arrays | None],
                     users: Sequence[UserData], server_round: int, histories: Sequence[list[Step]],
                     generator: SecureRandom | None) -> PrivateRound:
-    """User-level modes with the cohort executor: one vectorised pass over the users whose
-    budget allows the round, each user's ``Δ`` clipped (and, user-local, noised) before the sum."""
+    """User-level modes with the cohort executor, or any family but the implicit one: the
+    family's round over the users whose budget allows it (one vectorised pass for the
+    implicit family), each user's ``Δ`` clipped (and, user-local, noised) before the sum."""
     if config.dp == "record":
         raise ValueError("dp record trains each user through Opacus: use --executor per-client")
-    from fedrec.core.training.cohort import cohort_round
-
     generator = generator if generator is not None else secure_generator()
     allowed, releases, new_histories = [], {}, list(histories)
     for b, (user, history) in enumerate(zip(users, histories)):
@@ -210,6 +210,7 @@ def _cohort_private(config: RunConfig, global_arrays: Arrays, stored: Sequence[A
         within.append(norm <= config.clip)
         return released
 
-    result = cohort_round(config, global_arrays, [stored[b] for b in allowed], [users[b] for b in allowed],
-                          server_round, update_transform=mechanism)
+    result = family_of(config.model).train_users(config, global_arrays, [stored[b] for b in allowed],
+                                                 [users[b] for b in allowed], server_round,
+                                                 update_transform=mechanism)
     return PrivateRound(result, [releases[b] for b in sorted(releases)], new_histories, int(sum(within)))

@@ -129,7 +129,11 @@ def test_feature_models_are_run_models(model: str, dataset: str) -> None:
 @pytest.mark.parametrize(
     ("values", "message"),
     [
-        ({"model": "explicit-mf"}, "unknown model 'explicit-mf'"),  # another task: not a RunConfig model
+        ({"model": "explicit-mf", "dp": "user-central", "epsilon": 1.0}, "no DP mode yet"),
+        ({"model": "item-knn"}, "pass --rounds 1"),
+        ({"model": "item-knn", "rounds": 1}, "use --executor cohort"),
+        ({"model": "sasrec", "dp": "record", "epsilon": 1.0}, "dp record needs per-example gradients"),
+        ({"model": "no-such-model"}, "unknown model 'no-such-model'"),
         ({"model": "hybrid", "dataset": "/tmp/ratings.csv"}, "does not have"),
         ({"model": "content", "catalogue": "/tmp/items.txt"}, "future work"),
         ({"model": "hybrid", "dp": "record", "epsilon": 1.0}, "dp record does not run model hybrid"),

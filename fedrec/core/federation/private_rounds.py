@@ -1,0 +1,113 @@
+"""The DP round of the apps, in one process: client mechanisms, accountants, server noise.
+
+The round driver (:mod:`fedrec.core.federation.driver`) hands its rounds here under a DP
+mode. Clients run :func:`fedrec.core.privacy.client_round.private_train_users` (the
+family's local round plus the mode's mechanism and the user's budget); the server
+averages (``record``, ``user-local``) or, under ``user-central``, samples users by
+Poisson with rate ``q``, adds ``N(0, σ²C²)`` to the sum of clipped updates and divides by
+the expected count ``q·n`` (:func:`fedrec.core.privacy.aggregation.central_noised_mean`),
+keeping the server's accountant. Each row reports the round's largest ε
+(``epsilon_max``: the server's for ``user-central``, the largest client's otherwise) and
+the refusals; nothing is written to a ledger. Evaluations are counted as the apps count
+them: one release ``(σ_e, 1, 1)`` per evaluated user (client modes) or per evaluation
+round (``user-central``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from fedrec.core.arrays import Arrays
+from fedrec.core.config.run_config import RunConfig
+from fedrec.core.families.base import ModelFamily
+from fedrec.core.federation.server_step import reply_update
+from fedrec.core.privacy import plan
+from fedrec.core.privacy.accounting import Step, epsilon
+from fedrec.core.privacy.adaptive_clip import AdaptiveClip
+from fedrec.core.privacy.aggregation import central_noised_mean
+from fedrec.core.privacy.client_round import budgeted, private_train_users
+from fedrec.core.privacy.mechanisms import poisson_sample, secure_generator
+
+
+class PrivateRounds:
+    """Per-user and server accountants across the rounds of one private run."""
+
+    def __init__(self, config: RunConfig, family: ModelFamily, n_users: int) -> None:
+        self.config = config
+        self.family = family
+        self.n_users = n_users
+        self.histories: dict[int, list[Step]] = {}
+        self.server_history: list[Step] = []
+        self.adaptive = None
+        if config.dp == "user-central" and config.adaptive_clip:
+            self.adaptive = AdaptiveClip.for_round_size(config.clip, config.clip_quantile,
+                                                        plan.central_rate(config, n_users) * n_users)
+
+    def count_evaluation(self, split: Any) -> float:
+        """Add one evaluation release to every evaluated user's (or the server's) history,
+        under the apps' budget rule (:func:`~fedrec.core.privacy.client_round.budgeted`: a
+        release that would exceed the budget is refused); the largest ε after it."""
+        step = plan.evaluation_step(self.config, self.n_users)
+        if self.config.dp == "user-central":
+            _, after = budgeted(self.config, 0, self.server_history, step)
+            self.server_history = after if after is not None else self.server_history
+            return epsilon(self.server_history, self.config.delta, self.config.accountant)
+        spent = 0.0
+        for user in self.family.evaluated_users(split):
+            release, after = budgeted(self.config, user, self.histories.get(user, []), step)
+            if after is not None:
+                self.histories[user] = after
+            spent = max(spent, release.epsilon)
+        return spent
+
+    def round_allowed(self) -> bool:
+        """Whether the server's next ``user-central`` round fits the budget (always, otherwise)."""
+        if self.config.dp != "user-central" or plan.budget(self.config) is None:
+            return True
+        step = (plan.central_noise(self.config, self.n_users), plan.central_rate(self.config, self.n_users), 1)
+        spent = epsilon([*self.server_history, step], self.config.delta, self.config.accountant)
+        return spent <= self.config.epsilon * (1 + 1e-9)
+
+    def round(self, split: Any, arrays: Arrays, local: dict[int, Arrays], optimizer: Any,
+              server_round: int) -> tuple[Arrays, dict[str, Any]]:
+        """One private round: the new global arrays and the round's row."""
+        from fedrec.core.federation.driver import round_users
+
+        config = self.config
+        if config.dp == "user-central":
+            users = poisson_sample(list(range(self.n_users)), plan.central_rate(config, self.n_users))
+        else:
+            users = round_users(self.family, split, config, server_round)
+        if self.adaptive is not None:
+            config = replace(config, clip=self.adaptive.clip)
+        result, releases, histories, within_clip = private_train_users(
+            config, arrays, [local.get(u) for u in users],
+            [self.family.user_data(split, u, for_evaluation=False) for u in users],
+            server_round, [self.histories.get(u, []) for u in users])
+        local.update((u, v) for u, v in zip(result.users, result.locals) if v)
+        if config.dp != "user-central":
+            self.histories.update((u, h) for u, h in zip(users, histories) if h)
+        if config.dp == "user-central":
+            sums = [result.update_sum] if result.weight > 0 else []
+            sigma, rate = plan.central_noise(config, self.n_users), plan.central_rate(config, self.n_users)
+            update_sigma = self.adaptive.update_noise_multiplier(sigma) if self.adaptive is not None else sigma
+            expected = rate * self.n_users
+            mean = central_noised_mean(sums, [1.0] * len(sums), arrays, update_sigma, config.clip, expected,
+                                       secure_generator())
+            if self.family.releases_sum:  # the noised sum itself
+                mean = {k: (v.astype(np.float64) * expected).astype(np.float32) for k, v in mean.items()}
+            if self.adaptive is not None:
+                self.adaptive.step(within_clip - result.weight / 2, expected, secure_generator())
+            self.server_history.append((sigma, rate, 1))
+            eps = epsilon(self.server_history, config.delta, config.accountant)
+        else:
+            mean = reply_update(self.family, result.update_sum, result.weight) if result.weight > 0 else None
+            eps = max((r.epsilon for r in releases), default=0.0)
+        if mean is not None:
+            arrays = optimizer.step(arrays, mean)
+        refused = sum(r.refused for r in releases)
+        return arrays, {"round": server_round, "clients": len(result.users), "dp_refused": refused,
+                        "epsilon_max": eps, "train_loss": None, "clip": config.clip}
