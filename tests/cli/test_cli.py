@@ -84,7 +84,7 @@ def test_zero_rounds_is_refused_not_replaced_by_the_default(tmp_path: Path) -> N
 
 
 def test_relative_data_paths_are_made_absolute(tmp_path: Path, monkeypatch) -> None:
-    from fedrec.cli.main import _absolute_data_paths
+    from fedrec.cli.simulate import _absolute_data_paths
 
     (tmp_path / "my.csv").write_text("u,i\n")
     monkeypatch.chdir(tmp_path)
