@@ -49,14 +49,15 @@ from flwr.clientapp import ClientApp
 from fedrec.client.device_state import DeviceState, load_state, locked, save_state
 from fedrec.client.local_data import LocalData, load_local_data
 from fedrec.core.data.catalogue import catalogue_digest
-from fedrec.client.partition import node_users, split_for
+from fedrec.client.partition import node_users
 from fedrec.client.privacy_state import PrivacyHistoryStore
 from fedrec.client.state import CohortVectorStore, UserVectorStore
 from fedrec.protocol.array_check import array_problem
-from fedrec.core.training.executors import evaluate_users, train_users
+from fedrec.core.families.registry import family_of
+from fedrec.core.federation.server_step import reply_update
 from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.training.device import resolve_device
-from fedrec.core.evaluation.protocols import mean_metrics, metric_keys
+from fedrec.core.evaluation.protocols import metric_keys
 from fedrec.core.models.registry import MODELS, needs_item_features
 from fedrec.core.privacy.accounting import Step, compact
 from fedrec.core.privacy import plan
@@ -65,7 +66,6 @@ from fedrec.core.privacy.evaluation import exact_sum, local_private_evaluation
 from fedrec.core.privacy.mechanisms import poisson_sample
 from fedrec.core.privacy.signing import release_statement, sign_release
 from fedrec.core.config.run_config import RunConfig
-from fedrec.core.models.run_model import build_run_model
 from fedrec.protocol.wire import (
     ARRAYS,
     CATALOGUE,
@@ -108,11 +108,10 @@ app = ClientApp()
 
 @lru_cache(maxsize=8)
 def _declared_split(config: RunConfig, n_items: int) -> tuple[tuple[str, ...], tuple[str, ...], dict]:
-    """(global names, local names, shapes) the run's model declares; built once per process
-    (a feature model with the run's item features: ``W``'s shape is ``(dim, F)``)."""
-    reference = build_run_model(config, 1, n_items)
-    shapes = {name: tuple(p.shape) for name, p in reference.named_parameters()}
-    return reference.global_parameter_names, reference.local_parameter_names, shapes
+    """(global names, local names, shapes) the run's model family declares; built once per
+    process (a feature model with the run's item features: ``W``'s shape is ``(dim, F)``)."""
+    parts = family_of(config.model).parts(config, n_items)
+    return parts.global_names, parts.local_names, parts.shapes
 
 
 def _received_arrays(msg: Message, config: RunConfig, n_items: int) -> dict[str, np.ndarray]:
@@ -218,7 +217,7 @@ class _NodeRound:
         config = RunConfig.from_user_config(context.run_config)
         if NODE_DATA_FILE in context.node_config:
             return cls._open_deployed(msg, context, config)
-        split = split_for(config)
+        split = family_of(config.model).load_split(config)
         arrays = _received_arrays(msg, config, split.n_items)
         return cls(config, split, arrays, _vector_store(context, config, split), context.state)
 
@@ -287,6 +286,13 @@ class _NodeRound:
             save_state(deployed.state_dir, current)
 
 
+def _save_locals(store: UserVectorStore | CohortVectorStore, users: list[int], locals_: list) -> None:
+    """Keep the users' new local parameters (a family without a local part has none to keep)."""
+    kept = [(user, local) for user, local in zip(users, locals_) if local]
+    if kept:
+        store.save_many([user for user, _ in kept], [local for _, local in kept])
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Local training of this node's users; replies with the global-part update."""
@@ -297,15 +303,16 @@ def train(msg: Message, context: Context) -> Message:
 
     _check_central_units(config, context, split.n_users)
     users = _users_this_round(msg, context, split.n_users, config)
-    data = [split.user_data(user, for_evaluation=False) for user in users]
+    family = family_of(config.model)
+    data = [family.user_data(split, user, for_evaluation=False) for user in users]
     if config.dp != "off":
         return _train_private(msg, context, node, data, server_round)
-    result = train_users(config, global_arrays, store.load_many(users), data, server_round,
-                         device=resolve_device(config.device))
-    store.save_many(result.users, result.locals)
+    result = family.train_users(config, global_arrays, store.load_many(users), data, server_round,
+                                device=resolve_device(config.device))
+    _save_locals(store, result.users, result.locals)
     node.persist(server_round)
     if result.weight > 0:
-        update, loss = result.mean_update, result.mean_loss
+        update, loss = reply_update(family, result.update_sum, result.weight), result.mean_loss
     else:  # a node without training data contributes nothing (weight 0)
         update = {name: np.zeros_like(value) for name, value in global_arrays.items()}
         loss = 0.0
@@ -337,14 +344,14 @@ def _train_private(msg: Message, context: Context, node: _NodeRound, data: list,
     prior = histories.load_many(users)
     result, releases, new_histories, within_clip = private_train_users(
         config, global_arrays, store.load_many(users), data, server_round, prior)
-    store.save_many(result.users, result.locals)
+    _save_locals(store, result.users, result.locals)
     if config.dp != "user-central":
         for user, history in zip(users, new_histories):
             if history:
                 histories.save(user, history)
     node.persist(server_round)
     if result.weight > 0:
-        update = {k: (v / result.weight).astype(np.float32) for k, v in result.update_sum.items()}
+        update = reply_update(family_of(config.model), result.update_sum, result.weight)
     else:
         update = {name: np.zeros_like(value) for name, value in global_arrays.items()}
     values = {NUM_EXAMPLES: int(result.weight), USERS_TRAINED: len(result.users)}
@@ -420,18 +427,21 @@ def evaluate(msg: Message, context: Context) -> Message:
     config, split, global_arrays, store = node.config, node.split, node.global_arrays, node.store
     _check_central_units(config, context, split.n_users)
 
-    data = [split.user_data(user) for user in _users_this_round(msg, context, split.n_users)]
-    data = [d for d in data if d.has_test]
+    family = family_of(config.model)
+    evaluated = set(family.evaluated_users(split))
+    data = [family.user_data(split, user) for user in _users_this_round(msg, context, split.n_users)
+            if user in evaluated]
     if config.dp != "off":
         return _evaluate_private(msg, context, node, data)
     stored = store.load_many([d.user for d in data])
     reconstructed = sum(local is None for local in stored)
-    rows = evaluate_users(config, global_arrays, stored, data, device=resolve_device(config.device))
+    rows = family.evaluate_users(config, global_arrays, stored, data, device=resolve_device(config.device))
     node.persist(_server_round(msg))  # a deployed device keeps the newest global model for offline use
 
-    values = mean_metrics(rows) or {key: 0.0 for key in metric_keys(config.eval_k)}
+    values, weight = family.pool(rows) if rows else ({}, 0.0)
+    values = values or {key: 0.0 for key in metric_keys(config.eval_k)}
     metrics = MetricRecord(
-        {**values, NUM_EXAMPLES: len(rows), USERS_EVALUATED: len(rows), USERS_RECONSTRUCTED: reconstructed}
+        {**values, NUM_EXAMPLES: weight, USERS_EVALUATED: len(rows), USERS_RECONSTRUCTED: reconstructed}
     )
     return Message(content=RecordDict({METRICS: metrics}), reply_to=msg)
 
@@ -444,8 +454,9 @@ def _evaluate_private(msg: Message, context: Context, node: _NodeRound, data: li
 
     def rows_of(indices: list[int]) -> list[dict[str, float]]:
         chosen = [data[i] for i in indices]
-        return evaluate_users(config, global_arrays, store.load_many([d.user for d in chosen]), chosen,
-                              device=device)
+        return family_of(config.model).evaluate_users(config, global_arrays,
+                                                      store.load_many([d.user for d in chosen]), chosen,
+                                                      device=device)
 
     users = [d.user for d in data]
     privacy_record = None

@@ -9,21 +9,13 @@ site holding several users, each with its own private vector.
 
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import Mapping
+from typing import Any, Mapping
 
-from fedrec.core.data.loaders import load_dataset
-from fedrec.core.data.split import LeaveOneOutSplit, leave_one_out
+from fedrec.core.families.registry import family_of
 from fedrec.core.config.run_config import RunConfig
 
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"
-
-
-@lru_cache(maxsize=4)
-def cached_split(dataset: str, data_dir: str, seed: int, eval_negatives: int) -> LeaveOneOutSplit:
-    """The leave-one-out split, built once per process."""
-    return leave_one_out(load_dataset(dataset, data_dir, seed), seed=seed, eval_negatives=eval_negatives)
 
 
 def node_users(node_config: Mapping[str, object], n_users: int) -> list[int]:
@@ -40,6 +32,7 @@ def node_users(node_config: Mapping[str, object], n_users: int) -> list[int]:
     return list(range(partition, n_users, partitions))
 
 
-def split_for(config: RunConfig) -> LeaveOneOutSplit:
-    return cached_split(config.dataset, config.data_dir, config.seed, config.eval_negatives)
+def split_for(config: RunConfig) -> Any:
+    """The split ``config.model``'s family trains on (built once per process)."""
+    return family_of(config.model).load_split(config)
 

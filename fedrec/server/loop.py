@@ -36,16 +36,17 @@ import numpy as np
 from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from fedrec.core.federation.aggregation import ServerOptimizer
-from fedrec.core.models.base import global_state
+from fedrec.core.families.implicit import initial_implicit_global
+from fedrec.core.families.registry import family_of
+from fedrec.core.federation.driver import round_users
+from fedrec.core.federation.server_step import initial_global, server_optimizer
 from fedrec.core.run_files import METRICS_FILE, append_jsonl, read_jsonl
 from fedrec.core.config.run_config import RunConfig
-from fedrec.core.models.run_model import build_run_model
 from fedrec.core.federation.sampling import sample_users
 from fedrec.server.privacy import ServerPrivacy, committed_plan
 from fedrec.core.privacy.plan import private_metric_keys
-from fedrec.protocol.wire import (CATALOGUE, DP_CLIP, LEDGER_RUN_ID, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS, TRAIN_LOSS,
-                              USERS_TRAINED)
+from fedrec.protocol.wire import (CATALOGUE, DP_CLIP, LEDGER_RUN_ID, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS,
+                                 TRAIN_LOSS, USERS_EVALUATED, USERS_RECONSTRUCTED, USERS_TRAINED)
 from fedrec.core.privacy.ledger import LEDGER_FILE
 from fedrec.server.checkpoint import (
     MODEL_FILE,
@@ -60,6 +61,8 @@ logger = logging.getLogger("fedrec.server")
 # Under DP: operational numbers of each round, internal to the trusted server (do not share)
 INTERNAL_FILE = "server_internal.jsonl"
 # Under DP: the metrics.jsonl keys besides the private metrics (all covered by DP, or public)
+# evaluation reply keys that are counts (the rest are rates, pooled by the family)
+COUNT_KEYS = (NUM_EXAMPLES, USERS_EVALUATED, USERS_RECONSTRUCTED)
 SHARED_DP_KEYS = ("round", "ledger_rows", "ledger_head", "dp_refused", "epsilon_max", "skipped")
 
 # Configuration that must not change when a run is resumed.
@@ -67,15 +70,12 @@ RESUME_INVARIANTS = ("dataset", "data-dir", "model", "dim", "seed", "num-items",
                      "clip", "noise-multiplier", "accountant", "adaptive-clip", "dp-participations")
 
 
-def initial_global_arrays(config: RunConfig, n_items: int) -> dict[str, np.ndarray]:
-    model = build_run_model(config, 1, n_items, seed=config.seed)
-    return {k: v.detach().numpy().copy() for k, v in global_state(model).items()}
-
-
-def make_server_optimizer(config: RunConfig, n_items: int) -> ServerOptimizer:
-    """The configured server optimiser; the server LR applies to the model's item tables."""
-    model = build_run_model(config, 1, n_items)
-    return ServerOptimizer(config.aggregation, config.server_lr, scaled=frozenset(model.item_table_names))
+def initial_global_arrays(config: RunConfig, n_items: int, split: Any | None = None) -> dict[str, np.ndarray]:
+    """Round 0's global arrays: the family's from the run's split, or (deployed: no data on
+    the server) the implicit model's for ``n_items`` items — the only family devices train."""
+    if split is None:
+        return initial_implicit_global(config, n_items)
+    return initial_global(config, split)
 
 
 def make_strategy(config: RunConfig, n_nodes: int, n_items: int,
@@ -97,8 +97,9 @@ def make_strategy(config: RunConfig, n_nodes: int, n_items: int,
         evaluate_fraction = config.eval_fraction
         evaluate_nodes = max(1, int(round(n_nodes * config.eval_fraction)))
     strategy = FedOptOnUpdates(
-        make_server_optimizer(config, n_items),
+        server_optimizer(config, n_items),
         privacy,
+        releases_sum=family_of(config.model).releases_sum,
         min_valid_updates=config.min_valid_updates,
         fraction_train=train_fraction if deployed else clients / n_nodes,
         min_train_nodes=clients,
@@ -112,7 +113,7 @@ def make_strategy(config: RunConfig, n_nodes: int, n_items: int,
 
 def round_config(config: RunConfig, n_users: int | None, server_round: int, purpose: str,
                  privacy: ServerPrivacy | None = None, catalogue: tuple[str, ...] | None = None,
-                 run_id: str = "") -> ConfigRecord:
+                 run_id: str = "", split: Any | None = None) -> ConfigRecord:
     """What an instruction carries besides the model: in cohort mode, the sampled users
     (under user-central DP, each user with probability ``clients-per-round / n``, secretly);
     with adaptive clipping, this round's clip norm; deployed, the item catalogue."""
@@ -130,6 +131,9 @@ def round_config(config: RunConfig, n_users: int | None, server_round: int, purp
         raise ValueError("the cohort executor needs the number of users: the server must read the dataset")
     if purpose == "train" and config.dp == "user-central":
         return record  # each node samples its own users by Poisson, secretly (see the ClientApp)
+    if purpose == "train" and split is not None:  # the family's trainable users, as the round driver samples
+        record[SAMPLED_USERS] = round_users(family_of(config.model), split, config, server_round)
+        return record
     k = config.clients_per_round if purpose == "train" else max(1, int(round(n_users * config.eval_fraction)))
     record[SAMPLED_USERS] = [int(u) for u in sample_users(n_users, k, config.seed, server_round, purpose)]
     return record
@@ -214,7 +218,8 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
     (:mod:`fedrec.server.privacy`) and each metrics row its anchor and refusals.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
-    arrays = initial_global_arrays(config, n_items)
+    split = family_of(config.model).load_split(config) if catalogue is None and n_users is not None else None
+    arrays = initial_global_arrays(config, n_items, split)
     optimizer_state: dict[str, dict[str, np.ndarray]] = {}
     first_round = 1
     user_config = config.to_user_config()
@@ -252,7 +257,7 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
     strategy.optimizer.state = optimizer_state
     metrics_path = run_dir / METRICS_FILE
     try:
-        _train_rounds(grid, config, run_dir, arrays, strategy, privacy, first_round, n_users, catalogue)
+        _train_rounds(grid, config, run_dir, arrays, strategy, privacy, first_round, n_users, catalogue, split)
     finally:
         if privacy is not None:
             privacy.close()
@@ -295,7 +300,7 @@ def _check_private_setup(config: RunConfig, run_dir: Path, first_round: int, n_n
 
 def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str, np.ndarray],
                   strategy: FedOptOnUpdates, privacy: ServerPrivacy | None, first_round: int,
-                  n_users: int | None, catalogue: tuple[str, ...] | None = None) -> None:
+                  n_users: int | None, catalogue: tuple[str, ...] | None = None, split: Any | None = None) -> None:
     metrics_path = run_dir / METRICS_FILE
     user_config = config.to_user_config()
     for server_round in range(first_round, config.rounds + 1):
@@ -309,7 +314,7 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
         record = numpy_to_arrays(arrays)
         instructions = list(strategy.configure_train(
             server_round, record, round_config(config, n_users, server_round, "train", privacy, catalogue,
-                                        privacy.run_id if privacy is not None else ""), grid))
+                                               privacy.run_id if privacy is not None else "", split), grid))
         bytes_down = _content_bytes(instructions)
         replies = send_and_receive(grid, instructions, config.round_timeout)
         bytes_up = _content_bytes(replies)
@@ -345,7 +350,10 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
             bytes_up += _content_bytes(eval_replies)
             eval_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
             if eval_metrics is not None:
-                row.update({k: (float(v) if "@" in k else int(v)) for k, v in eval_metrics.items()})
+                counts = {key: int(value) for key, value in eval_metrics.items() if key in COUNT_KEYS}
+                rates = family_of(config.model).finish(
+                    {key: float(value) for key, value in eval_metrics.items() if key not in COUNT_KEYS})
+                row.update({**rates, **counts})
         row.update({"bytes_up": bytes_up, "bytes_down": bytes_down, "train_seconds": train_seconds,
                     "wall_seconds": time.perf_counter() - started})
         if privacy is None:

@@ -62,7 +62,8 @@ def run_parallel_floor(config: RunConfig, partitions: int, evaluate: bool = Fals
     """Train ``config.rounds`` rounds with the cohort arithmetic in ``partitions`` processes."""
     from fedrec.client.partition import split_for
     from fedrec.core.federation.sampling import sample_users
-    from fedrec.server.loop import initial_global_arrays, make_server_optimizer
+    from fedrec.core.federation.server_step import server_optimizer
+    from fedrec.server.loop import initial_global_arrays
 
     split = split_for(config)
     context = multiprocessing.get_context("spawn")
@@ -78,7 +79,7 @@ def run_parallel_floor(config: RunConfig, partitions: int, evaluate: bool = Fals
             if pipe.recv() != "ready":
                 raise RuntimeError("a floor worker failed to start")
         arrays = initial_global_arrays(config, split.n_items)
-        optimizer = make_server_optimizer(config, split.n_items)
+        optimizer = server_optimizer(config, split.n_items)
         rows = []
         for server_round in range(1, config.rounds + 1):
             started = time.perf_counter()

@@ -38,10 +38,19 @@ def server_optimizer(config: RunConfig, n_items: int) -> ServerOptimizer:
 def combine(family: ModelFamily, updates: list[Arrays], weights: list[float]) -> Arrays:
     """What the optimiser steps with: the weighted mean of ``updates`` or, when the family
     releases sums, their sum (each update then already a sum of its users' shares)."""
-    if not family.releases_sum:
+    return combine_replies(updates, weights, family.releases_sum)
+
+
+def combine_replies(updates: list[Arrays], weights: list[float], releases_sum: bool) -> Arrays:
+    """``Σ_k w_k Δ_k / Σ_k w_k``, or ``Σ_k Δ_k`` when the replies are sums (``releases_sum``)."""
+    if not releases_sum:
         return weighted_mean(updates, weights)
+    if not updates:
+        raise ValueError("no updates to add")
     total = {name: np.zeros(value.shape, dtype=np.float64) for name, value in updates[0].items()}
     for update in updates:
+        if set(update) != set(total):
+            raise ValueError("the updates do not agree in their keys")
         for name in total:
             total[name] += update[name]
     return {name: value.astype(np.float32) for name, value in total.items()}

@@ -49,7 +49,8 @@ from flwr.common import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedrec.core.federation.aggregation import ServerOptimizer, weighted_mean
+from fedrec.core.federation.aggregation import ServerOptimizer
+from fedrec.core.federation.server_step import combine_replies
 from fedrec.protocol.array_check import array_problem
 from fedrec.core.privacy.aggregation import central_noised_mean, exceeds_clip, private_mean
 from fedrec.core.privacy.mechanisms import secure_generator
@@ -92,7 +93,7 @@ class FedOptOnUpdates(FedAvg):
     """Aggregates updates of the global part and applies a server optimiser."""
 
     def __init__(self, optimizer: ServerOptimizer, privacy: ServerPrivacy | None = None,
-                 min_valid_updates: int = 1, **fedavg_kwargs: object) -> None:
+                 min_valid_updates: int = 1, releases_sum: bool = False, **fedavg_kwargs: object) -> None:
         super().__init__(
             weighted_by_key=NUM_EXAMPLES,
             arrayrecord_key=ARRAYS,
@@ -105,6 +106,8 @@ class FedOptOnUpdates(FedAvg):
             raise ValueError(f"min_valid_updates must be ≥ 1, got {min_valid_updates}")
         self.optimizer = optimizer
         self.privacy = privacy
+        # the family's replies are sums to add (item-kNN), not means to average
+        self.releases_sum = releases_sum
         self.min_valid_updates = min_valid_updates
         self.skipped_rounds: list[int] = []
         self._current: dict[str, np.ndarray] | None = None
@@ -164,7 +167,7 @@ class FedOptOnUpdates(FedAvg):
         if not contents or sum(weights) <= 0:
             return None, metrics
         updates = [arrays_to_numpy(c.array_records[ARRAYS]) for c in contents]
-        return self._step(server_round, weighted_mean(updates, weights), metrics)
+        return self._step(server_round, combine_replies(updates, weights, self.releases_sum), metrics)
 
     def _aggregate_private(self, server_round: int, contents: list[RecordDict], weights: list[float],
                            metrics: MetricRecord | None) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -172,12 +175,19 @@ class FedOptOnUpdates(FedAvg):
         assert self.privacy is not None and self._current is not None
         updates = [arrays_to_numpy(c.array_records[ARRAYS]) for c in contents]
         if self.privacy.central:  # noise is released even when nobody was sampled
-            mean = central_noised_mean(updates, weights, self._current, self.privacy.update_noise_multiplier,
-                                       self.privacy.round_clip, self.privacy.expected_units, secure_generator())
+            expected = self.privacy.expected_units
+            if self.releases_sum:  # the replies are sums: add them, noise the sum, keep it a sum
+                mean = central_noised_mean(updates, [1.0] * len(updates), self._current,
+                                           self.privacy.update_noise_multiplier, self.privacy.round_clip, 1.0,
+                                           secure_generator())
+            else:
+                mean = central_noised_mean(updates, weights, self._current, self.privacy.update_noise_multiplier,
+                                           self.privacy.round_clip, expected, secure_generator())
             within = sum(float(c.metric_records[METRICS].get(DP_WITHIN_CLIP, 0)) for c in contents)
             self.privacy.adapt_clip(within - sum(weights) / 2)
         elif sum(weights) > 0:
-            mean = private_mean(updates, weights, self._current)
+            mean = (combine_replies(updates, weights, True) if self.releases_sum
+                    else private_mean(updates, weights, self._current))
         else:
             return None, metrics
         return self._step(server_round, mean, metrics)
@@ -220,6 +230,8 @@ class FedOptOnUpdates(FedAvg):
         assert self.privacy is not None
         if self.privacy.central:
             update = arrays_to_numpy(message.content.array_records[ARRAYS])
+            if self.releases_sum and weight > 0:  # a sum of `weight` users' shares: its mean must fit C
+                update = {name: value / weight for name, value in update.items()}
             if exceeds_clip(update, weight, self.privacy.round_clip):
                 return f"its update is longer than {weight:g} users clipped to C={self.privacy.round_clip:g}"
             within = message.content.metric_records[METRICS].get(DP_WITHIN_CLIP, 0)
