@@ -184,9 +184,11 @@ def _follow(process: subprocess.Popen, out_dir: Path, config: RunConfig, show_pr
             rows = read_jsonl(metrics_path)
             if rows:
                 last = rows[-1]
-                evaluated = [r for r in rows if f"hr@{k}" in r]
+                evaluated = [r for r in rows if f"hr@{k}" in r or "rmse" in r]
                 text = f"loss {last.get('train_loss') or 0:.4f}"
-                if evaluated:
+                if evaluated and "rmse" in evaluated[-1]:
+                    text += f"  RMSE {evaluated[-1]['rmse']:.4f}  MAE {evaluated[-1]['mae']:.4f}"
+                elif evaluated:
                     text += f"  HR@{k} {evaluated[-1][f'hr@{k}']:.4f}  NDCG@{k} {evaluated[-1][f'ndcg@{k}']:.4f}"
                 progress.update(task, completed=int(last["round"]), description=text)
             if process.poll() is not None:
