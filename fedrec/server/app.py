@@ -26,7 +26,8 @@ from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import leave_one_out
 from fedrec.core.baselines.itempop import evaluate_itempop
 from fedrec.core.privacy.plan import preflight, private_metric_keys
-from fedrec.core.run_files import CURVES_FILE, SUMMARY_FILE, build_summary, plot_curves, write_json_atomic
+from fedrec.core.run_files import CURVES_FILE, SUMMARY_FILE, build_summary, write_json_atomic
+from fedrec.reporting.curves import plot_curves
 from fedrec.core.config.run_config import RunConfig
 from fedrec.server.loop import run_rounds
 

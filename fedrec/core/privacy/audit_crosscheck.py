@@ -322,8 +322,8 @@ def _check_config(files: RunFiles, problems: list[str], notes: list[str]) -> Non
 def recompute_plan(config: dict[str, Any], n_units: int) -> tuple[dict[str, Any] | None, str]:
     """``plan.privacy_plan(RunConfig(config), n_units)`` as JSON would hold it, or (None, why)."""
     try:
-        from fedrec.core.privacy import plan as plan_module
         from fedrec.core.config.run_config import RunConfig
+        from fedrec.core.privacy import plan as plan_module
     except ImportError as error:  # pragma: no cover - the package is whole
         return None, f"cannot import the planner ({error})"
     planner = getattr(plan_module, "privacy_plan", None)

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fedrec.core.privacy.audit_crosscheck import CONFIG_FILE, PLAN_FILE
-from fedrec.core.privacy.ledger_chain import ANCHOR_HEAD, ANCHOR_ROWS, GENESIS, head_statement
+from fedrec.core.privacy.ledger_chain import (
+    ANCHOR_HEAD,
+    ANCHOR_ROWS,
+    GENESIS,
+    head_statement,
+)
 from fedrec.core.privacy.ledger_rows import LedgerRow, SignedHead
 from fedrec.core.privacy.signing import (
     PUBLIC_KEY_FILE,

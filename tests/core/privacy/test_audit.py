@@ -16,24 +16,28 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.privacy.accounting import RDP_ORDERS, epsilon
-from fedrec.core.privacy.audit import (
+from fedrec.core.privacy.audit import AuditError, audit_run
+from fedrec.core.privacy.audit_accounting import (
     DEFAULT_TOLERANCE,
     ORDERS,
-    AuditError,
-    _Independent,
-    audit_run,
+    Independent,
     dp_event,
 )
-from fedrec.core.privacy.audit_crosscheck import CHECKPOINT_STATE, CONFIG_FILE, PLAN_FILE
-from fedrec.core.privacy.audit_report import AUDIT_FILE, PLOT_FILE, print_audit, write_audit
+from fedrec.core.privacy.audit_crosscheck import (
+    CHECKPOINT_STATE,
+    CONFIG_FILE,
+    PLAN_FILE,
+)
+from fedrec.core.privacy.audit_json import AUDIT_FILE
 from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, read_ledger
 from fedrec.core.privacy.ledger_chain import GENESIS, anchor, row_hash
 from fedrec.core.privacy.ledger_rows import LedgerEntry
 from fedrec.core.privacy.modes import MODE_RELATION
 from fedrec.core.privacy.signing import PUBLIC_KEY_FILE, LedgerSigner, write_public_key
 from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE
-from fedrec.core.config.run_config import RunConfig
+from fedrec.reporting.audit_report import PLOT_FILE, print_audit, write_audit
 
 DELTA = 1e-5
 # (round, who, σ, q, steps): three clients with their own sampling rates, four rounds
@@ -222,7 +226,7 @@ def forge(run_dir: Path, seq: int, **changes) -> None:
 def test_pinned_rdp_epsilons() -> None:
     """σ=1, q=0.1, 100 steps, δ=1e-5, integer orders 2–128: Opacus and dp_accounting RDP 7.9729."""
     assert epsilon([(1.0, 0.1, 100)], 1e-5, "rdp") == pytest.approx(7.9729, abs=1e-3)
-    independent = _Independent()
+    independent = Independent()
     assert independent.rdp_epsilon(100 * independent.rdp_curve(1.0, 0.1), 1e-5) == pytest.approx(
         epsilon([(1.0, 0.1, 100)], 1e-5, "rdp"), rel=1e-9)
 
@@ -230,7 +234,7 @@ def test_pinned_rdp_epsilons() -> None:
 def test_pinned_prv_and_pld_epsilons() -> None:
     """Same mechanism: Opacus PRV 7.0571, dp_accounting PLD 7.0466."""
     assert epsilon([(1.0, 0.1, 100)], 1e-5, "prv") == pytest.approx(7.0571, abs=1e-3)
-    assert _Independent().pld_epsilon(((1.0, 0.1, 100),), 1e-5) == pytest.approx(7.0466, abs=1e-3)
+    assert Independent().pld_epsilon(((1.0, 0.1, 100),), 1e-5) == pytest.approx(7.0466, abs=1e-3)
 
 
 def test_orders_are_the_accounting_integer_orders() -> None:
@@ -242,8 +246,8 @@ def test_orders_are_the_accounting_integer_orders() -> None:
     (10.0, 0.00147, 10000, 1e-5), (0.9, 0.2, 3, 1e-6)])
 def test_opacus_and_dp_accounting_rdp_agree_within_1e_4(sigma: float, rate: float, steps: int,
                                                          delta: float) -> None:
-    """The docstring's grid measured ≤ 1.7e-11 relative; a few of its corners, pinned."""
-    independent = _Independent()
+    """docs/audit.md's grid measured ≤ 1.7e-11 relative; a few of its corners, pinned."""
+    independent = Independent()
     ours = epsilon([(sigma, rate, steps)], delta, "rdp")
     theirs = independent.rdp_epsilon(steps * independent.rdp_curve(sigma, rate), delta)
     assert ours == pytest.approx(theirs, rel=1e-9)
@@ -254,7 +258,7 @@ def test_cumulative_rdp_curve_matches_public_incremental_composition() -> None:
     from dp_accounting.rdp import RdpAccountant
 
     history = [(1.1, 0.05, 20), (0.9, 0.2, 3), (1.1, 0.05, 7), (2.0, 1.0, 2)]
-    independent, public = _Independent(), RdpAccountant(orders=list(ORDERS))
+    independent, public = Independent(), RdpAccountant(orders=list(ORDERS))
     total = np.zeros(len(ORDERS))
     for sigma, rate, steps in history:
         total = total + steps * independent.rdp_curve(sigma, rate)
@@ -269,11 +273,11 @@ def test_cached_pld_matches_the_pld_accountant() -> None:
     history = ((2.0, 0.001, 10), (1.5, 0.002, 4), (3.0, 1.0, 2))
     public = PLDAccountant()
     public.compose(events.ComposedDpEvent([dp_event(*run) for run in history]))
-    assert _Independent().pld_epsilon(history, DELTA) == pytest.approx(public.get_epsilon(DELTA), rel=1e-9)
+    assert Independent().pld_epsilon(history, DELTA) == pytest.approx(public.get_epsilon(DELTA), rel=1e-9)
 
 
 def test_edge_mechanisms_do_not_crash_the_independent_accountants() -> None:
-    independent = _Independent()
+    independent = Independent()
     assert independent.rdp_epsilon(np.zeros(len(ORDERS)), DELTA) == 0
     assert independent.rdp_epsilon(independent.rdp_curve(0.0, 0.1), DELTA) == math.inf
     assert independent.pld_epsilon((), DELTA) == 0
@@ -536,7 +540,7 @@ def test_a_resumed_run_config_is_a_note_but_an_edited_one_is_caught(tmp_path: Pa
 
 
 def test_audit_json_states_each_whos_unit_and_relation(tmp_path: Path) -> None:
-    from fedrec.core.privacy.audit_report import report_dict
+    from fedrec.core.privacy.audit_json import report_dict
 
     for mode, relation in (("user-local", "replace-one"), ("record", "add-remove"), ("user-central", "add-remove")):
         made = fabricate_run(tmp_path / mode, mode, rounds=2)
