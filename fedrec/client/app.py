@@ -48,38 +48,37 @@ from flwr.clientapp import ClientApp
 
 from fedrec.client.device_state import DeviceState, load_state, locked, save_state
 from fedrec.client.local_data import LocalData, load_local_data
-from fedrec.core.data.catalogue import catalogue_digest
 from fedrec.client.partition import node_users
 from fedrec.client.privacy_state import PrivacyHistoryStore
 from fedrec.client.state import CohortVectorStore, UserVectorStore
-from fedrec.protocol.array_check import array_problem
+from fedrec.core.config.run_config import RunConfig
+from fedrec.core.data.catalogue import catalogue_digest
+from fedrec.core.data.split import LeaveOneOutSplit
+from fedrec.core.evaluation.protocols import metric_keys
 from fedrec.core.families.registry import family_of
 from fedrec.core.federation.server_step import reply_update
-from fedrec.core.data.split import LeaveOneOutSplit
-from fedrec.core.training.device import resolve_device
-from fedrec.core.evaluation.protocols import metric_keys
 from fedrec.core.models.registry import MODELS, needs_item_features
-from fedrec.core.privacy.accounting import Step, compact
 from fedrec.core.privacy import plan
+from fedrec.core.privacy.accounting import Step, compact
 from fedrec.core.privacy.client_round import Release, private_train_users
 from fedrec.core.privacy.evaluation import exact_sum, local_private_evaluation
 from fedrec.core.privacy.mechanisms import poisson_sample
 from fedrec.core.privacy.signing import release_statement, sign_release
-from fedrec.core.config.run_config import RunConfig
+from fedrec.core.training.device import resolve_device
+from fedrec.protocol.array_check import array_problem
 from fedrec.protocol.wire import (
     ARRAYS,
     CATALOGUE,
     CONFIG,
-    LEDGER_RUN_ID,
-    NODE_AUTH_KEY,
-    PRIVACY_SIGNATURES,
-    NODE_DATA_FILE,
-    NODE_DEVICE,
-    NODE_STATE_DIR,
     DP_CLIP,
     DP_WITHIN_CLIP,
+    LEDGER_RUN_ID,
     METRICS,
+    NODE_AUTH_KEY,
+    NODE_DATA_FILE,
+    NODE_DEVICE,
     NODE_SECONDS,
+    NODE_STATE_DIR,
     NUM_EXAMPLES,
     PRIVACY,
     PRIVACY_EPSILON,
@@ -91,6 +90,7 @@ from fedrec.protocol.wire import (
     PRIVACY_RATE,
     PRIVACY_REFUSED,
     PRIVACY_RELEASE,
+    PRIVACY_SIGNATURES,
     PRIVACY_STEPS,
     PRIVACY_USERS,
     RELEASE_EVALUATE,

@@ -29,8 +29,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from fedrec.client.encrypted_file import KeySource, read_encrypted, write_encrypted
-from fedrec.core.privacy.accounting import Step
 from fedrec.core.arrays import Arrays
+from fedrec.core.privacy.accounting import Step
 
 STATE_FILE = "state.enc"
 LOCK_FILE = "state.lock"

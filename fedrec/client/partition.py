@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from fedrec.core.families.registry import family_of
 from fedrec.core.config.run_config import RunConfig
+from fedrec.core.families.registry import family_of
 
 PARTITION_ID = "partition-id"
 NUM_PARTITIONS = "num-partitions"

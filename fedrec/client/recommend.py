@@ -25,12 +25,12 @@ import torch
 
 from fedrec.client.device_state import load_state, locked
 from fedrec.client.local_data import load_local_data
-from fedrec.core.training.local_round import user_scores
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.models.base import load_parameters
 from fedrec.core.models.registry import build_model
 from fedrec.core.recommend.reranking import top_k
-from fedrec.core.config.run_config import RunConfig
 from fedrec.core.training.implicit import score_all_items
+from fedrec.core.training.local_round import user_scores
 
 
 class RecommendError(Exception):

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Array, ArrayRecord, RecordDict
 
-from fedrec.protocol.wire import USER_STATE_PREFIX
 from fedrec.core.arrays import Arrays
-
+from fedrec.protocol.wire import USER_STATE_PREFIX
 
 
 class UserVectorStore:

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedrec.client.encrypted_file import KeySource, prepare_key
-from fedrec.runtime.app_package import toml_value
 from fedrec.core.data.csv_file import load_csv
 from fedrec.core.training.device import DEVICES
+from fedrec.protocol.wire import NODE_AUTH_KEY, NODE_DATA_FILE, NODE_DEVICE, NODE_STATE_DIR
+from fedrec.runtime.app_package import toml_value
 from fedrec.runtime.processes import (
     console_script,
     flower_environment,
@@ -33,7 +34,6 @@ from fedrec.runtime.processes import (
     stop_group_by_pid,
     write_pid_file,
 )
-from fedrec.protocol.wire import NODE_AUTH_KEY, NODE_DATA_FILE, NODE_DEVICE, NODE_STATE_DIR
 
 PID_FILE = "supernode.pid"
 LOG_FILE = "supernode.log"

@@ -21,14 +21,14 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedrec.core.baselines.itempop import evaluate_itempop
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.catalogue import read_catalogue
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import leave_one_out
-from fedrec.core.baselines.itempop import evaluate_itempop
 from fedrec.core.privacy.plan import preflight, private_metric_keys
 from fedrec.core.run_files import CURVES_FILE, SUMMARY_FILE, build_summary, write_json_atomic
 from fedrec.reporting.curves import plot_curves
-from fedrec.core.config.run_config import RunConfig
 from fedrec.server.loop import run_rounds
 
 app = ServerApp()

@@ -24,8 +24,8 @@ timings that the DP mechanisms do not cover.** At the start of a DP run the serv
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 import os
 import random
 import time
@@ -36,18 +36,28 @@ import numpy as np
 from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.families.implicit import initial_implicit_global
 from fedrec.core.families.registry import family_of
 from fedrec.core.federation.driver import round_users
-from fedrec.core.federation.server_step import initial_global, server_optimizer
-from fedrec.core.run_files import METRICS_FILE, append_jsonl, read_jsonl
-from fedrec.core.config.run_config import RunConfig
 from fedrec.core.federation.sampling import sample_users
-from fedrec.server.privacy import ServerPrivacy, committed_plan
-from fedrec.core.privacy.plan import private_metric_keys
-from fedrec.protocol.wire import (CATALOGUE, DP_CLIP, LEDGER_RUN_ID, METRICS, NODE_SECONDS, NUM_EXAMPLES, SAMPLED_USERS,
-                                 TRAIN_LOSS, USERS_EVALUATED, USERS_RECONSTRUCTED, USERS_TRAINED)
+from fedrec.core.federation.server_step import initial_global, server_optimizer
 from fedrec.core.privacy.ledger import LEDGER_FILE
+from fedrec.core.privacy.plan import private_metric_keys
+from fedrec.core.run_files import METRICS_FILE, append_jsonl, read_jsonl
+from fedrec.protocol.wire import (
+    CATALOGUE,
+    DP_CLIP,
+    LEDGER_RUN_ID,
+    METRICS,
+    NODE_SECONDS,
+    NUM_EXAMPLES,
+    SAMPLED_USERS,
+    TRAIN_LOSS,
+    USERS_EVALUATED,
+    USERS_RECONSTRUCTED,
+    USERS_TRAINED,
+)
 from fedrec.server.checkpoint import (
     MODEL_FILE,
     Checkpoint,
@@ -55,6 +65,7 @@ from fedrec.server.checkpoint import (
     save_arrays,
     save_checkpoint,
 )
+from fedrec.server.privacy import ServerPrivacy, committed_plan
 from fedrec.server.strategy.fedopt_updates import FedOptOnUpdates, arrays_to_numpy, numpy_to_arrays
 
 logger = logging.getLogger("fedrec.server")

@@ -40,23 +40,19 @@ from pathlib import Path
 import numpy as np
 from flwr.app import ConfigRecord, Message
 
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.adaptive_clip import AdaptiveClip
 from fedrec.core.privacy.evaluation import central_release, local_release
-from fedrec.core.privacy.mechanisms import secure_generator
 from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, read_ledger
 from fedrec.core.privacy.ledger_chain import anchor
 from fedrec.core.privacy.ledger_rows import LedgerEntry
+from fedrec.core.privacy.mechanisms import secure_generator
 from fedrec.core.privacy.signing import LedgerSigner, default_signing_key_path, write_public_key
-from fedrec.core.config.run_config import RunConfig
 from fedrec.protocol.wire import (
     METRICS,
     NUM_EXAMPLES,
-    PRIVACY_RELEASE,
-    RELEASE_EVALUATE,
-    RELEASE_TRAIN,
-    USERS_EVALUATED,
     PRIVACY,
     PRIVACY_EPSILON,
     PRIVACY_NOISE,
@@ -66,9 +62,13 @@ from fedrec.protocol.wire import (
     PRIVACY_PRIOR_STEPS,
     PRIVACY_RATE,
     PRIVACY_REFUSED,
-    PRIVACY_STEPS,
+    PRIVACY_RELEASE,
     PRIVACY_SIGNATURES,
+    PRIVACY_STEPS,
     PRIVACY_USERS,
+    RELEASE_EVALUATE,
+    RELEASE_TRAIN,
+    USERS_EVALUATED,
 )
 
 logger = logging.getLogger("fedrec.server")

@@ -13,16 +13,21 @@ from typing import Any
 
 import torch
 
-from fedrec.core.training.central import CentralConfig, train_central
+from fedrec.core.baselines.itempop import evaluate_itempop
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import leave_one_out
-from fedrec.core.baselines.itempop import evaluate_itempop
 from fedrec.core.run_files import (
-    CURVES_FILE, METRICS_FILE, SUMMARY_FILE, append_jsonl, build_summary, read_jsonl,
+    CURVES_FILE,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    append_jsonl,
+    build_summary,
+    read_jsonl,
     write_json_atomic,
 )
-from fedrec.reporting.curves import plot_curves
+from fedrec.core.training.central import CentralConfig, train_central
 from fedrec.core.training.implicit import TrainingConfig
+from fedrec.reporting.curves import plot_curves
 
 
 @dataclass(frozen=True)

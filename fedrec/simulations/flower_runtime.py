@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from fedrec.runtime.app_package import toml_value as _toml_value
+from fedrec.runtime.app_package import write_app_dir
 from fedrec.runtime.processes import (  # noqa: F401  (free_port etc. are used by tests and benchmarks)
     console_script,
     flower_environment,
@@ -34,7 +36,6 @@ from fedrec.runtime.processes import (  # noqa: F401  (free_port etc. are used b
     stop_process_group,
     wait_for_port,
 )
-from fedrec.runtime.app_package import toml_value as _toml_value, write_app_dir
 
 CONNECTION_NAME = "fedrec"
 # Folder that holds the runtime folders (default /tmp). Keep it short: Ray's socket paths

@@ -21,19 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from fedrec.core.config.run_config import RunConfig
 from fedrec.core.arrays import Arrays
-
+from fedrec.core.config.run_config import RunConfig
 
 
 def _worker(config: RunConfig, part: int, partitions: int, inbox: Connection) -> None:
     import torch
 
     from fedrec.client.partition import split_for
-    from fedrec.core.training.cohort import cohort_metrics, cohort_round
     from fedrec.core.data.split import NO_ITEM
-    from fedrec.core.training.device import resolve_device
     from fedrec.core.evaluation.protocols import mean_metrics
+    from fedrec.core.training.cohort import cohort_metrics, cohort_round
+    from fedrec.core.training.device import resolve_device
 
     torch.set_num_threads(1)
     device = resolve_device(config.device)

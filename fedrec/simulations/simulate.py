@@ -17,11 +17,11 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import leave_one_out
 from fedrec.core.privacy.plan import preflight
 from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE, read_jsonl
-from fedrec.core.config.run_config import RunConfig
 from fedrec.server.checkpoint import checkpointed_config
 from fedrec.simulations.flower_runtime import ray_failed_to_start, simulation_runtime
 

@@ -17,18 +17,18 @@ import shutil
 from pathlib import Path
 
 import pytest
+from inprocess_grid import InProcessGrid
 
 from fedrec.client.encrypted_file import KeySource, prepare_key
-from fedrec.runtime.certs import add_client, init_certs
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.privacy.audit import audit_run
 from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, read_heads, read_ledger
 from fedrec.core.privacy.ledger_chain import anchor
 from fedrec.core.privacy.signing import LedgerSigner
 from fedrec.core.run_files import METRICS_FILE
-from fedrec.core.config.run_config import RunConfig
 from fedrec.protocol.wire import NODE_AUTH_KEY, NODE_DATA_FILE, NODE_DEVICE, NODE_STATE_DIR
+from fedrec.runtime.certs import add_client, init_certs
 from fedrec.server.loop import run_rounds
-from inprocess_grid import InProcessGrid
 
 CATALOGUE = tuple(f"item{i}" for i in range(40))
 

@@ -26,11 +26,11 @@ from scipy.stats import beta
 from fedrec.client import app as client_app
 from fedrec.client.partition import split_for
 from fedrec.client.privacy_state import PrivacyHistoryStore
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import compact, epsilon
 from fedrec.core.privacy.evaluation import local_private_evaluation
 from fedrec.core.privacy.secure_random import SecureRandom
-from fedrec.core.config.run_config import RunConfig
 from fedrec.protocol.wire import ARRAYS, CONFIG, METRICS, PRIVACY, PRIVACY_REFUSED, SERVER_ROUND, USERS_EVALUATED
 from fedrec.server.loop import initial_global_arrays
 from fedrec.server.strategy.fedopt_updates import numpy_to_arrays

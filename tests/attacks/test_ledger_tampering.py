@@ -306,8 +306,8 @@ def test_missing_key_file_and_unreadable_run_dir_exit_2(central: Fabricated, tmp
 
 
 def test_device_signatures_are_verified_with_the_device_keys(tmp_path: Path) -> None:
-    from fedrec.runtime.certs import add_client, init_certs
     from fedrec.core.privacy.signing import release_statement, sign_release
+    from fedrec.runtime.certs import add_client, init_certs
 
     certs = init_certs(tmp_path / "certs", ["localhost"])
     device = add_client("phone", tmp_path / "certs")

@@ -20,11 +20,11 @@ import math
 
 import numpy as np
 
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import epsilon
 from fedrec.core.privacy.client_round import user_local_release
 from fedrec.core.privacy.secure_random import SecureRandom
-from fedrec.core.config.run_config import RunConfig
 
 TRIALS = 1_000_000
 DIM = 8

@@ -29,13 +29,13 @@ import torch
 from opacus.optimizers import DPOptimizerFastGradientClipping
 
 from fedrec.core.data.split import NO_ITEM, UserData
-from fedrec.core.training.local_round import LocalResult, new_local_parameters
 from fedrec.core.models.base import global_state
 from fedrec.core.models.registry import build_model
 from fedrec.core.privacy import record_level
 from fedrec.core.privacy.record_level import RecordDP, train_user_private
 from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
 from fedrec.core.training.implicit import TrainingConfig
+from fedrec.core.training.local_round import LocalResult, new_local_parameters
 
 pytestmark = pytest.mark.filterwarnings("ignore:Full backward hook is firing:UserWarning")
 

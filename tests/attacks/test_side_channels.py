@@ -16,16 +16,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from inprocess_grid import InProcessGrid
 
 from fedrec.client import app as client_app
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.privacy.plan import private_metric_keys
 from fedrec.core.run_files import METRICS_FILE, read_jsonl
-from fedrec.core.config.run_config import RunConfig
-from fedrec.protocol.wire import (ARRAYS, CONFIG, METRICS, NODE_SECONDS, NUM_EXAMPLES, SERVER_ROUND, TRAIN_LOSS,
-                              USERS_EVALUATED, USERS_RECONSTRUCTED)
+from fedrec.protocol.wire import (
+    ARRAYS,
+    CONFIG,
+    METRICS,
+    NODE_SECONDS,
+    NUM_EXAMPLES,
+    SERVER_ROUND,
+    TRAIN_LOSS,
+    USERS_EVALUATED,
+    USERS_RECONSTRUCTED,
+)
 from fedrec.server.loop import INTERNAL_FILE, initial_global_arrays, run_rounds
 from fedrec.server.strategy.fedopt_updates import numpy_to_arrays
-from inprocess_grid import InProcessGrid
 
 N_ITEMS, N_USERS = 500, 1000  # the synthetic dataset
 OPERATIONAL = ("clients", "nodes", "examples", "node_seconds_max", "train_loss", "bytes_up", "bytes_down",

@@ -8,11 +8,18 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from fedrec.client import app as client_app
 from fedrec.client.state import UserVectorStore
-from fedrec.core.models import FEATURE_MODELS, MODELS
 from fedrec.core.config.run_config import RunConfig
+from fedrec.core.models import FEATURE_MODELS, MODELS
 from fedrec.core.models.run_model import build_run_model
 from fedrec.protocol.wire import (
-    ARRAYS, CATALOGUE, CONFIG, METRICS, NODE_DATA_FILE, NODE_STATE_DIR, NUM_EXAMPLES, SERVER_ROUND,
+    ARRAYS,
+    CATALOGUE,
+    CONFIG,
+    METRICS,
+    NODE_DATA_FILE,
+    NODE_STATE_DIR,
+    NUM_EXAMPLES,
+    SERVER_ROUND,
     USERS_RECONSTRUCTED,
 )
 from fedrec.server.loop import initial_global_arrays
@@ -119,9 +126,9 @@ def test_non_finite_global_model_is_refused() -> None:
 def test_cohort_node_trains_exactly_its_sampled_users_like_per_client_nodes() -> None:
     """A cohort node (partition 1 of 4) trains its users among the sampled ones in one pass;
     its reply is the example-weighted mean of what per-client nodes would have sent."""
-    from fedrec.core.training.local_round import user_round
     from fedrec.client.partition import split_for
     from fedrec.core.federation.aggregation import weighted_mean
+    from fedrec.core.training.local_round import user_round
     from fedrec.protocol.wire import SAMPLED_USERS, USERS_TRAINED
 
     config = RunConfig(model="mf", dim=8, executor="cohort", cohort_nodes=4)

@@ -7,8 +7,8 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from fedrec.client import app as client_app
-from fedrec.core.privacy.mechanisms import update_norm
 from fedrec.core.config.run_config import RunConfig
+from fedrec.core.privacy.mechanisms import update_norm
 from fedrec.protocol.wire import (
     ARRAYS,
     CONFIG,

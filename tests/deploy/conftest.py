@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from harness import Deployment, processes_below
 
 

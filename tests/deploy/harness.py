@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedrec.client.supernode import start_client, stop_client, supernode_command
-from fedrec.runtime.certs import add_client, init_certs
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.export import CATALOGUE_FILE, client_file, export_for_devices
 from fedrec.core.data.loaders import load_dataset
+from fedrec.runtime.certs import add_client, init_certs
 from fedrec.runtime.processes import (
     flower_environment,
     free_listening_port,
@@ -27,7 +28,6 @@ from fedrec.runtime.processes import (
     pids_with_environ,
     write_pid_file,
 )
-from fedrec.core.config.run_config import RunConfig
 from fedrec.server.superlink import (
     register_client,
     run_directory,

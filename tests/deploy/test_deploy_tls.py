@@ -6,15 +6,15 @@ import json
 
 import numpy as np
 import pytest
+from harness import rows, wait_for
 from typer.testing import CliRunner
 
 from fedrec.cli.main import app
 from fedrec.client.device_state import load_state
 from fedrec.client.supernode import ClientError
-from fedrec.runtime.certs import init_certs
 from fedrec.core.data.export import CATALOGUE_FILE, client_file
+from fedrec.runtime.certs import init_certs
 from fedrec.server.superlink import server_status
-from harness import rows, wait_for
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

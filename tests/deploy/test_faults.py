@@ -7,16 +7,17 @@ import subprocess
 
 import numpy as np
 import pytest
+from harness import HERE, kill_group, rows, wait_for
 
 from fedrec.client.device_state import load_state
 from fedrec.client.supernode import running_pid as device_pid
-from fedrec.runtime.app_package import write_app_dir
-from fedrec.core.privacy.audit import audit_run
 from fedrec.core.config.run_config import RunConfig
+from fedrec.core.privacy.audit import audit_run
+from fedrec.runtime.app_package import write_app_dir
 from fedrec.server.checkpoint import MODEL_FILE, checkpointed_config, load_arrays, load_checkpoint
 from fedrec.server.loop import initial_global_arrays
-from fedrec.server.superlink import run_command, running_pid as server_pid, server_environment, submit_run
-from harness import HERE, kill_group, rows, wait_for
+from fedrec.server.superlink import run_command, server_environment, submit_run
+from fedrec.server.superlink import running_pid as server_pid
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.federation.aggregation import ServerOptimizer
 from fedrec.core.privacy.accounting import epsilon
 from fedrec.core.privacy.ledger import read_ledger
 from fedrec.core.privacy.ledger_chain import verify_chain
-from fedrec.core.config.run_config import RunConfig
+from fedrec.core.privacy.mechanisms import poisson_sample
 from fedrec.protocol.wire import (
     ARRAYS,
     METRICS,
@@ -25,7 +26,6 @@ from fedrec.protocol.wire import (
     PRIVACY_STEPS,
     PRIVACY_USERS,
 )
-from fedrec.core.privacy.mechanisms import poisson_sample
 from fedrec.server.privacy import ServerPrivacy
 from fedrec.server.strategy.fedopt_updates import FedOptOnUpdates, arrays_to_numpy, numpy_to_arrays
 

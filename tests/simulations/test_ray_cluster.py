@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fedrec.runtime.processes import console_script, free_listening_port, pid_alive
 from fedrec.core.config.run_config import RunConfig
+from fedrec.runtime.processes import console_script, free_listening_port, pid_alive
 from fedrec.simulations.simulate import simulate
 
 pytestmark = pytest.mark.slow

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE, read_jsonl
 from fedrec.core.config.run_config import RunConfig
+from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE, read_jsonl
 from fedrec.simulations.central_twin import CentralRunConfig, run_central
 from fedrec.simulations.simulate import resume_config, simulate
 

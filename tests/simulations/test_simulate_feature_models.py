@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from fedrec.core.run_files import METRICS_FILE, read_jsonl
 from fedrec.core.config.run_config import RunConfig
+from fedrec.core.run_files import METRICS_FILE, read_jsonl
 from fedrec.simulations.simulate import simulate
 
 pytestmark = pytest.mark.slow

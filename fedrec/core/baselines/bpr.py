@@ -33,9 +33,8 @@ from fedrec.core.baselines.scorer import check_users
 from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.models.mf import MF
 from fedrec.core.models.registry import build_model
-from fedrec.core.training.optimizers import build_optimizer, check_optimizer
 from fedrec.core.training.implicit import epoch_plan, positives_key, score_all_items
-
+from fedrec.core.training.optimizers import build_optimizer, check_optimizer
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,8 @@ from typing import TYPE_CHECKING, Iterable
 import numpy as np
 from numpy.typing import NDArray
 
-from fedrec.core.privacy.accounting import check_accountant, epsilon as accounted_epsilon, noise_for_epsilon
+from fedrec.core.privacy.accounting import check_accountant, noise_for_epsilon
+from fedrec.core.privacy.accounting import epsilon as accounted_epsilon
 from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
 
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from fedrec.core.baselines.itempop import item_popularity
 from fedrec.core.baselines.scorer import check_users
 from fedrec.core.data.split import LeaveOneOutSplit
-from fedrec.core.baselines.itempop import item_popularity
 
 
 class ItemPop:

@@ -43,8 +43,6 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from fedrec.core.data.split import LeaveOneOutSplit
-from fedrec.core.evaluation.protocols import evaluate_user, mean_metrics
-from fedrec.core.models.base import Recommender
 from fedrec.core.evaluation.lists import (
     catalog_coverage,
     f1_at_k,
@@ -54,6 +52,8 @@ from fedrec.core.evaluation.lists import (
     novelty,
     precision_at_k,
 )
+from fedrec.core.evaluation.protocols import evaluate_user, mean_metrics
+from fedrec.core.models.base import Recommender
 from fedrec.core.recommend.reranking import top_k
 from fedrec.core.training.implicit import score_all_items
 

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 from fedrec.core.data.item_features import has_item_features
-from fedrec.core.training.device import DEVICES
-from fedrec.core.privacy.accounting import ACCOUNTANTS
 from fedrec.core.models.registry import FEATURE_MODELS, MODELS, NEIGHBOURHOOD_MODELS, RATING_MODELS, SEQUENCE_MODELS
+from fedrec.core.privacy.accounting import ACCOUNTANTS
+from fedrec.core.training.device import DEVICES
 from fedrec.core.training.implicit import LOSSES, TrainingConfig
 from fedrec.core.training.optimizers import OPTIMIZERS
 

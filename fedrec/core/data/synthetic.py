@@ -23,7 +23,6 @@ from numpy.typing import NDArray
 
 from fedrec.core.data.interactions import Interactions
 
-
 GENERATION_BLOCK_USERS = 10_000
 
 

@@ -25,9 +25,9 @@ import torch
 from fedrec.core.arrays import Arrays, to_numpy
 from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.split import LeaveOneOutSplit, UserData
+from fedrec.core.evaluation.protocols import evaluate_user
 from fedrec.core.families.base import ModelFamily, ModelParts, UpdateTransform, add_user
 from fedrec.core.families.implicit import run_split
-from fedrec.core.evaluation.protocols import evaluate_user
 from fedrec.core.models.sequence import SASRecConfig, load_sequence_global, sequence_global_state
 from fedrec.core.training.cohort import CohortResult, empty_result
 from fedrec.core.training.sequence import (

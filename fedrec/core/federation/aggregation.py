@@ -26,8 +26,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from fedrec.core.arrays import Arrays
 
+from fedrec.core.arrays import Arrays
 
 
 def weighted_mean(updates: list[Arrays], weights: list[float]) -> Arrays:

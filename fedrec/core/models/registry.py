@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from fedrec.core.data.item_features import ItemFeatures
 from fedrec.core.arrays import Arrays
+from fedrec.core.data.item_features import ItemFeatures
 from fedrec.core.models.base import Recommender, load_parameters
 from fedrec.core.models.content import ContentRanker
 from fedrec.core.models.explicit_mf import ExplicitMF

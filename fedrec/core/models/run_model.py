@@ -14,10 +14,10 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.item_features import dataset_item_features
 from fedrec.core.models.base import Recommender
 from fedrec.core.models.registry import build_model, needs_item_features
-from fedrec.core.config.run_config import RunConfig
 
 
 def run_item_features(config: RunConfig) -> NDArray[np.float32] | None:

@@ -28,19 +28,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
-
-from fedrec.core.training.cohort import CohortResult, empty_result
+from fedrec.core.arrays import Arrays
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.split import UserData
-from fedrec.core.training.device import resolve_device
-from fedrec.core.training.local_round import LocalResult, user_round
-from fedrec.core.privacy import plan
 from fedrec.core.families.registry import family_of
+from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.mechanisms import add_gaussian_noise, clip_update
 from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
-from fedrec.core.config.run_config import RunConfig
-from fedrec.core.arrays import Arrays
-
+from fedrec.core.training.cohort import CohortResult, empty_result
+from fedrec.core.training.device import resolve_device
+from fedrec.core.training.local_round import LocalResult, user_round
 
 
 class PrivateRound(NamedTuple):
@@ -125,8 +123,8 @@ def private_user_round(config: RunConfig, global_arrays: Arrays, stored_local: A
         result = LocalResult(noised, one.local, one.num_examples, one.loss)
         applied = [step]
     else:
-        from fedrec.core.training.local_round import new_local_parameters
         from fedrec.core.privacy.record_level import RecordDP, train_user_private
+        from fedrec.core.training.local_round import new_local_parameters
 
         local = stored_local
         if local is None:

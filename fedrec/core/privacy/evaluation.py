@@ -46,11 +46,11 @@ from typing import Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step
 from fedrec.core.privacy.client_round import Release, budgeted
 from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
-from fedrec.core.config.run_config import RunConfig
 
 
 class PrivateEvaluation(NamedTuple):

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
 from fedrec.core.arrays import Arrays
-
+from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
 
 __all__ = ["Arrays", "SecureRandom", "secure_generator", "poisson_sample", "update_norm", "clip_update",
            "add_gaussian_noise"]

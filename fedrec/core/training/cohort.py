@@ -51,15 +51,14 @@ from numpy.typing import NDArray
 from torch.func import functional_call, grad_and_value, vmap
 from torch.nn import functional as F
 
+from fedrec.core.arrays import Arrays, Tensors
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.split import UserData
 from fedrec.core.evaluation.protocols import evaluate_user
-from fedrec.core.training.local_round import new_local_parameters
 from fedrec.core.models.base import Recommender
-from fedrec.core.config.run_config import RunConfig
 from fedrec.core.models.run_model import build_run_model, run_item_features
 from fedrec.core.training.implicit import TrainingConfig, epoch_plan, positives_key
-from fedrec.core.arrays import Arrays, Tensors
-
+from fedrec.core.training.local_round import new_local_parameters
 
 DEFAULT_MEMORY_BUDGET_BYTES = 1 << 30  # per node, for the stacked copies of the global part
 # Users per chunk: users of a chunk are padded to the chunk's widest item-row set and

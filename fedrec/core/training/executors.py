@@ -13,12 +13,11 @@ from typing import Sequence
 
 import torch
 
-from fedrec.core.training.cohort import CohortResult, cohort_metrics, cohort_round, empty_result
-from fedrec.core.data.split import UserData
-from fedrec.core.training.local_round import user_metrics, user_round
-from fedrec.core.config.run_config import RunConfig
 from fedrec.core.arrays import Arrays
-
+from fedrec.core.config.run_config import RunConfig
+from fedrec.core.data.split import UserData
+from fedrec.core.training.cohort import CohortResult, cohort_metrics, cohort_round, empty_result
+from fedrec.core.training.local_round import user_metrics, user_round
 
 
 def train_users(config: RunConfig, global_arrays: Arrays, stored: Sequence[Arrays | None],

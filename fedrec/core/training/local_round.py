@@ -16,12 +16,13 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from fedrec.core.arrays import Arrays, to_numpy
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.item_features import ItemFeatures
 from fedrec.core.data.split import UserData
 from fedrec.core.evaluation.protocols import evaluate_user
 from fedrec.core.models.base import Recommender, global_state, local_state
 from fedrec.core.models.registry import ItemFeatureInput, build_model, one_user_model
-from fedrec.core.config.run_config import RunConfig
 from fedrec.core.models.run_model import run_item_features
 from fedrec.core.training.implicit import (
     TrainingConfig,
@@ -31,8 +32,6 @@ from fedrec.core.training.implicit import (
     score_all_items,
     train_epoch,
 )
-from fedrec.core.arrays import Arrays, to_numpy
-
 
 
 @dataclass(frozen=True)

@@ -32,15 +32,14 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from fedrec.core.arrays import Arrays, to_numpy
 from fedrec.core.data.interactions import Interactions
-from fedrec.core.training.local_round import LocalResult, new_local_parameters
+from fedrec.core.evaluation.lists import mae, rmse
 from fedrec.core.models.base import Recommender, global_state, local_state
 from fedrec.core.models.explicit_mf import GLOBAL_MEAN
 from fedrec.core.models.registry import RATING_MODELS, build_model, one_user_model
-from fedrec.core.evaluation.lists import mae, rmse
-from fedrec.core.arrays import Arrays, to_numpy
+from fedrec.core.training.local_round import LocalResult, new_local_parameters
 from fedrec.core.training.optimizers import build_optimizer, check_optimizer
-
 
 RATING_SPLIT_STREAM = 53  # the hold-out's generator stream, apart from every other draw
 RECONSTRUCT_STREAM = 31  # evaluation-time reconstruction, as in local_update

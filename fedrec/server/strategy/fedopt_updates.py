@@ -51,11 +51,10 @@ from flwr.serverapp.strategy import FedAvg
 
 from fedrec.core.federation.aggregation import ServerOptimizer
 from fedrec.core.federation.server_step import combine_replies
-from fedrec.protocol.array_check import array_problem
 from fedrec.core.privacy.aggregation import central_noised_mean, exceeds_clip, private_mean
-from fedrec.core.privacy.mechanisms import secure_generator
+from fedrec.core.privacy.mechanisms import poisson_sample, secure_generator
+from fedrec.protocol.array_check import array_problem
 from fedrec.protocol.wire import ARRAYS, CONFIG, DP_WITHIN_CLIP, METRICS, NUM_EXAMPLES, PRIVACY, SAMPLED_USERS
-from fedrec.core.privacy.mechanisms import poisson_sample
 from fedrec.server.privacy import ServerPrivacy, parse_releases
 
 COUNT_METRICS_SUFFIX = ("users-trained", "users-evaluated", "users-reconstructed", DP_WITHIN_CLIP)

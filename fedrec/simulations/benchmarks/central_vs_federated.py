@@ -23,9 +23,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import leave_one_out
-from fedrec.core.config.run_config import RunConfig
 from fedrec.simulations.central_twin import CentralRunConfig, run_central
 from fedrec.simulations.simulate import simulate
 from fedrec.simulations.torch_loop import run_torch_loop

@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 from fedrec.client.supernode import start_client, stop_client
-from fedrec.runtime.certs import add_client, init_certs
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.export import CATALOGUE_FILE, client_file, export_for_devices
 from fedrec.core.data.loaders import load_dataset
-from fedrec.runtime.processes import free_listening_port
 from fedrec.core.run_files import read_jsonl
-from fedrec.core.config.run_config import RunConfig
+from fedrec.runtime.certs import add_client, init_certs
+from fedrec.runtime.processes import free_listening_port
 from fedrec.server.superlink import register_client, start_server, stop_server, submit_run
 
 

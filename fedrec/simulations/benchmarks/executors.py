@@ -45,9 +45,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.run_files import METRICS_FILE, read_jsonl
-from fedrec.core.config.run_config import RunConfig
 from fedrec.simulations.flower_runtime import RUNTIME_PARENT_ENV
 from fedrec.simulations.process_memory import PeakMemory
 

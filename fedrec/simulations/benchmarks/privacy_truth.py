@@ -28,11 +28,11 @@ from pathlib import Path
 
 import typer
 
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import leave_one_out
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
-from fedrec.core.config.run_config import RunConfig
 from fedrec.simulations.torch_loop import run_torch_loop
 
 

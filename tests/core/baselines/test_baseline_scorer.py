@@ -29,12 +29,12 @@ import numpy as np
 import pytest
 import torch
 
+from fedrec.core.baselines.itempop import evaluate_itempop
 from fedrec.core.baselines.popularity import ItemPop
 from fedrec.core.baselines.scorer import RecommenderScorer, evaluate_recommender, evaluate_scorer
-from fedrec.core.training.central import evaluate_model
 from fedrec.core.data.split import NO_ITEM, LeaveOneOutSplit
-from fedrec.core.baselines.itempop import evaluate_itempop
 from fedrec.core.models.registry import build_model
+from fedrec.core.training.central import evaluate_model
 
 SCORES = np.array([[9, 8, 7, 5, 6, 4], [0, 1, 1, 3, 0, 2], [0, 0, 0, 0, 0, 0]], dtype=np.float32)
 

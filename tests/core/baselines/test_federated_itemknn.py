@@ -8,10 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedrec.core.privacy.secure_random import SecureRandom
-from fedrec.core.data.interactions import Interactions
-from fedrec.core.data.split import leave_one_out
-from fedrec.core.evaluation.protocols import evaluate_user, mean_metrics
 from fedrec.core.baselines.federated_itemknn import (
     CooccurrenceContribution,
     aggregate,
@@ -23,7 +19,11 @@ from fedrec.core.baselines.federated_itemknn import (
     run_federated_itemknn,
     score_user,
 )
+from fedrec.core.data.interactions import Interactions
+from fedrec.core.data.split import leave_one_out
+from fedrec.core.evaluation.protocols import evaluate_user, mean_metrics
 from fedrec.core.privacy.accounting import epsilon as accounting_epsilon
+from fedrec.core.privacy.secure_random import SecureRandom
 
 SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedrec.core.baselines.itempop import evaluate_itempop, item_popularity
 from fedrec.core.data.interactions import Interactions
 from fedrec.core.data.split import leave_one_out
-from fedrec.core.baselines.itempop import evaluate_itempop, item_popularity
 
 
 @pytest.fixture()

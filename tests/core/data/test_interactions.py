@@ -7,7 +7,6 @@ import pytest
 
 from fedrec.core.data.interactions import Interactions
 
-
 # --- re-indexing --------------------------------------------------------------
 
 

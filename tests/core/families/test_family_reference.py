@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from fedrec.core.arrays import to_numpy
 from fedrec.core.baselines.federated_itemknn import run_federated_itemknn
 from fedrec.core.config.run_config import RunConfig
 from fedrec.core.families.itemknn import similarity_of
@@ -20,7 +22,6 @@ from fedrec.core.federation.driver import run_federation
 from fedrec.core.federation.sampling import sample_users
 from fedrec.core.models.explicit_mf import ExplicitMF
 from fedrec.core.models.sequence import SASRecConfig, load_sequence_global, sequence_global_state
-from fedrec.core.arrays import to_numpy
 from fedrec.core.training.local_round import new_local_parameters
 from fedrec.core.training.ratings import (
     RatingTrainingConfig,
@@ -35,8 +36,6 @@ from fedrec.core.training.sequence import (
     sequence_user_round,
     trainable_users,
 )
-
-import torch
 
 
 def _reference_sequence(split, model_config, training, rounds, clients, local_epochs, server_lr, seed, k):

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from fedrec.core.federation.aggregation import ServerOptimizer, weighted_mean
 from fedrec.core.data.interactions import Interactions
-from fedrec.core.training.local_round import new_local_parameters
+from fedrec.core.federation.aggregation import ServerOptimizer, weighted_mean
 from fedrec.core.models import build_model, global_state, local_state
 from fedrec.core.models.explicit_mf import ExplicitMF
+from fedrec.core.training.local_round import new_local_parameters
 from fedrec.core.training.ratings import (
     MAE,
     RMSE,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import epsilon
 from fedrec.core.privacy.secure_random import SecureRandom
-from fedrec.core.config.run_config import RunConfig
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -10,7 +10,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from fedrec.runtime.certs import add_client, init_certs
 from fedrec.core.privacy.signing import (
     LedgerSigner,
     SigningError,
@@ -22,6 +21,7 @@ from fedrec.core.privacy.signing import (
     verify_release,
     write_public_key,
 )
+from fedrec.runtime.certs import add_client, init_certs
 
 
 def test_key_file_is_created_0600_in_a_0700_directory_and_reloaded(tmp_path: Path) -> None:

@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pytest
 
-from fedrec.core.training.central import CentralConfig, evaluate_model, train_central
+from fedrec.core.baselines.itempop import evaluate_itempop
 from fedrec.core.data.split import leave_one_out
 from fedrec.core.data.synthetic import generate_synthetic
 from fedrec.core.evaluation.protocols import metric_keys
-from fedrec.core.baselines.itempop import evaluate_itempop
 from fedrec.core.models import build_model
+from fedrec.core.training.central import CentralConfig, evaluate_model, train_central
 from fedrec.core.training.implicit import TrainingConfig
 
 # lr = 0.01: with CentralConfig's default lr = 0.001 the model needs 8 epochs to pass

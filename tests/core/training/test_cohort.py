@@ -7,14 +7,14 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fedrec.core.federation.aggregation import weighted_mean
-from fedrec.core.training.cohort import cohort_metrics, cohort_round
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.interactions import Interactions
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import LeaveOneOutSplit, UserData, leave_one_out
-from fedrec.core.training.local_round import LocalResult, user_metrics, user_round
+from fedrec.core.federation.aggregation import weighted_mean
 from fedrec.core.models.registry import needs_item_features
-from fedrec.core.config.run_config import RunConfig
+from fedrec.core.training.cohort import cohort_metrics, cohort_round
+from fedrec.core.training.local_round import LocalResult, user_metrics, user_round
 from fedrec.server.loop import initial_global_arrays
 
 # Feature models read the item features of the run's dataset, so they train on a split of
