@@ -7,6 +7,7 @@ import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 
 from fedrec.client import app as client_app
+from fedrec.client.model_arrays import global_only
 from fedrec.client.state import UserVectorStore
 from fedrec.core.config.run_config import RunConfig
 from fedrec.core.models import FEATURE_MODELS, MODELS
@@ -112,7 +113,7 @@ def test_packing_refuses_local_parameters() -> None:
     config = _config("neumf")
     leaked = {"gmf_user_embedding.weight": np.zeros((1, 8), dtype=np.float32)}
     with pytest.raises(RuntimeError, match="non-global"):
-        client_app._global_only(leaked, config, N_ITEMS)
+        global_only(leaked, config, N_ITEMS)
 
 
 def test_non_finite_global_model_is_refused() -> None:
