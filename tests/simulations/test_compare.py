@@ -1,6 +1,8 @@
-"""``fedrec compare`` (:mod:`fedrec.simulations.compare`, :mod:`fedrec.simulations.compare_report`):
-the report on hand-made rows, the scorers against slow references, the cold-start split,
-a small end-to-end comparison, and rows that fail or cannot run."""
+"""``fedrec compare`` (the package :mod:`fedrec.simulations.compare`, its report in
+:mod:`fedrec.simulations.compare.report`): the report on hand-made rows, the scorers against
+slow references, the federated rows against the round driver's own evaluation and the
+one-shot item-kNN, the cold-start split, a small end-to-end comparison, and rows that fail
+or cannot run."""
 
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ from typer.testing import CliRunner
 
 from fedrec.cli.main import app
 from fedrec.core.baselines import ItemPop
+from fedrec.core.baselines.federated_itemknn import contribution_bound, release_noise, run_federated_itemknn, score_user
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import NO_ITEM, leave_one_out
 from fedrec.core.evaluation.protocols import evaluate_user, mean_metrics
-from fedrec.core.baselines.federated_itemknn import score_user
+from fedrec.core.federation.driver import run_federation
 from fedrec.core.recommend.reranking import mmr_rerank, top_k
-from fedrec.core.config.run_config import RunConfig
 from fedrec.simulations import compare
 from fedrec.simulations.compare import (
     Budget,
@@ -29,14 +32,14 @@ from fedrec.simulations.compare import (
     ModelRows,
     NotAvailable,
     SimilarityScorer,
+    federated_model,
     make_cold_start_split,
     new_item_metrics,
     round_bytes,
     run_compare,
-    run_loop_model,
     subsample_users,
 )
-from fedrec.simulations.compare_report import (
+from fedrec.simulations.compare.report import (
     CENTRAL,
     CHART_FILE,
     FEDERATED,
@@ -46,7 +49,6 @@ from fedrec.simulations.compare_report import (
     sort_rows,
     write_report,
 )
-from fedrec.simulations.torch_loop import run_torch_loop
 
 TINY = Budget(max_users=150, central_epochs=1, bpr_epochs=1, rounds=2, clients_per_round=20, local_epochs=1,
               dp_rounds=1, sequence_epochs=1, sequence_rounds=1, sequence_clients=10, sequence_local_epochs=1,
@@ -149,12 +151,13 @@ def test_mmr_scorer_puts_the_mmr_list_on_top(small_split) -> None:
         np.testing.assert_array_equal(top_k(scores, 10, exclude=excluded), expected)
 
 
-def test_the_federated_scorer_agrees_with_the_loops_own_evaluation(small_split) -> None:
-    """One evaluation: scoring the loop's final model per user gives the loop's own HR/NDCG."""
+def test_the_federated_scorer_agrees_with_the_drivers_own_evaluation(small_split) -> None:
+    """One evaluation: scoring the driver's final model per user gives the driver's own HR/NDCG."""
     config = RunConfig(dataset="synthetic", model="mf", rounds=2, clients_per_round=15, eval_every=2,
                        client_optimizer="sgd", lr=2.0)
-    reference = run_torch_loop(small_split, config)[-1]
-    scorer, rows = run_loop_model(small_split, config, threads=1)
+    reference = run_federation(config, small_split).rows[-1]
+    scorer, result = federated_model(small_split, config, threads=1)
+    assert all("hr@10" not in row for row in result.rows)  # trained without evaluation rounds
     users = small_split.evaluated_users()
     scores = scorer.score_users(users)
     ours = mean_metrics([evaluate_user(scores[j], small_split.user_data(int(u)), 10) for j, u in enumerate(users)])
@@ -162,7 +165,44 @@ def test_the_federated_scorer_agrees_with_the_loops_own_evaluation(small_split) 
         assert ours[key] == pytest.approx(reference[key], abs=1e-9), key
     size = sum(v.nbytes for v in scorer.arrays.values())
     assert size == (small_split.n_items * 32 + small_split.n_items) * 4  # MF: item table and biases, float32
-    assert round_bytes(scorer.arrays, [r["clients"] for r in rows]) == 2 * size * 15 * 2
+    assert round_bytes(scorer.arrays, [r["clients"] for r in result.rows]) == 2 * size * 15 * 2
+
+
+def small_context(split, **config) -> compare.Context:
+    data = subsample_users(load_dataset("synthetic", "", 0), 150, 0)
+    return compare.Context(CompareConfig(dataset="synthetic", budget=TINY, **config), data, split, None)
+
+
+def test_the_federated_item_knn_rows_release_the_one_shot_similarity(small_split) -> None:
+    ctx = small_context(small_split)
+    plain = compare.MODELS["item-knn"].rows[FEDERATED](ctx)
+    expected = run_federated_itemknn(small_split, 60, 20, 10.0, seed=0)
+    np.testing.assert_array_equal(plain.scorer.similarity.toarray(), expected.similarity)
+    assert "without noise" in plain.details and plain.info == {}
+
+    private = compare.MODELS["item-knn"].rows["federated + DP"](ctx)
+    sigma = release_noise(8.0, 1e-5)
+    assert private.info["noise_multiplier"] == pytest.approx(sigma, rel=5e-3)  # the whole ε for the release
+    assert 0.98 * 8.0 <= private.info["epsilon_spent"] <= 8.0 + 1e-6
+    assert f"shrink = 1000·σ·C = {1000 * private.info['noise_multiplier'] * contribution_bound(60):.3g}" \
+        in private.details
+    assert "no evaluation is released" in private.details
+    assert private.scorer.similarity.shape == (small_split.n_items, small_split.n_items)
+
+
+def test_the_federated_sequence_row_scores_the_drivers_final_arrays(small_split) -> None:
+    ctx = small_context(small_split)
+    trained = compare.MODELS["sequence"].rows[FEDERATED](ctx)
+    config = RunConfig(dataset="synthetic", model="sasrec", dim=32, seq_max_len=50, lr=0.01, batch_size=8,
+                       negatives=1, rounds=TINY.sequence_rounds, clients_per_round=TINY.sequence_clients,
+                       local_epochs=TINY.sequence_local_epochs, server_lr=10.0, eval_every=TINY.sequence_rounds)
+    reference = run_federation(config, small_split).rows[-1]  # the driver's own evaluation
+    users = small_split.evaluated_users()
+    scores = trained.scorer.score_users(users)
+    ours = mean_metrics([evaluate_user(scores[j], small_split.user_data(int(u)), 10) for j, u in enumerate(users)])
+    for key in ("hr@10", "ndcg@10"):
+        assert ours[key] == pytest.approx(reference[key], abs=1e-6), key
+    assert trained.details.startswith("run_federation, model sasrec")
 
 
 # --------------------------------------------------------------------------- cold start
@@ -283,3 +323,17 @@ def test_a_failing_row_is_recorded_not_fatal(tmp_path: Path, monkeypatch: pytest
     text = (tmp_path / MARKDOWN_FILE).read_text()
     assert "- mf · central — failed: RuntimeError: the model diverged" in text
     assert "the model diverged" in json.loads((tmp_path / JSON_FILE).read_text())["rows"][0]["info"]["traceback"]
+
+
+def test_the_federated_rating_row_reports_the_drivers_last_round(small_split) -> None:
+    from fedrec.core.training.ratings import holdout_ratings
+
+    ctx = small_context(small_split)
+    row = compare.run_row(ctx, "explicit-mf", FEDERATED)
+    assert row["status"] == "ok", row["reason"]
+    config = RunConfig(dataset="synthetic", model="explicit-mf", dim=16, lr=0.02, batch_size=32, weight_decay=0.05,
+                       local_epochs=2, user_epochs=1, server_lr=10.0, reconstruct_epochs=3,
+                       rounds=TINY.rating_rounds, clients_per_round=TINY.rating_clients, eval_every=TINY.rating_rounds)
+    expected = run_federation(config, holdout_ratings(ctx.data, 0.1, 0)).rows[-1]
+    assert row["metrics"] == {"rmse": pytest.approx(expected["rmse"]), "mae": pytest.approx(expected["mae"])}
+    assert row["bytes_sent"] > 0 and "explicit-mf" in row["details"]

@@ -1,6 +1,6 @@
 """The report of ``fedrec compare``: ``compare.json``, ``compare.md`` and ``compare.png``.
 
-Input is what :mod:`fedrec.simulations.compare` produces — a ``meta`` dict, one row per
+Input is what :func:`fedrec.simulations.compare.run.run_compare` produces — a ``meta`` dict, one row per
 model × setting and the cold-start rows — as plain JSON-ready dicts, so the writer can be
 tested on hand-made rows. A row::
 
@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
-# What the report is made of: names shared with fedrec.simulations.compare.
+# What the report is made of: names shared with the rest of fedrec.simulations.compare.
 JSON_FILE, MARKDOWN_FILE, CHART_FILE = "compare.json", "compare.md", "compare.png"
 STATUS_OK, STATUS_NOT_AVAILABLE, STATUS_FAILED = "ok", "not available", "failed"
 CENTRAL, FEDERATED, FEDERATED_DP, CENTRAL_MMR = "central", "federated", "federated + DP", "central + MMR"
