@@ -21,7 +21,7 @@ from pathlib import Path
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedrec.core.baselines.itempop import evaluate_itempop
+from fedrec.core.baselines.popularity import evaluate_itempop
 from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.catalogue import read_catalogue
 from fedrec.core.data.loaders import load_dataset

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fedrec.client.partition import split_for
-from fedrec.core.baselines.itempop import evaluate_itempop
+from fedrec.core.baselines.popularity import evaluate_itempop
 from fedrec.core.config.run_config import RunConfig
 from fedrec.simulations.torch_loop import run_torch_loop
 

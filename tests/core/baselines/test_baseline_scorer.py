@@ -29,8 +29,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedrec.core.baselines.itempop import evaluate_itempop
-from fedrec.core.baselines.popularity import ItemPop
+from fedrec.core.baselines.popularity import ItemPop, evaluate_itempop
 from fedrec.core.baselines.scorer import RecommenderScorer, evaluate_recommender, evaluate_scorer
 from fedrec.core.data.split import NO_ITEM, LeaveOneOutSplit
 from fedrec.core.models.registry import build_model

@@ -28,7 +28,7 @@ def itempop_hr(ml100k: LeaveOneOutSplit) -> float:
 
 
 def test_itempop_pinned(itempop_hr: float) -> None:
-    assert itempop_hr == pytest.approx(0.3966, abs=5e-4)  # as fedrec.core.baselines.itempop reports
+    assert itempop_hr == pytest.approx(0.3966, abs=5e-4)  # as fedrec.core.baselines.popularity reports
 
 
 @pytest.mark.parametrize(

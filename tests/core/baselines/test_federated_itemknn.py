@@ -335,7 +335,7 @@ def hr_at_10(split, similarity: np.ndarray) -> float:
 
 
 def test_ml100k_non_private_item_knn_beats_itempop(ml100k_split) -> None:
-    from fedrec.core.baselines.itempop import evaluate_itempop
+    from fedrec.core.baselines.popularity import evaluate_itempop
 
     split = ml100k_split
     largest = int(np.diff(split.train_indptr).max())  # no truncation
@@ -347,7 +347,7 @@ def test_ml100k_non_private_item_knn_beats_itempop(ml100k_split) -> None:
 
 def test_ml100k_private_item_knn_at_epsilon_8_beats_itempop(ml100k_split) -> None:
     """ε = 8, M = 60, no pruning, shrink ≫ noise std (co-occurrence scoring): 0.454–0.488 over 5 noise seeds."""
-    from fedrec.core.baselines.itempop import evaluate_itempop
+    from fedrec.core.baselines.popularity import evaluate_itempop
 
     split = ml100k_split
     sigma = release_noise(8.0, 1e-5)

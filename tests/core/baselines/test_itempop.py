@@ -1,11 +1,11 @@
-"""Tests for :mod:`fedrec.core.baselines.itempop` on a hand-made split."""
+"""Tests for :mod:`fedrec.core.baselines.popularity` on a hand-made split."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from fedrec.core.baselines.itempop import evaluate_itempop, item_popularity
+from fedrec.core.baselines.popularity import evaluate_itempop, item_popularity
 from fedrec.core.data.interactions import Interactions
 from fedrec.core.data.split import leave_one_out
 
