@@ -212,7 +212,7 @@ class ServerPrivacy:
         return not self.central or self._within_budget(plan.evaluation_step(self.config, self.n_units))
 
     def _within_budget(self, step: Step) -> bool:
-        budget = plan.budget(self.config)
+        budget = plan.budget(self.config.privacy)
         if budget is None:
             return True
         return epsilon([*self.history, step], self.config.delta, self.config.accountant) <= budget * (1 + 1e-9)
@@ -281,7 +281,7 @@ class ServerPrivacy:
                 metrics = message.content.metric_records[METRICS]
                 total += np.array([float(metrics[k]) for k in keys])
                 count += int(metrics[USERS_EVALUATED])
-            released = local_release(self.config, total, count)
+            released = local_release(self.config.evaluation, total, count)
         if entries:
             self.ledger.append(entries)
         self._fields["dp_refused"] = int(self._fields.get("dp_refused", 0)) + refused  # type: ignore[call-overload]
@@ -336,7 +336,7 @@ class ServerPrivacy:
         """Rows for the users' releases reported in ``replies`` (client-accounted modes); refusals."""
         entries: list[LedgerEntry] = []
         refused = 0
-        budget = plan.budget(self.config)
+        budget = plan.budget(self.config.privacy)
         for message in replies:
             if not message.has_content():
                 continue
@@ -423,12 +423,12 @@ class ServerPrivacy:
 
     def _entry(self, server_round: int, who: str, sigma: float, rate: float, steps: int, eps: float,
                release: str, device_signature: str = "") -> LedgerEntry:
-        sensitivity = (plan.eval_sensitivity(self.config) if release == RELEASE_EVALUATE
-                       else plan.train_sensitivity(self.config, self.round_clip))
+        sensitivity = (plan.eval_sensitivity(self.config.evaluation) if release == RELEASE_EVALUATE
+                       else plan.train_sensitivity(self.config.privacy, self.round_clip))
         return LedgerEntry(run_id=self.run_id, round=server_round, unit=plan.UNIT[self.config.dp],
                            mode=self.config.dp, who=who, noise_multiplier=sigma, sample_rate=rate, steps=steps,
                            clip_norm=self.round_clip, delta=self.config.delta, accountant=self.config.accountant,
-                           epsilon=eps, budget=plan.budget(self.config), relation=plan.RELATION[self.config.dp],
+                           epsilon=eps, budget=plan.budget(self.config.privacy), relation=plan.RELATION[self.config.dp],
                            sensitivity=sensitivity, release=release, device_signature=device_signature)
 
     def close(self) -> None:

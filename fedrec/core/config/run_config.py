@@ -3,26 +3,55 @@
 Flower carries the run config as a flat ``{str: scalar}`` mapping (``context.run_config``,
 filled from ``[tool.flwr.app.config]`` and ``--run-config`` overrides). This module is
 the one place where those keys are named, typed and validated.
+
+Sections. The keys fall into sections, each a typed, frozen dataclass in its own module
+that validates itself once, when it is built: :class:`~fedrec.core.config.privacy_section.PrivacyConfig`
+(``config.privacy``), :class:`~fedrec.core.config.evaluation_section.EvaluationConfig`
+(``config.evaluation``), :class:`~fedrec.core.config.deployment_section.DeploymentConfig`
+(``config.deployment``) and :class:`~fedrec.core.training.implicit.TrainingConfig`
+(``config.training``). :class:`RunConfig` builds each from its fields the first time it is
+read (every one of them in ``__post_init__``, so a bad value fails at construction) and
+keeps it. A function that reads only one section's keys takes that section (e.g.
+``plan.budget(config.privacy)``); one that needs keys of several takes the whole
+:class:`RunConfig`. What relates keys of several sections (``dp-participations`` against
+``rounds``, ``dp record`` against the executor and the model) is checked here.
+
+Why the storage stays flat. Flower's run config is one flat mapping of kebab-case keys,
+and so are ``[tool.flwr.app.config]``, ``--run-config``, ``run_config.json``, the
+checkpoint's config and the command-line options generated from the fields
+(:mod:`fedrec.cli.run_options`); every caller builds a :class:`RunConfig` from keyword
+arguments named like the keys (``RunConfig(dp="user-central", epsilon=8.0)``,
+``dataclasses.replace(config, rounds=...)``). Nesting the fields would give every one of
+those places a mapping between flat keys and nested fields to keep in step. So the fields
+stay flat, one per key, and the sections are views built from them: the section classes'
+field names are :class:`RunConfig` field names and their defaults are the fields' defaults
+(one definition each: the fields read them from the section's defaults). The cached
+sections live outside the dataclass fields, so equality, hashing (a :class:`RunConfig` is
+an ``lru_cache`` key), ``asdict`` and ``to_user_config`` see the flat fields only.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping, Sequence
+from functools import cached_property
+from typing import Any, Mapping, Sequence, TypeVar
 
+from fedrec.core.config.deployment_section import DEPLOYMENT_DEFAULTS, DeploymentConfig
+from fedrec.core.config.evaluation_section import EVALUATION_DEFAULTS, EvaluationConfig
+from fedrec.core.config.privacy_section import ACCOUNTANTS, DP_MODES, PRIVACY_DEFAULTS, PrivacyConfig
 from fedrec.core.data.item_features import has_item_features
 from fedrec.core.models.registry import FEATURE_MODELS, MODELS, NEIGHBOURHOOD_MODELS, RATING_MODELS, SEQUENCE_MODELS
-from fedrec.core.privacy.accounting import ACCOUNTANTS
 from fedrec.core.training.device import DEVICES
 from fedrec.core.training.implicit import LOSSES, TrainingConfig
 from fedrec.core.training.optimizers import OPTIMIZERS
 
 AGGREGATIONS = ("fedavg", "fedavg-slr", "fedadam")
 EXECUTORS = ("per-client", "cohort")
-# off: nothing is private. record: each example's gradient (Opacus, on the client).
-# user-local: each client clips and noises its own update. user-central: clients clip,
-# the server noises the sum (fedrec.core.privacy.plan has the details).
-DP_MODES = ("off", "record", "user-local", "user-central")
+# DP_MODES and ACCOUNTANTS are defined with the privacy section (imported here for the
+# fields' choices and for the importers of this module)
+__all__ = ["ACCOUNTANTS", "AGGREGATIONS", "CLI_COMMANDS", "DP_MODES", "EXECUTORS", "RUN_MODELS", "SERVER_RUN",
+           "SIMULATE", "DeploymentConfig", "EvaluationConfig", "PrivacyConfig", "RunConfig", "knob",
+           "user_config_field"]
 # Ranking models a run can train: the classic ones and those that also read the public item
 # features of the dataset (fedrec.core.models.run_model). The rating models (explicit-mf) solve
 # another task, with their own split and loss, and are not run by RunConfig.
@@ -54,6 +83,10 @@ def knob(default: Any, help: str, *, cli: tuple[str, ...] = (), choices: Sequenc
                 "internal": internal, "per_command": dict(per_command or {})}
     return field(default=default, metadata=metadata)
 
+
+Section = TypeVar("Section")
+# the sections' defaults, which the fields below take as theirs (one definition each)
+_P, _E, _D = PRIVACY_DEFAULTS, EVALUATION_DEFAULTS, DEPLOYMENT_DEFAULTS
 
 
 @dataclass(frozen=True)
@@ -87,18 +120,18 @@ class RunConfig:
                             choices=AGGREGATIONS)
     server_lr: float = knob(20.0, "the server's step on the aggregated update", cli=(SIMULATE, SERVER_RUN))
     seed: int = knob(0, "seed of the split, the sampling and the initial model", cli=(SIMULATE, SERVER_RUN))
-    eval_every: int = knob(5, "evaluate every N rounds", cli=(SIMULATE, SERVER_RUN))
-    eval_fraction: float = knob(1.0, "share of users evaluated", cli=(SIMULATE,))
-    eval_k: int = knob(10, "length of the evaluated top-K list")
-    eval_negatives: int = knob(99, "sampled negatives ranked against each held-out item")
-    reconstruct_epochs: int = knob(3, "user-vector fit before evaluation", cli=(SIMULATE,))
-    checkpoint_every: int = knob(5, "checkpoint every N rounds", cli=(SIMULATE, SERVER_RUN),
+    eval_every: int = knob(_E.eval_every, "evaluate every N rounds", cli=(SIMULATE, SERVER_RUN))
+    eval_fraction: float = knob(_E.eval_fraction, "share of users evaluated", cli=(SIMULATE,))
+    eval_k: int = knob(_E.eval_k, "length of the evaluated top-K list")
+    eval_negatives: int = knob(_E.eval_negatives, "sampled negatives ranked against each held-out item")
+    reconstruct_epochs: int = knob(_E.reconstruct_epochs, "user-vector fit before evaluation", cli=(SIMULATE,))
+    checkpoint_every: int = knob(_D.checkpoint_every, "checkpoint every N rounds", cli=(SIMULATE, SERVER_RUN),
                                  per_command={SERVER_RUN: {"default": 1, "help": "checkpoint every N rounds "
                                                            "(a restarted server resumes there)"}})
     num_items: int = knob(0, "the number of items, checked against the data (0: not checked)")
     out_dir: str = knob("", "the run directory", internal=True)
     resume: bool = knob(False, "continue the checkpointed run in out-dir", internal=True)
-    round_timeout: float = knob(3600.0, "seconds a round waits for replies (slower devices are left out)",
+    round_timeout: float = knob(_D.round_timeout, "seconds a round waits for replies (slower devices are left out)",
                                 cli=(SERVER_RUN,), per_command={SERVER_RUN: {"default": 120.0}})
     # per-client: one simulated node per user (the reference). cohort: `cohort-nodes`
     # nodes, each training all its sampled users in one vectorised pass (core.cohort).
@@ -111,41 +144,41 @@ class RunConfig:
                        choices=DEVICES)
     # differential privacy (fedrec.core.privacy.plan): epsilon 0 = no target/budget,
     # noise-multiplier 0 = derived from epsilon; clip is C of the mode's unit.
-    dp: str = knob("off", "off, record (Opacus DP-SGD on each client), user-local (clients noise their own "
+    dp: str = knob(_P.dp, "off, record (Opacus DP-SGD on each client), user-local (clients noise their own "
                    "updates) or user-central (the server noises the sum)", cli=(SIMULATE, SERVER_RUN),
                    choices=DP_MODES)
-    epsilon: float = knob(0.0, "privacy budget ε per unit; σ is derived when --noise-multiplier is not given",
+    epsilon: float = knob(_P.epsilon, "privacy budget ε per unit; σ is derived when --noise-multiplier is not given",
                           cli=(SIMULATE, SERVER_RUN), optional=True)
-    delta: float = knob(1e-5, "δ; must be below 1/number of units", cli=(SIMULATE, SERVER_RUN))
-    clip: float = knob(1.0, "L2 clip norm C of one unit's contribution", cli=(SIMULATE, SERVER_RUN))
-    noise_multiplier: float = knob(0.0, "σ (noise std = σ·C); ε is then tracked", cli=(SIMULATE, SERVER_RUN),
-                                   optional=True)
-    accountant: str = knob("rdp", "the Opacus accountant", cli=(SIMULATE, SERVER_RUN), choices=ACCOUNTANTS)
+    delta: float = knob(_P.delta, "δ; must be below 1/number of units", cli=(SIMULATE, SERVER_RUN))
+    clip: float = knob(_P.clip, "L2 clip norm C of one unit's contribution", cli=(SIMULATE, SERVER_RUN))
+    noise_multiplier: float = knob(_P.noise_multiplier, "σ (noise std = σ·C); ε is then tracked",
+                                   cli=(SIMULATE, SERVER_RUN), optional=True)
+    accountant: str = knob(_P.accountant, "the Opacus accountant", cli=(SIMULATE, SERVER_RUN), choices=ACCOUNTANTS)
     # user-central only: let C follow the clip-quantile of update norms (Andrew et al. 2021)
-    adaptive_clip: bool = knob(False, "user-central: C follows --clip-quantile of the update norms "
+    adaptive_clip: bool = knob(_P.adaptive_clip, "user-central: C follows --clip-quantile of the update norms "
                                "(Andrew et al. 2021); --clip is the start", cli=(SIMULATE,))
-    clip_quantile: float = knob(0.5, "the update-norm quantile adaptive clipping targets", cli=(SIMULATE,))
+    clip_quantile: float = knob(_P.clip_quantile, "the update-norm quantile adaptive clipping targets", cli=(SIMULATE,))
     # record / user-local: σ from ε is planned for this many rounds per client (0: every
     # round); a client sampled more often refuses once its budget is spent
-    dp_participations: int = knob(0, "record/user-local: plan σ for this many rounds per client (0: every "
-                                  "round); more and the client refuses", cli=(SIMULATE, SERVER_RUN))
+    dp_participations: int = knob(_P.dp_participations, "record/user-local: plan σ for this many rounds per "
+                                  "client (0: every round); more and the client refuses", cli=(SIMULATE, SERVER_RUN))
     # record: the public Poisson rate of one record per DP-SGD step, the same for every
     # user (steps per epoch ⌈1/q⌉, noised sum divided by batch-size): nothing in the
     # mechanism depends on a user's record count, so add/remove of a record is the relation.
     # 0.25: 4 steps an epoch, an expected batch of batch-size (16) for a user of 64 records
     # (ML-100K's median user has 63); 0.1 took 2.5–5× the steps (and time) of the old schedule
-    record_sample_rate: float = knob(0.25, "record: the public Poisson rate of a record per DP-SGD step (the "
-                                     "same for every user)", cli=(SIMULATE, SERVER_RUN))
+    record_sample_rate: float = knob(_P.record_sample_rate, "record: the public Poisson rate of a record per DP-SGD "
+                                     "step (the same for every user)", cli=(SIMULATE, SERVER_RUN))
     # every DP mode: σ_e of the evaluation releases (noise std σ_e·√K on a user's K metrics
     # in [0, 1]); 0 = derived: with a budget, evaluation gets EVAL_SHARE of ε (plan.py)
-    eval_noise_multiplier: float = knob(0.0, "σ_e of the noised evaluation releases under DP (0: derived, a "
-                                        "share of ε)", cli=(SIMULATE, SERVER_RUN))
+    eval_noise_multiplier: float = knob(_P.eval_noise_multiplier, "σ_e of the noised evaluation releases under "
+                                        "DP (0: derived, a share of ε)", cli=(SIMULATE, SERVER_RUN))
     # deployment (fedrec server run): the item catalogue file on the server (one raw item id
     # per line; empty in simulation), the fewest connected nodes a round waits for, and the
     # fewest valid updates a round needs to be aggregated (fewer: the round is skipped)
-    catalogue: str = knob("", "deployment: the item catalogue file on the server (one raw item id per line)")
-    min_nodes: int = knob(1, "devices a round waits for", cli=(SERVER_RUN,))
-    min_valid_updates: int = knob(1, "fewer valid updates: round skipped", cli=(SERVER_RUN,))
+    catalogue: str = knob(_D.catalogue, "deployment: the item catalogue file on the server (one raw item id per line)")
+    min_nodes: int = knob(_D.min_nodes, "devices a round waits for", cli=(SERVER_RUN,))
+    min_valid_updates: int = knob(_D.min_valid_updates, "fewer valid updates: round skipped", cli=(SERVER_RUN,))
     # family settings (fedrec.core.families): sasrec's architecture, explicit-mf's hold-out,
     # item-knn's share bound M, neighbours per item and shrinkage
     seq_max_len: int = knob(50, "sasrec: the longest history read (longer ones keep their last items)",
@@ -168,23 +201,19 @@ class RunConfig:
             raise ValueError(f"unknown executor {self.executor!r}: choose one of {EXECUTORS}")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown aggregation {self.aggregation!r}: choose one of {AGGREGATIONS}")
-        positive = ("dim", "rounds", "clients_per_round", "local_epochs", "eval_every",
-                    "eval_k", "checkpoint_every", "cohort_nodes")
-        for name in positive:
+        for name in ("dim", "rounds", "clients_per_round", "local_epochs", "cohort_nodes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
-        if not 0 < self.eval_fraction <= 1:
-            raise ValueError(f"eval-fraction must be in (0, 1], got {self.eval_fraction}")
         if not self.server_lr > 0:
             raise ValueError(f"server-lr must be > 0, got {self.server_lr}")
         if self.user_epochs < 0:
             raise ValueError(f"user-epochs must be ≥ 0, got {self.user_epochs}")
-        if self.min_nodes < 1 or self.min_valid_updates < 1:
-            raise ValueError(f"min-nodes and min-valid-updates must be ≥ 1, got {self.min_nodes}, "
-                             f"{self.min_valid_updates}")
-        if self.reconstruct_epochs < 0 or self.eval_negatives < 1 or self.num_items < 0:
-            raise ValueError("reconstruct-epochs ≥ 0, eval-negatives ≥ 1 and num-items ≥ 0 are required")
-        self.training  # validates the training hyper-parameters
+        if self.num_items < 0:
+            raise ValueError(f"num-items must be ≥ 0, got {self.num_items}")
+        # each section validates its own keys once, here (and is kept: see the properties)
+        self.evaluation
+        self.deployment
+        self.training
         self._check_feature_model()
         self._check_privacy()
         from fedrec.core.families.registry import family_of  # the families read RunConfig
@@ -209,40 +238,39 @@ class RunConfig:
                              "training; use dp user-local or user-central, or a model without features")
 
     def _check_privacy(self) -> None:
-        """What can be checked without the data (δ against the number of units and σ
-        against ε are checked by :func:`fedrec.core.privacy.plan.check_against_data`)."""
-        if self.dp not in DP_MODES:
-            raise ValueError(f"unknown dp mode {self.dp!r}: choose one of {DP_MODES}")
-        if self.accountant not in ACCOUNTANTS:
-            raise ValueError(f"unknown accountant {self.accountant!r}: choose one of {ACCOUNTANTS}")
-        if self.dp == "off":
+        """The privacy section's own checks (:class:`PrivacyConfig`) and those that relate it
+        to other keys. δ against the number of units and σ against ε are checked with the
+        data by :func:`fedrec.core.privacy.plan.check_against_data`."""
+        privacy = self.privacy
+        if not privacy.enabled:
             return
-        if not self.epsilon >= 0:
-            raise ValueError(f"epsilon must be > 0, got {self.epsilon}: ε is the privacy budget")
-        if not self.noise_multiplier >= 0:
-            raise ValueError(f"noise-multiplier must be > 0, got {self.noise_multiplier}")
-        if self.epsilon == 0 and self.noise_multiplier == 0:
-            raise ValueError(f"dp {self.dp} needs --epsilon (a budget; σ is derived) or "
-                             "--noise-multiplier (σ; ε is tracked), or both")
-        if not 0 < self.delta < 1:
-            raise ValueError(f"delta must be in (0, 1), got {self.delta}")
-        if not self.clip > 0:
-            raise ValueError(f"clip must be > 0, got {self.clip}: it bounds each unit's contribution")
-        if not 0 <= self.dp_participations <= self.rounds:
+        if not privacy.dp_participations <= self.rounds:
             raise ValueError(f"dp-participations must be in 0..rounds ({self.rounds}), got {self.dp_participations}")
-        if self.adaptive_clip and self.dp != "user-central":
-            raise ValueError("adaptive-clip works with dp user-central only (the server adapts C from noised bits)")
-        if not 0 < self.record_sample_rate <= 1:
-            raise ValueError(f"record-sample-rate must be in (0, 1], got {self.record_sample_rate}")
-        if not self.eval_noise_multiplier >= 0:
-            raise ValueError(f"eval-noise-multiplier must be ≥ 0, got {self.eval_noise_multiplier}")
-        if not 0 < self.clip_quantile < 1:
-            raise ValueError(f"clip-quantile must be in (0, 1), got {self.clip_quantile}")
         if self.dp == "record" and self.executor == "cohort":
             raise ValueError("dp record trains each user through Opacus: use --executor per-client")
 
-    @property
+    def _section(self, section: type[Section]) -> Section:
+        """``section`` built from this config's fields of the same names."""
+        return section(**{f.name: getattr(self, f.name) for f in fields(section)})  # type: ignore[arg-type]
+
+    @cached_property
+    def privacy(self) -> PrivacyConfig:
+        """The privacy section: ``dp`` and its mechanism's keys."""
+        return self._section(PrivacyConfig)
+
+    @cached_property
+    def evaluation(self) -> EvaluationConfig:
+        """The evaluation section: when and how the run is evaluated."""
+        return self._section(EvaluationConfig)
+
+    @cached_property
+    def deployment(self) -> DeploymentConfig:
+        """The deployment section: catalogue, round quorum and timeout, checkpoints."""
+        return self._section(DeploymentConfig)
+
+    @cached_property
     def training(self) -> TrainingConfig:
+        """The local-training section (``client-optimizer`` is its ``optimizer``)."""
         return TrainingConfig(
             lr=self.lr,
             batch_size=self.batch_size,

@@ -65,7 +65,7 @@ class PrivateRounds:
 
     def round_allowed(self) -> bool:
         """Whether the server's next ``user-central`` round fits the budget (always, otherwise)."""
-        if self.config.dp != "user-central" or plan.budget(self.config) is None:
+        if self.config.dp != "user-central" or plan.budget(self.config.privacy) is None:
             return True
         step = (plan.central_noise(self.config, self.n_users), plan.central_rate(self.config, self.n_users), 1)
         spent = epsilon([*self.server_history, step], self.config.delta, self.config.accountant)

@@ -36,7 +36,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-ACCOUNTANTS = ("rdp", "prv")
+from fedrec.core.config.privacy_section import ACCOUNTANTS
+
+__all__ = ["ACCOUNTANTS", "RDP_ORDERS", "Step", "check_accountant", "compact", "epsilon", "noise_for_epsilon"]
 
 # one run of identical steps: (noise multiplier σ, sampling rate q, number of steps)
 Step = tuple[float, float, int]

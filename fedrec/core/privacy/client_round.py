@@ -26,10 +26,9 @@ Every user weighs 1 in the node's mean update (see :mod:`fedrec.core.privacy.agg
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from fedrec.core.arrays import Arrays
-from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.split import UserData
 from fedrec.core.families.registry import family_of
 from fedrec.core.privacy import plan
@@ -39,6 +38,9 @@ from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
 from fedrec.core.training.cohort import CohortResult, empty_result
 from fedrec.core.training.device import resolve_device
 from fedrec.core.training.local_round import LocalResult, user_round
+
+if TYPE_CHECKING:  # annotations only: the run config is not imported at run time (no import cycle)
+    from fedrec.core.config.run_config import RunConfig
 
 
 class PrivateRound(NamedTuple):
@@ -88,7 +90,7 @@ def budgeted(config: RunConfig, user: int, history: Sequence[Step], step: Step) 
     when the step would take the user past the budget — its refusal (ε so far) and ``None``."""
     after = [*history, step]
     spent = epsilon(after, config.delta, config.accountant)
-    budget = plan.budget(config)
+    budget = plan.budget(config.privacy)
     if budget is not None and spent > budget * (1 + 1e-9):
         return Release(int(user), True, step[0], step[1], 0, epsilon(list(history), config.delta,
                                                                       config.accountant)), None

@@ -42,15 +42,18 @@ remedy of Mironov 2012, as for updates; see :mod:`fedrec.core.privacy.secure_ran
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from fedrec.core.config.run_config import RunConfig
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step
 from fedrec.core.privacy.client_round import Release, budgeted
 from fedrec.core.privacy.secure_random import SecureRandom, secure_generator
+
+if TYPE_CHECKING:  # annotations only: the run config is not imported at run time (no import cycle)
+    from fedrec.core.config.evaluation_section import EvaluationConfig
+    from fedrec.core.config.run_config import RunConfig
 
 
 class PrivateEvaluation(NamedTuple):
@@ -73,7 +76,7 @@ def metric_vector(row: Mapping[str, float], keys: Sequence[str]) -> np.ndarray:
 def noise_std(config: RunConfig) -> float:
     """Noise std per released coordinate: ``σ_e · √K``."""
     sigma, _, _ = plan.evaluation_step(config, 0)
-    return sigma * plan.eval_sensitivity(config)
+    return sigma * plan.eval_sensitivity(config.evaluation)
 
 
 def local_private_evaluation(config: RunConfig, users: Sequence[int], histories: Sequence[list[Step]],
@@ -131,9 +134,9 @@ def central_release(config: RunConfig, total: np.ndarray, asked: int,
     return {key: float(np.float32(value)) for key, value in zip(keys, noised)}
 
 
-def local_release(config: RunConfig, total: np.ndarray, count: int) -> dict[str, float] | None:
+def local_release(evaluation: EvaluationConfig, total: np.ndarray, count: int) -> dict[str, float] | None:
     """``record`` / ``user-local``: the mean of the users' noised vectors (None when nobody was evaluated)."""
     if count < 1:
         return None
-    keys = plan.private_metric_keys(config.eval_k)
+    keys = plan.private_metric_keys(evaluation.eval_k)
     return {key: float(np.float32(value / count)) for key, value in zip(keys, np.asarray(total, dtype=np.float64))}

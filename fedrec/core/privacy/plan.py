@@ -55,14 +55,16 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Sequence
 
-from fedrec.core.config.run_config import RunConfig
 from fedrec.core.evaluation.protocols import metric_keys
 from fedrec.core.privacy.accounting import Step, epsilon, noise_for_epsilon
 from fedrec.core.privacy.modes import MODE_UNIT
 from fedrec.core.privacy.record_steps import sample_rate as record_sample_rate
 from fedrec.core.privacy.record_steps import steps_per_round as record_steps_per_round
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # annotations only: the run config is not imported at run time (no import cycle)
+    from fedrec.core.config.evaluation_section import EvaluationConfig
+    from fedrec.core.config.privacy_section import PrivacyConfig
+    from fedrec.core.config.run_config import RunConfig
     from fedrec.core.data.split import LeaveOneOutSplit
 
 UNIT = MODE_UNIT  # mode -> the unit it protects (one definition: fedrec.core.privacy.modes)
@@ -78,15 +80,15 @@ def private_metric_keys(k: int) -> tuple[str, ...]:
     return tuple(key for key in metric_keys(k) if not key.startswith("full_recall"))
 
 
-def train_sensitivity(config: RunConfig, clip: float | None = None) -> float:
+def train_sensitivity(privacy: PrivacyConfig, clip: float | None = None) -> float:
     """L2 sensitivity of one training release under the mode's relation: ``2C`` (replace-one) or ``C``."""
-    c = config.clip if clip is None else clip
-    return 2 * c if RELATION[config.dp] == "replace-one" else c
+    c = privacy.clip if clip is None else clip
+    return 2 * c if RELATION[privacy.dp] == "replace-one" else c
 
 
-def eval_sensitivity(config: RunConfig) -> float:
+def eval_sensitivity(evaluation: EvaluationConfig) -> float:
     """``√K``: a vector of ``K`` metrics in ``[0, 1]`` moves by at most this much."""
-    return math.sqrt(len(private_metric_keys(config.eval_k)))
+    return math.sqrt(len(private_metric_keys(evaluation.eval_k)))
 
 
 def evaluation_rounds(config: RunConfig) -> int:
@@ -111,7 +113,7 @@ def eval_noise(config: RunConfig, n_units: int) -> float:
     if config.epsilon > 0:
         return noise_for_epsilon(EVAL_SHARE * config.epsilon, config.delta, 1.0, evaluation_rounds(config),
                                  config.accountant)
-    return _fixed_train_noise(config)
+    return _fixed_train_noise(config.privacy)
 
 
 def evaluation_step(config: RunConfig, n_units: int) -> Step:
@@ -123,16 +125,16 @@ def _planned_eval_runs(config: RunConfig, n_units: int) -> tuple[Step, ...]:
     return ((eval_noise(config, n_units), 1.0, evaluation_rounds(config)),)
 
 
-def _fixed_train_noise(config: RunConfig) -> float:
+def _fixed_train_noise(privacy: PrivacyConfig) -> float:
     """The accounted training σ when ``--noise-multiplier`` is given."""
-    sigma = config.noise_multiplier
-    return sigma / 2 if RELATION[config.dp] == "replace-one" else sigma
+    sigma = privacy.noise_multiplier
+    return sigma / 2 if RELATION[privacy.dp] == "replace-one" else sigma
 
 
 def _derived_train_noise(config: RunConfig, n_units: int) -> float:
     """The accounted training σ: given, or the smallest within the budget with the evaluations."""
     if config.noise_multiplier > 0:
-        return _fixed_train_noise(config)
+        return _fixed_train_noise(config.privacy)
     q, steps = _train_run(config, n_units)
     return noise_for_epsilon(config.epsilon, config.delta, q, steps, config.accountant,
                              _planned_eval_runs(config, n_units))
@@ -177,8 +179,9 @@ def central_noise(config: RunConfig, n_units: int) -> float:
     return _derived_train_noise(config, n_units)
 
 
-def budget(config: RunConfig) -> float | None:
-    return config.epsilon if config.dp != "off" and config.epsilon > 0 else None
+def budget(privacy: PrivacyConfig) -> float | None:
+    """The budget ε a run must stay within, or ``None`` (dp off, or σ given without ε: ε is tracked)."""
+    return privacy.epsilon if privacy.dp != "off" and privacy.epsilon > 0 else None
 
 
 def check_against_data(config: RunConfig, n_units: int, records_per_user: Sequence[int] | None = None) -> None:
@@ -232,13 +235,14 @@ def privacy_plan(config: RunConfig, n_units: int) -> dict[str, Any]:
     who = ACCOUNTED_BY[config.dp]
     return {
         "mode": config.dp, "unit": UNIT[config.dp], "relation": RELATION[config.dp],
-        "accountant": config.accountant, "delta": config.delta, "budget": budget(config),
+        "accountant": config.accountant, "delta": config.delta, "budget": budget(config.privacy),
         "n_units": int(n_units), "rounds": config.rounds,
-        "train": {"noise_multiplier": sigma, "sensitivity": train_sensitivity(config), "clip": config.clip,
+        "train": {"noise_multiplier": sigma, "sensitivity": train_sensitivity(config.privacy), "clip": config.clip,
                   "sample_rate": q, "steps": steps, "who": who,
-                  "noise_std": sigma * train_sensitivity(config),
+                  "noise_std": sigma * train_sensitivity(config.privacy),
                   "adaptive_clip": bool(config.adaptive_clip and config.dp == "user-central")},
-        "evaluate": {"noise_multiplier": eval_noise(config, n_units), "sensitivity": eval_sensitivity(config),
+        "evaluate": {"noise_multiplier": eval_noise(config, n_units),
+                     "sensitivity": eval_sensitivity(config.evaluation),
                      "metrics": list(private_metric_keys(config.eval_k)), "sample_rate": 1.0, "steps": 1,
                      "releases": evaluation_rounds(config), "who": who},
         "planned_epsilon": planned_epsilon(config, n_units),

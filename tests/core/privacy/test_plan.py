@@ -90,7 +90,7 @@ def test_user_local_is_accounted_as_replace_one_and_its_epsilon_is_true() -> Non
     old_std = plan.training_step(config)[0] * config.clip
     assert _replace_one_gaussian_epsilon(old_std, config.clip, config.rounds, config.delta) > 2 * 8.0
     assert plan.training_step(config) == (sigma / 2, 1.0, 1)
-    assert plan.RELATION["user-local"] == "replace-one" and plan.train_sensitivity(config) == 2 * config.clip
+    assert plan.RELATION["user-local"] == "replace-one" and plan.train_sensitivity(config.privacy) == 2 * config.clip
     fixed = RunConfig(dp="user-local", noise_multiplier=3.0, rounds=4)
     assert plan.training_step(fixed) == (1.5, 1.0, 1)
 
@@ -111,7 +111,7 @@ def test_evaluation_releases_are_planned_and_budgeted() -> None:
     assert (q, steps) == (1.0, 1)
     # the derived σ_e spends EVAL_SHARE of the budget over the planned evaluations
     assert epsilon([(sigma_e, 1.0, 2)], config.delta, "rdp") == pytest.approx(plan.EVAL_SHARE * 8.0, rel=0.02)
-    assert plan.eval_sensitivity(config) == pytest.approx(2.0)  # four metrics in [0, 1]
+    assert plan.eval_sensitivity(config.evaluation) == pytest.approx(2.0)  # four metrics in [0, 1]
     given = RunConfig(dp="user-central", epsilon=8.0, eval_noise_multiplier=50.0)
     assert plan.evaluation_step(given, 1000)[0] == 50.0
     doc = plan.privacy_plan(config, 1000)

@@ -1,0 +1,90 @@
+"""The privacy section of the run config: the DP mode and its mechanism's knobs.
+
+:class:`PrivacyConfig` holds the run-config keys that say how a run is private (see
+:mod:`fedrec.core.privacy.plan` for what each mode protects and how σ is chosen) and
+checks them once, when it is built. :class:`~fedrec.core.config.run_config.RunConfig`
+builds it from its flat fields (``config.privacy``); a function that reads only these keys
+takes the section.
+
+This module owns the constants the privacy package shares with the run config
+(:data:`DP_MODES`, :data:`ACCOUNTANTS`) and imports nothing from :mod:`fedrec.core.privacy`,
+so the run config and the privacy modules do not import each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# off: nothing is private. record: each example's gradient (Opacus, on the client).
+# user-local: each client clips and noises its own update. user-central: clients clip,
+# the server noises the sum (fedrec.core.privacy.plan has the details).
+DP_MODES = ("off", "record", "user-local", "user-central")
+# the Opacus accountants fedrec.core.privacy.accounting composes a history with
+ACCOUNTANTS = ("rdp", "prv")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """How a run is private (the run-config keys are the names with ``-``).
+
+    ``epsilon`` 0 means no target/budget, ``noise_multiplier`` 0 means σ is derived from
+    ε; ``clip`` is ``C`` of the mode's unit. With ``dp == "off"`` only the mode and the
+    accountant are checked: the other keys are unused.
+
+    What needs keys of other sections is checked by the run config (``dp-participations``
+    against ``rounds``, ``dp record`` against the executor and the model); what needs the
+    data by :func:`fedrec.core.privacy.plan.check_against_data`.
+    """
+
+    dp: str = "off"
+    epsilon: float = 0.0
+    delta: float = 1e-5
+    clip: float = 1.0
+    noise_multiplier: float = 0.0
+    accountant: str = "rdp"
+    # user-central only: let C follow the clip-quantile of update norms (Andrew et al. 2021)
+    adaptive_clip: bool = False
+    clip_quantile: float = 0.5
+    # record / user-local: σ from ε is planned for this many rounds per client (0: every round)
+    dp_participations: int = 0
+    # record: the public Poisson rate of one record per DP-SGD step, the same for every user
+    record_sample_rate: float = 0.25
+    # σ_e of the evaluation releases (0 = derived: a share of ε, fedrec.core.privacy.plan)
+    eval_noise_multiplier: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.dp not in DP_MODES:
+            raise ValueError(f"unknown dp mode {self.dp!r}: choose one of {DP_MODES}")
+        if self.accountant not in ACCOUNTANTS:
+            raise ValueError(f"unknown accountant {self.accountant!r}: choose one of {ACCOUNTANTS}")
+        if self.dp == "off":
+            return
+        if not self.epsilon >= 0:
+            raise ValueError(f"epsilon must be > 0, got {self.epsilon}: ε is the privacy budget")
+        if not self.noise_multiplier >= 0:
+            raise ValueError(f"noise-multiplier must be > 0, got {self.noise_multiplier}")
+        if self.epsilon == 0 and self.noise_multiplier == 0:
+            raise ValueError(f"dp {self.dp} needs --epsilon (a budget; σ is derived) or "
+                             "--noise-multiplier (σ; ε is tracked), or both")
+        if not 0 < self.delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {self.delta}")
+        if not self.clip > 0:
+            raise ValueError(f"clip must be > 0, got {self.clip}: it bounds each unit's contribution")
+        if self.dp_participations < 0:
+            raise ValueError(f"dp-participations must be ≥ 0, got {self.dp_participations}")
+        if self.adaptive_clip and self.dp != "user-central":
+            raise ValueError("adaptive-clip works with dp user-central only (the server adapts C from noised bits)")
+        if not 0 < self.record_sample_rate <= 1:
+            raise ValueError(f"record-sample-rate must be in (0, 1], got {self.record_sample_rate}")
+        if not self.eval_noise_multiplier >= 0:
+            raise ValueError(f"eval-noise-multiplier must be ≥ 0, got {self.eval_noise_multiplier}")
+        if not 0 < self.clip_quantile < 1:
+            raise ValueError(f"clip-quantile must be in (0, 1), got {self.clip_quantile}")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is private (``dp`` is not ``off``)."""
+        return self.dp != "off"
+
+
+PRIVACY_DEFAULTS = PrivacyConfig()
