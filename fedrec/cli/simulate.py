@@ -72,12 +72,14 @@ def train_central(
     out: Path = typer.Option(..., help="run directory"),
 ) -> None:
     """Train the same model on the same split centrally (plain torch, no Flower)."""
-    from fedrec.simulations.central_twin import CentralRunConfig, run_central
+    from fedrec.core.training.central import CentralConfig
+    from fedrec.core.training.implicit import TrainingConfig
+    from fedrec.simulations.central_twin import run_central
 
     try:
         summary = run_central(
-            CentralRunConfig(dataset=dataset, data_dir=data_dir, model=model, epochs=epochs, lr=lr,
-                             batch_size=batch_size, dim=dim, loss=loss, seed=seed, eval_every=eval_every),
+            CentralConfig(dataset=dataset, data_dir=data_dir, model=model, epochs=epochs, dim=dim, seed=seed,
+                          eval_every=eval_every, training=TrainingConfig(lr=lr, batch_size=batch_size, loss=loss)),
             out,
         )
     except (ValueError, FileNotFoundError, FileExistsError) as err:

@@ -7,13 +7,12 @@ flat keys, including ItemPop), ``curves.png`` and ``model.pt``.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from fedrec.core.baselines.itempop import evaluate_itempop
+from fedrec.core.baselines.popularity import evaluate_itempop
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import leave_one_out
 from fedrec.core.run_files import (
@@ -26,28 +25,15 @@ from fedrec.core.run_files import (
     write_json_atomic,
 )
 from fedrec.core.training.central import CentralConfig, train_central
-from fedrec.core.training.implicit import TrainingConfig
 from fedrec.reporting.curves import plot_curves
 
 
-@dataclass(frozen=True)
-class CentralRunConfig:
-    dataset: str = "synthetic"
-    data_dir: str = ""
-    model: str = "mf"
-    epochs: int = 20
-    lr: float = 0.001
-    batch_size: int = 256
-    dim: int = 32
-    loss: str = "bce"
-    negatives: int = 4
-    seed: int = 0
-    eval_every: int = 5
-    k: int = 10
-    eval_negatives: int = 99
-
-
-def run_central(config: CentralRunConfig, out_dir: Path) -> dict[str, Any]:
+def run_central(config: CentralConfig, out_dir: Path) -> dict[str, Any]:
+    """Load ``config.dataset``, split it (leave-one-out with ``config.seed`` and
+    ``config.eval_negatives``), train with :func:`train_central` and write the run directory;
+    returns the summary."""
+    if not config.dataset:
+        raise ValueError("run_central needs CentralConfig.dataset: the data to load and split")
     out_dir = out_dir.expanduser().resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics_path = out_dir / METRICS_FILE
@@ -57,19 +43,14 @@ def run_central(config: CentralRunConfig, out_dir: Path) -> dict[str, Any]:
     split = leave_one_out(load_dataset(config.dataset, config.data_dir, config.seed),
                           seed=config.seed, eval_negatives=config.eval_negatives)
     itempop = evaluate_itempop(split, config.k)
-    training = TrainingConfig(lr=config.lr, batch_size=config.batch_size, negatives=config.negatives,
-                              loss=config.loss, optimizer="adam")
-    central = CentralConfig(model=config.model, dim=config.dim, epochs=config.epochs, seed=config.seed,
-                            eval_every=config.eval_every, k=config.k, training=training,
-                            dataset=config.dataset, data_dir=config.data_dir)
 
     def log_epoch(row: dict[str, float]) -> None:
         append_jsonl(metrics_path, {"round": row["epoch"], **row})
 
-    model, _ = train_central(split, central, on_epoch=log_epoch)
+    model, _ = train_central(split, config, on_epoch=log_epoch)
     torch.save(model.state_dict(), out_dir / "model.pt")
     rows = read_jsonl(metrics_path)
-    summary = build_summary(rows, config.k, itempop, {"mode": "central", **asdict(config)},
+    summary = build_summary(rows, config.k, itempop, {"mode": "central", **config.to_flat()},
                             time.perf_counter() - started)
     write_json_atomic(out_dir / SUMMARY_FILE, summary)
     plot_curves(rows, config.k, out_dir / CURVES_FILE, itempop, step_key="round",

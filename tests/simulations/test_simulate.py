@@ -9,7 +9,9 @@ import pytest
 
 from fedrec.core.config.run_config import RunConfig
 from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE, read_jsonl
-from fedrec.simulations.central_twin import CentralRunConfig, run_central
+from fedrec.core.training.central import CentralConfig
+from fedrec.core.training.implicit import TrainingConfig
+from fedrec.simulations.central_twin import run_central
 from fedrec.simulations.simulate import resume_config, simulate
 
 pytestmark = pytest.mark.slow
@@ -53,7 +55,8 @@ def test_resume_continues_from_the_checkpoint(tmp_path: Path, no_leftover_proces
 
 
 def test_central_twin_writes_the_same_summary_format(tmp_path: Path) -> None:
-    summary = run_central(CentralRunConfig(epochs=4, dim=16, lr=0.01, eval_every=2), tmp_path / "central")
+    summary = run_central(CentralConfig(dataset="synthetic", epochs=4, dim=16, eval_every=2,
+                                        training=TrainingConfig(lr=0.01, batch_size=256)), tmp_path / "central")
     for key in ("hr@10", "ndcg@10", "itempop_hr@10", "itempop_ndcg@10", "rounds", "wall_seconds", "config"):
         assert key in summary
     assert summary["hr@10"] > summary["itempop_hr@10"]

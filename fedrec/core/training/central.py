@@ -8,8 +8,8 @@ federated number is compared with ("federated reaches x% of central").
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -26,20 +26,42 @@ EVAL_BATCH_USERS = 256
 
 @dataclass(frozen=True)
 class CentralConfig:
-    """The central twin's settings. ``dataset`` and ``data_dir`` name the data the split
-    was made from; a feature model (``hybrid``, ``content``) reads its item features there
-    (:func:`~fedrec.core.data.item_features.dataset_item_features` with ``seed``), as the
-    federated run does."""
+    """The central twin's settings: the data, the model, its training and its evaluation.
 
+    One config for both :func:`train_central` (given a split) and
+    :func:`fedrec.simulations.central_twin.run_central` / ``fedrec train-central`` (which
+    load ``dataset`` and split it with ``seed`` and ``eval_negatives``). ``dataset`` and
+    ``data_dir`` name the data the split was made from; a feature model (``hybrid``,
+    ``content``) reads its item features there
+    (:func:`~fedrec.core.data.item_features.dataset_item_features` with ``seed``), as the
+    federated run does. ``""`` means unnamed: :func:`train_central` then refuses a feature
+    model and ``run_central`` refuses to run. ``k`` is the length of the evaluated top-K
+    list; ``training`` the optimiser and loss settings, a section like
+    :attr:`fedrec.core.config.run_config.RunConfig.training` (Adam, lr 0.001, batch 256 by
+    default).
+    """
+
+    dataset: str = ""
+    data_dir: str = ""
     model: str = "mf"
     dim: int = 32
     epochs: int = 20
     seed: int = 0
     eval_every: int = 5
     k: int = 10
+    eval_negatives: int = 99
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(lr=0.001, batch_size=256))
-    dataset: str = ""
-    data_dir: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("dim", "epochs", "eval_every", "k", "eval_negatives"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be ≥ 1, got {getattr(self, name)}")
+
+    def to_flat(self) -> dict[str, Any]:
+        """The settings as one flat mapping (the training section's keys inlined), as a
+        run's ``summary.json`` records its config."""
+        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "training"}
+        return {**flat, **asdict(self.training)}
 
 
 def evaluate_model(model: Recommender, split: LeaveOneOutSplit, k: int) -> dict[str, float]:

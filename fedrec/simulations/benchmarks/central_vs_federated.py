@@ -26,7 +26,8 @@ from rich.table import Table
 from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import leave_one_out
-from fedrec.simulations.central_twin import CentralRunConfig, run_central
+from fedrec.core.training.central import CentralConfig
+from fedrec.simulations.central_twin import run_central
 from fedrec.simulations.simulate import simulate
 from fedrec.simulations.torch_loop import run_torch_loop
 
@@ -61,8 +62,8 @@ def main(
                            eval_every=eval_every)
         epochs = central_epochs(config, split.n_users)
         t0 = time.perf_counter()
-        central = run_central(CentralRunConfig(dataset="ml-100k", data_dir=data_dir, model=model,
-                                               epochs=epochs, dim=config.dim, eval_every=max(1, epochs // 4)),
+        central = run_central(CentralConfig(dataset="ml-100k", data_dir=data_dir, model=model,
+                                            epochs=epochs, dim=config.dim, eval_every=max(1, epochs // 4)),
                               out / f"central-{model}")
         central_s = time.perf_counter() - t0
         t0 = time.perf_counter()

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from fedrec.core.baselines.itempop import evaluate_itempop
+from fedrec.core.baselines.popularity import evaluate_itempop
 from fedrec.core.data.split import leave_one_out
 from fedrec.core.data.synthetic import generate_synthetic
 from fedrec.core.evaluation.protocols import metric_keys
@@ -88,3 +88,25 @@ def test_a_feature_model_trains_centrally_on_the_datasets_features(split) -> Non
 def test_a_feature_model_without_its_dataset_is_refused(split) -> None:
     with pytest.raises(ValueError, match="give CentralConfig.dataset"):
         train_central(split, CentralConfig(model="hybrid", dim=4, epochs=1, training=TRAINING))
+
+
+def test_one_central_config_for_train_central_and_the_run_directory(tmp_path) -> None:
+    """The config ``fedrec train-central`` builds is the one train_central reads; the summary
+    records it flat (the training section's keys inlined)."""
+    from fedrec.simulations.central_twin import run_central
+
+    config = CentralConfig(dataset="synthetic", dim=8, epochs=1, eval_every=1, training=TRAINING)
+    flat = config.to_flat()
+    assert flat["lr"] == 0.01 and flat["batch_size"] == 256 and flat["loss"] == "bce" and flat["optimizer"] == "adam"
+    assert {"dataset", "data_dir", "model", "dim", "epochs", "seed", "eval_every", "k", "eval_negatives",
+            "negatives"} <= set(flat) and "training" not in flat
+    summary = run_central(config, tmp_path / "central")
+    assert summary["config"] == {"mode": "central", **flat}
+    with pytest.raises(ValueError, match="needs CentralConfig.dataset"):
+        run_central(CentralConfig(epochs=1), tmp_path / "unnamed")
+
+
+@pytest.mark.parametrize("name", ["dim", "epochs", "eval_every", "k", "eval_negatives"])
+def test_central_config_refuses_non_positive_sizes(name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name.replace('_', '-')} must be ≥ 1"):
+        CentralConfig(**{name: 0})
