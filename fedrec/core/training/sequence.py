@@ -35,8 +35,9 @@ user's private state is the history itself, which never leaves the device. The u
 is not private by itself: with ``bce``/``bpr`` its non-zero item rows are the
 user's history items and sampled negatives (the DP mechanisms apply as for the other
 models).
-:func:`federated_sequence_training` simulates FedAvg over sampled users without Flower
-(``x ← x + η_s Σ_k n_k Δ_k / Σ_k n_k``, :mod:`fedrec.core.federation.aggregation`);
+Federated training is the round driver's (:func:`fedrec.core.federation.driver.run_federation`
+with ``model="sasrec"``: the sequence family, :mod:`fedrec.core.families.sequence`, runs
+:func:`sequence_user_round` for each sampled user of :func:`trainable_users`);
 :func:`train_sequence_central` trains the same model on every user's windows at once.
 """
 
@@ -51,10 +52,9 @@ import torch
 from numpy.typing import NDArray
 from torch.nn import functional as F
 
-from fedrec.core.federation.aggregation import ServerOptimizer, weighted_mean
+from fedrec.core.arrays import Arrays, to_numpy
 from fedrec.core.data.split import NO_ITEM, LeaveOneOutSplit, UserData
 from fedrec.core.evaluation.protocols import evaluate_user, mean_metrics
-from fedrec.core.training.local_round import LocalResult
 from fedrec.core.models.sequence import (
     PAD_TOKEN,
     SASRec,
@@ -64,9 +64,8 @@ from fedrec.core.models.sequence import (
     load_sequence_global,
     sequence_global_state,
 )
-from fedrec.core.federation.sampling import sample_users
 from fedrec.core.training.implicit import positives_key, sample_negatives
-from fedrec.core.arrays import Arrays, to_numpy
+from fedrec.core.training.local_round import LocalResult
 from fedrec.core.training.optimizers import build_optimizer, check_optimizer
 
 SEQUENCE_LOSSES = ("bce", "bpr", "softmax")
@@ -306,68 +305,6 @@ def evaluate_sequence_model(
 def trainable_users(split: LeaveOneOutSplit) -> NDArray[np.int64]:
     """Users with at least 2 training items (one next-item target)."""
     return np.flatnonzero(np.diff(split.train_indptr) >= 2).astype(np.int64)
-
-
-def federated_sequence_training(
-    split: LeaveOneOutSplit,
-    model_config: SASRecConfig,
-    training: SequenceTrainingConfig,
-    rounds: int,
-    clients_per_round: int,
-    local_epochs: int = 1,
-    aggregation: str = "fedavg-slr",
-    server_lr: float = 1.0,
-    seed: int = 0,
-    eval_every: int = 10,
-    k: int = 10,
-    on_round: RoundCallback | None = None,
-) -> tuple[Arrays, list[dict[str, float]]]:
-    """Simulate FedAvg of :class:`SASRec` over sampled users, without Flower.
-
-    Each round samples ``clients_per_round`` of the :func:`trainable_users` (uniformly
-    without replacement, seeded by ``(seed, round)``: :func:`~fedrec.core.federation.sampling.sample_users`),
-    runs :func:`sequence_user_round` for each (a generator seeded by ``(seed, user, round)``),
-    and applies ``Δ̄ = Σ_k n_k Δ_k / Σ_k n_k`` through
-    :class:`~fedrec.core.federation.aggregation.ServerOptimizer` (``fedavg-slr``: ``η_s = server_lr`` on
-    the item table, 1 elsewhere; ``fedavg``: ``η_s = 1``; ``fedadam``). Returns the final
-    global arrays and one row per round (``round``, ``clients``, ``train_loss``,
-    ``wall_seconds`` and, every ``eval_every`` rounds and at the last, the metrics of
-    :func:`evaluate_sequence_model`).
-    """
-    if rounds < 1 or clients_per_round < 1:
-        raise ValueError(f"rounds and clients_per_round must be ≥ 1, got {rounds}, {clients_per_round}")
-    if eval_every < 1:
-        raise ValueError(f"eval_every must be ≥ 1, got {eval_every}")
-    eligible = trainable_users(split)
-    if len(eligible) == 0:
-        raise ValueError("no user has 2 or more training items: nothing to train on")
-    model = model_config.build(split.n_items, seed=seed)
-    global_arrays = to_numpy(sequence_global_state(model))
-    server = ServerOptimizer(kind=aggregation, lr=server_lr, scaled=frozenset(model.item_table_names))
-    history = []
-    for server_round in range(1, rounds + 1):
-        started = time.perf_counter()
-        chosen = eligible[sample_users(len(eligible), clients_per_round, seed, server_round, "train")]
-        results = [
-            sequence_user_round(global_arrays, split.user_data(int(u), for_evaluation=False), model_config,
-                                training, local_epochs, seed, server_round)
-            for u in chosen
-        ]
-        weights = [float(r.num_examples) for r in results]
-        global_arrays = server.step(global_arrays, weighted_mean([r.update for r in results], weights))
-        row: dict[str, float] = {
-            "round": server_round,
-            "clients": len(chosen),
-            "train_loss": float(np.average([r.loss for r in results], weights=weights)),
-        }
-        if server_round % eval_every == 0 or server_round == rounds:
-            load_sequence_global(model, global_arrays)
-            row.update(evaluate_sequence_model(model, split, k))
-        row["wall_seconds"] = time.perf_counter() - started
-        history.append(row)
-        if on_round is not None:
-            on_round(row)
-    return global_arrays, history
 
 
 def train_sequence_central(

@@ -8,9 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from fedrec.core.arrays import to_numpy
+from fedrec.core.baselines.itempop import evaluate_itempop
+from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.interactions import Interactions
 from fedrec.core.data.split import NO_ITEM, UserData, leave_one_out
-from fedrec.core.baselines.itempop import evaluate_itempop
+from fedrec.core.federation.aggregation import ServerOptimizer, weighted_mean
+from fedrec.core.federation.driver import run_federation
+from fedrec.core.federation.sampling import sample_users
 from fedrec.core.models.sequence import (
     PAD_TOKEN,
     SASRec,
@@ -23,13 +28,13 @@ from fedrec.core.training.sequence import (
     SequenceTrainingConfig,
     evaluate_sequence_model,
     evaluation_history,
-    federated_sequence_training,
     next_item_windows,
     ordered_history,
     sequence_user_metrics,
     sequence_user_round,
     train_sequence_central,
     train_sequence_user,
+    trainable_users,
 )
 
 SHARED_ML100K = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "ml-100k"
@@ -281,12 +286,15 @@ def test_federated_rounds_learn_a_planted_successor_pattern(
     to rank them low); with ``softmax`` also the argmax over the whole catalogue."""
     split = planted_split()
     config = SASRecConfig(dim=16, max_len=8, blocks=1, heads=1, dropout=0.0)
-    training = SequenceTrainingConfig(lr=lr, batch_size=4, negatives=2, loss=loss)
     initial = {k: v.detach().numpy() for k, v in sequence_global_state(config.build(split.n_items)).items()}
-    arrays, history = federated_sequence_training(
-        split, config, training, rounds=rounds, clients_per_round=20, local_epochs=5, server_lr=server_lr,
-        seed=0, eval_every=rounds, k=1,
-    )
+    if loss == "softmax":  # RunConfig's client losses are bce and bpr: the same FedAvg rounds, by hand
+        training = SequenceTrainingConfig(lr=lr, batch_size=4, negatives=2, loss=loss)
+        arrays, history = fedavg_by_hand(split, config, training, rounds, 20, 5, server_lr, seed=0, k=1)
+    else:
+        result = run_federation(sasrec_run(config, lr=lr, batch_size=4, negatives=2, loss=loss, rounds=rounds,
+                                           clients_per_round=20, local_epochs=5, server_lr=server_lr,
+                                           eval_every=rounds, eval_k=1), split)
+        arrays, history = result.arrays, result.rows
     assert [row["round"] for row in history] == list(range(1, rounds + 1))
     assert all(row["clients"] == 20 for row in history)
     assert next_item_hr_at_1(initial, config, split) < 0.2
@@ -295,14 +303,39 @@ def test_federated_rounds_learn_a_planted_successor_pattern(
         assert next_item_hr_at_1(arrays, config, split) > 0.85
 
 
+def sasrec_run(config: SASRecConfig, **settings) -> RunConfig:
+    """The run config of the round driver for SASRec ``config`` (Adam on the client, fedavg-slr)."""
+    return RunConfig(model="sasrec", dim=config.dim, seq_max_len=config.max_len, seq_blocks=config.blocks,
+                     seq_heads=config.heads, seq_dropout=config.dropout, aggregation="fedavg-slr", **settings)
+
+
+def fedavg_by_hand(split, config, training, rounds, clients, local_epochs, server_lr, seed, k):
+    """The driver's rounds for a loss RunConfig does not take: sample among the trainable
+    users by ``(seed, round)``, :func:`sequence_user_round` each, example-weighted FedAvg."""
+    eligible = trainable_users(split)
+    m = config.build(split.n_items, seed=seed)
+    arrays = to_numpy(sequence_global_state(m))
+    server = ServerOptimizer("fedavg-slr", server_lr, scaled=frozenset(m.item_table_names))
+    history = []
+    for server_round in range(1, rounds + 1):
+        chosen = eligible[sample_users(len(eligible), clients, seed, server_round, "train")]
+        results = [sequence_user_round(arrays, split.user_data(int(u), for_evaluation=False), config, training,
+                                       local_epochs, seed, server_round) for u in chosen]
+        arrays = server.step(arrays, weighted_mean([r.update for r in results], [r.num_examples for r in results]))
+        history.append({"round": server_round, "clients": len(chosen)})
+    load_sequence_global(m, {name: torch.from_numpy(v) for name, v in arrays.items()})
+    history[-1].update(evaluate_sequence_model(m, split, k))
+    return arrays, history
+
+
 def test_federated_training_is_seeded() -> None:
     split = planted_split(n_users=10)
 
     def run(seed: int):
-        return federated_sequence_training(
-            split, SASRecConfig(dim=8, max_len=6, blocks=1, dropout=0.1), SequenceTrainingConfig(lr=0.01),
-            rounds=2, clients_per_round=4, seed=seed, eval_every=2,
-        )
+        result = run_federation(sasrec_run(SASRecConfig(dim=8, max_len=6, blocks=1, dropout=0.1), lr=0.01,
+                                           batch_size=32, negatives=1, rounds=2, clients_per_round=4,
+                                           server_lr=1.0, seed=seed, eval_every=2), split)
+        return result.arrays, result.rows
 
     (a, ha), (b, hb), (c, _) = run(0), run(0), run(1)
     assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -364,8 +397,7 @@ def test_ml100k_central_and_federated_learn() -> None:
         split, config, SequenceTrainingConfig(lr=0.005, batch_size=64), epochs=3, eval_every=3
     )
     assert central[-1]["hr@10"] > itempop + 0.1
-    _, federated = federated_sequence_training(
-        split, config, SequenceTrainingConfig(lr=0.01, batch_size=8), rounds=4, clients_per_round=40,
-        local_epochs=5, server_lr=10.0, eval_every=4,
-    )
+    federated = run_federation(sasrec_run(config, lr=0.01, batch_size=8, negatives=1, rounds=4,
+                                          clients_per_round=40, local_epochs=5, server_lr=10.0, eval_every=4),
+                               split).rows
     assert federated[-1]["hr@10"] > 0.3
