@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedrec.core.arrays import to_numpy
-from fedrec.core.baselines.itempop import evaluate_itempop
+from fedrec.core.baselines.popularity import evaluate_itempop
 from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.interactions import Interactions
 from fedrec.core.data.split import NO_ITEM, UserData, leave_one_out
