@@ -25,16 +25,17 @@ arguments named like the keys (``RunConfig(dp="user-central", epsilon=8.0)``,
 those places a mapping between flat keys and nested fields to keep in step. So the fields
 stay flat, one per key, and the sections are views built from them: the section classes'
 field names are :class:`RunConfig` field names and their defaults are the fields' defaults
-(one definition each: the fields read them from the section's defaults). The cached
-sections live outside the dataclass fields, so equality, hashing (a :class:`RunConfig` is
-an ``lru_cache`` key), ``asdict`` and ``to_user_config`` see the flat fields only.
+(one definition each: the fields read them from the section's defaults). The built
+sections are kept outside the instance (:class:`_SectionView`, not in its ``__dict__``), so
+equality, hashing (a :class:`RunConfig` is an ``lru_cache`` key), pickling, ``asdict``,
+``to_user_config`` and ``RunConfig(**config.__dict__)`` see the flat fields only.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass, field, fields
-from functools import cached_property
-from typing import Any, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar, overload
 
 from fedrec.core.config.deployment_section import DEPLOYMENT_DEFAULTS, DeploymentConfig
 from fedrec.core.config.evaluation_section import EVALUATION_DEFAULTS, EvaluationConfig
@@ -85,6 +86,37 @@ def knob(default: Any, help: str, *, cli: tuple[str, ...] = (), choices: Sequenc
 
 
 Section = TypeVar("Section")
+
+
+class _SectionView(Generic[Section]):
+    """A read-only :class:`RunConfig` attribute holding one section, built by ``build`` the
+    first time it is read for a config value and kept in a weak mapping beside the class
+    (equal configs share it; it goes with the last of them). Nothing is stored on the
+    instance, so its ``__dict__`` holds exactly the fields."""
+
+    def __init__(self, build: Callable[["RunConfig"], Section]) -> None:
+        self._build = build
+        self._built: weakref.WeakKeyDictionary[RunConfig, Section] = weakref.WeakKeyDictionary()
+        self.__doc__ = build.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.__name__ = name
+
+    @overload
+    def __get__(self, config: None, owner: type | None = None) -> "_SectionView[Section]": ...
+
+    @overload
+    def __get__(self, config: "RunConfig", owner: type | None = None) -> Section: ...
+
+    def __get__(self, config: "RunConfig | None", owner: type | None = None) -> Any:
+        if config is None:
+            return self
+        try:
+            return self._built[config]
+        except KeyError:
+            section = self._built[config] = self._build(config)
+            return section
+
 # the sections' defaults, which the fields below take as theirs (one definition each)
 _P, _E, _D = PRIVACY_DEFAULTS, EVALUATION_DEFAULTS, DEPLOYMENT_DEFAULTS
 
@@ -253,22 +285,22 @@ class RunConfig:
         """``section`` built from this config's fields of the same names."""
         return section(**{f.name: getattr(self, f.name) for f in fields(section)})  # type: ignore[arg-type]
 
-    @cached_property
+    @_SectionView
     def privacy(self) -> PrivacyConfig:
         """The privacy section: ``dp`` and its mechanism's keys."""
         return self._section(PrivacyConfig)
 
-    @cached_property
+    @_SectionView
     def evaluation(self) -> EvaluationConfig:
         """The evaluation section: when and how the run is evaluated."""
         return self._section(EvaluationConfig)
 
-    @cached_property
+    @_SectionView
     def deployment(self) -> DeploymentConfig:
         """The deployment section: catalogue, round quorum and timeout, checkpoints."""
         return self._section(DeploymentConfig)
 
-    @cached_property
+    @_SectionView
     def training(self) -> TrainingConfig:
         """The local-training section (``client-optimizer`` is its ``optimizer``)."""
         return TrainingConfig(

@@ -42,6 +42,7 @@ def test_sections_carry_the_run_configs_values_and_are_cached() -> None:
     assert config.evaluation == EvaluationConfig(eval_every=2, eval_k=5)
     assert config.deployment == DeploymentConfig(min_nodes=3, round_timeout=60.0, catalogue="/tmp/items.txt")
     assert config.privacy is config.privacy and config.training is config.training
+    assert RunConfig.privacy.__doc__  # the class attribute is the view, documented
     assert config.privacy.enabled and not RunConfig().privacy.enabled
     # a replaced config builds its own sections
     assert dataclasses.replace(config, eval_k=20).evaluation.eval_k == 20
@@ -53,6 +54,8 @@ def test_the_cached_sections_leave_equality_hashing_and_the_user_config_alone() 
     assert fresh == read and hash(fresh) == hash(read)
     assert read.to_user_config() == fresh.to_user_config() and "privacy" not in read.to_user_config()
     assert pickle.loads(pickle.dumps(read)) == read
+    assert set(vars(read)) == {f.name for f in dataclasses.fields(RunConfig)}
+    assert RunConfig(**{**vars(read), "resume": True}) == dataclasses.replace(read, resume=True)
 
     @functools.lru_cache(maxsize=None)
     def calls(config: RunConfig) -> object:
