@@ -43,15 +43,8 @@ import scipy.sparse as sp
 from numpy.typing import NDArray
 
 from fedrec.core.data.split import LeaveOneOutSplit
-from fedrec.core.evaluation.lists import (
-    catalog_coverage,
-    f1_at_k,
-    intra_list_diversity,
-    list_recall_at_k,
-    mrr_at_k,
-    novelty,
-    precision_at_k,
-)
+from fedrec.core.evaluation import lists as list_metrics
+from fedrec.core.evaluation.catalogue import coverage, intra_list_diversity, novelty
 from fedrec.core.evaluation.protocols import evaluate_user, mean_metrics
 from fedrec.core.models.base import Recommender
 from fedrec.core.recommend.reranking import top_k
@@ -192,16 +185,16 @@ def evaluate_scorer(
             row = evaluate_user(scores[j], data, k)
             ranked = top_k(scores[j], k, exclude=data.excluded_from_ranking())
             relevant = np.array([data.test_item])
-            row[f"precision@{k}"] = precision_at_k(ranked, relevant, k)
-            row[f"recall@{k}"] = list_recall_at_k(ranked, relevant, k)
-            row[f"f1@{k}"] = f1_at_k(ranked, relevant, k)
-            row[f"mrr@{k}"] = mrr_at_k(ranked, relevant, k)
+            row[f"precision@{k}"] = list_metrics.precision_at_k(ranked, relevant, k)
+            row[f"recall@{k}"] = list_metrics.recall_at_k(ranked, relevant, k)
+            row[f"f1@{k}"] = list_metrics.f1_at_k(ranked, relevant, k)
+            row[f"mrr@{k}"] = list_metrics.mrr_at_k(ranked, relevant, k)
             rows.append(row)
             lists.append(ranked)
 
     metrics = mean_metrics(rows)
     users_per_item = np.asarray(X.sum(axis=0)).ravel().astype(np.int64)
-    metrics[f"coverage@{k}"] = catalog_coverage(lists, split.n_items)
+    metrics[f"coverage@{k}"] = coverage(lists, split.n_items)
     metrics[f"diversity@{k}"] = _nonzero_diversity(lists, vectors)
     metrics[f"novelty@{k}"] = novelty(lists, users_per_item, split.n_users)
     if features is not None:

@@ -7,7 +7,9 @@ would on average, never a free hit.
 
 * HR@K = 1 if rank < K else 0.
 * NDCG@K = 1 / log2(rank + 2) if rank < K else 0 (one relevant item, so IDCG = 1).
-* Recall@K = |relevant ∩ top-K| / |relevant|.
+* Recall@K over several held-out items = share of their (mid-)ranks below K.
+
+The same metrics of a whole ranked list against a set of items are in :mod:`fedrec.core.evaluation.lists`.
 """
 
 from __future__ import annotations
@@ -34,14 +36,6 @@ def hit_ratio_at_k(rank: float, k: int) -> float:
 
 def ndcg_at_k(rank: float, k: int) -> float:
     return 1.0 / math.log2(rank + 2.0) if rank < k else 0.0
-
-
-def recall_at_k(top_k: NDArray[np.integer], relevant: NDArray[np.integer]) -> float:
-    """Share of ``relevant`` items that appear in the list ``top_k``."""
-    relevant = np.asarray(relevant)
-    if len(relevant) == 0:
-        raise ValueError("recall is undefined without relevant items")
-    return float(np.isin(relevant, np.asarray(top_k)).sum()) / len(relevant)
 
 
 def recall_from_ranks(ranks: list[float], k: int) -> float:

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from fedrec.core.evaluation.protocols import metric_keys
 from fedrec.core.privacy.accounting import Step, epsilon, noise_for_epsilon
-from fedrec.core.privacy.modes import MODE_UNIT
+from fedrec.core.privacy.modes import MODE_RELATION, MODE_UNIT
 from fedrec.core.privacy.record_steps import sample_rate as record_sample_rate
 from fedrec.core.privacy.record_steps import steps_per_round as record_steps_per_round
 
@@ -68,7 +68,7 @@ if TYPE_CHECKING:  # annotations only: the run config is not imported at run tim
     from fedrec.core.data.split import LeaveOneOutSplit
 
 UNIT = MODE_UNIT  # mode -> the unit it protects (one definition: fedrec.core.privacy.modes)
-RELATION = {"record": "add-remove", "user-local": "replace-one", "user-central": "add-remove"}
+RELATION = MODE_RELATION  # mode -> neighbouring relation (one definition: fedrec.core.privacy.modes)
 # who adds the noise (and keeps the accountant) of each mode's releases
 ACCOUNTED_BY = {"record": "client", "user-local": "client", "user-central": "server"}
 EVAL_SHARE = 0.1  # of the budget ε, for the evaluation releases, when σ_e is derived

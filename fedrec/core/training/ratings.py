@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 
 from fedrec.core.arrays import Arrays, to_numpy
 from fedrec.core.data.interactions import Interactions
-from fedrec.core.evaluation.lists import mae, rmse
+from fedrec.core.evaluation.ratings import mae, rmse
 from fedrec.core.models.base import Recommender, global_state, local_state
 from fedrec.core.models.explicit_mf import GLOBAL_MEAN
 from fedrec.core.models.registry import RATING_MODELS, build_model, one_user_model

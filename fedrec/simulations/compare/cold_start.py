@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 from fedrec.core.baselines import Scorer
 from fedrec.core.data.split import NO_ITEM, LeaveOneOutSplit
-from fedrec.core.evaluation.lists import list_hit_ratio_at_k, list_recall_at_k
+from fedrec.core.evaluation import lists as list_metrics
 from fedrec.simulations.compare.config import COLD_START_STREAM, NEW_ITEM_TIE_STREAM
 
 
@@ -100,8 +100,8 @@ def new_item_metrics(scorer: Scorer, cold: ColdStartSplit, k: int, seed: int = 0
             relevant = np.array([position[int(i)] for i in truth])
             tie_order = np.random.default_rng([seed, int(users[j]), NEW_ITEM_TIE_STREAM]).permutation(m)
             ranked = np.lexsort((tie_order, -scores[j]))[:k]  # by score, ties at random
-            hits.append(list_hit_ratio_at_k(ranked, relevant, k))
-            recalls.append(list_recall_at_k(ranked, relevant, k))
+            hits.append(list_metrics.hit_ratio_at_k(ranked, relevant, k))
+            recalls.append(list_metrics.recall_at_k(ranked, relevant, k))
             aucs.append(_auc(scores[j], relevant))
     return {"new_item_auc": float(np.nanmean(aucs)) if not np.all(np.isnan(aucs)) else float("nan"),
             f"new_item_hr@{k}": float(np.mean(hits)), f"new_item_recall@{k}": float(np.mean(recalls)),

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fedrec.core.data.interactions import Interactions
-from fedrec.core.evaluation.lists import mae, rmse
+from fedrec.core.evaluation.ratings import mae, rmse
 from fedrec.core.models import build_model
 from fedrec.core.training.local_round import new_local_parameters
 from fedrec.core.training.ratings import (

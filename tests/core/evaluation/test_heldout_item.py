@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fedrec.core.evaluation.heldout_item import hit_ratio_at_k, ndcg_at_k, rank_of_target, recall_at_k
+from fedrec.core.evaluation.heldout_item import hit_ratio_at_k, ndcg_at_k, rank_of_target
 
 
 @pytest.mark.parametrize(
@@ -63,22 +63,3 @@ def test_hit_ratio(rank: float, k: int, hit: float) -> None:
 )
 def test_ndcg(rank: float, k: int, ndcg: float) -> None:
     assert ndcg_at_k(rank, k) == pytest.approx(ndcg, abs=1e-12)
-
-
-@pytest.mark.parametrize(
-    ("top_k", "relevant", "recall"),
-    [
-        ([3, 1, 4], [1, 5], 0.5),  # 1 of 2 relevant items retrieved
-        ([3, 1, 4], [4, 3, 1], 1.0),
-        ([3, 1, 4], [7], 0.0),
-        ([], [7], 0.0),
-        ([2, 9, 8, 7], [9, 8, 6, 5], 0.5),
-    ],
-)
-def test_recall_at_k(top_k: list[int], relevant: list[int], recall: float) -> None:
-    assert recall_at_k(np.asarray(top_k), np.asarray(relevant)) == recall
-
-
-def test_recall_without_relevant_items_raises() -> None:
-    with pytest.raises(ValueError, match="relevant"):
-        recall_at_k(np.array([1, 2]), np.array([], dtype=np.int64))
