@@ -80,7 +80,8 @@ def recommend(state_dir: Path, users: list[str] | None = None, k: int = 10,
             seen = _all_items(local, index)
             stored = state.vectors.get(raw_user)
             scores = user_scores(config.model, config.dim, global_arrays, stored, user, config.training,
-                                 config.reconstruct_epochs, config.seed)
+                                 config.reconstruct_epochs, config.seed, personal=config.personal,
+                                 tune_epochs=config.tune_epochs)
             kind = "personal" if stored is not None else "cold-start"
         else:
             scores = _non_personal_scores(config, global_arrays, len(catalogue))
@@ -99,10 +100,13 @@ def _all_items(local, index: int) -> np.ndarray:
 
 
 def _non_personal_scores(config: RunConfig, global_arrays: dict[str, np.ndarray], n_items: int) -> np.ndarray:
-    """Scores with a zero user vector: what the global model alone says about each item."""
-    model = build_model(config.model, 1, n_items, config.dim)
+    """Scores with a zero user vector: what the global model alone says about each item (a local
+    score head, with ``personal`` head, keeps the run's seeded initial head)."""
+    model = build_model(config.model, 1, n_items, config.dim, seed=config.seed, personal=config.personal)
     load_parameters(model, {k: torch.from_numpy(v) for k, v in global_arrays.items()}, "global")
-    zeros = {name: torch.zeros_like(p) for name, p in model.named_parameters()
-             if name in model.local_parameter_names}
-    load_parameters(model, zeros, "local")
+    head = set(getattr(model, "score_head", ()))
+    initial = dict(model.named_parameters())
+    local = {name: initial[name].detach().clone() if name in head else torch.zeros_like(initial[name])
+             for name in model.local_parameter_names}
+    load_parameters(model, local, "local")
     return score_all_items(model, np.zeros(1, dtype=np.int64))[0]

@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from fedrec.core.evaluation.selection import selected_row
+
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 # the metrics of a rating model (explicit-mf), reported beside or instead of the ranking ones
@@ -53,12 +55,14 @@ def build_summary(
     config: dict[str, Any],
     wall_seconds: float,
     step_key: str = "round",
+    model_selection: str = "last",
 ) -> dict[str, Any]:
-    """Flat summary from the last evaluated row of a run."""
+    """Flat summary from the evaluated row ``model_selection`` picks (the last one, or the one with
+    the best validation HR: :mod:`fedrec.core.evaluation.selection`)."""
     evaluated = [row for row in rows if f"hr@{k}" in row or RATING_METRICS[0] in row]
     if not evaluated:
         raise ValueError("the run has no evaluated round")
-    last = evaluated[-1]
+    last = selected_row(evaluated, model_selection, k)
     summary: dict[str, Any] = {
         key: value for key, value in last.items() if "@" in key or key in RATING_METRICS
     }
@@ -67,6 +71,7 @@ def build_summary(
     summary.update({
         "rounds": int(rows[-1][step_key]) if rows else 0,
         "evaluated_at": int(last[step_key]),
+        "model_selection": model_selection,
         "wall_seconds": wall_seconds,
         "config": config,
     })

@@ -60,7 +60,8 @@ def main(grid: Grid, context: Context) -> None:
     k = config.eval_k
     if config.dp != "off":  # shared files hold only noised metrics and config (see fedrec.server.loop)
         itempop = None  # an exact statistic of the raw training data, which no mechanism covers
-    summary = build_summary(rows, k, itempop, config.to_user_config(), time.perf_counter() - started)
+    summary = build_summary(rows, k, itempop, config.to_user_config(), time.perf_counter() - started,
+                            model_selection=config.model_selection)
     if config.dp != "off":
         summary = dp_summary(summary, k)
     write_json_atomic(run_dir / SUMMARY_FILE, summary)

@@ -37,6 +37,7 @@ from flwr.app import ConfigRecord, Message
 from flwr.serverapp import Grid
 
 from fedrec.core.config.run_config import RunConfig
+from fedrec.core.evaluation.selection import BestRound
 from fedrec.core.families.implicit import initial_implicit_global
 from fedrec.core.families.registry import family_of
 from fedrec.core.federation.driver import round_users
@@ -234,6 +235,9 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
     optimizer_state: dict[str, dict[str, np.ndarray]] = {}
     first_round = 1
     user_config = config.to_user_config()
+    if config.resume and config.model_selection == "best-validation":
+        raise ValueError("cannot resume a run with model-selection best-validation: checkpoints keep the last "
+                         "round's model, not the best round's; rerun it, or resume with model-selection last")
     if config.resume:
         checkpoint = load_checkpoint(run_dir)
         changed = [k for k in RESUME_INVARIANTS if checkpoint.config.get(k) != user_config[k]]
@@ -314,6 +318,8 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
                   n_users: int | None, catalogue: tuple[str, ...] | None = None, split: Any | None = None) -> None:
     metrics_path = run_dir / METRICS_FILE
     user_config = config.to_user_config()
+    best = BestRound(config.model_selection, config.eval_k)
+    selected: dict[str, np.ndarray] | None = None  # best-validation: the global part of the best round
     for server_round in range(first_round, config.rounds + 1):
         if privacy is not None and privacy.central and not privacy.central_round_allowed():
             logger.warning("round %d not run: it would take the server's ε past the budget %g",
@@ -365,6 +371,8 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
                 rates = family_of(config.model).finish(
                     {key: float(value) for key, value in eval_metrics.items() if key not in COUNT_KEYS})
                 row.update({**rates, **counts})
+                if best.selection != "last" and best.improves(row):
+                    selected = {k: v.copy() for k, v in arrays.items()}
         row.update({"bytes_up": bytes_up, "bytes_down": bytes_down, "train_seconds": train_seconds,
                     "wall_seconds": time.perf_counter() - started})
         if privacy is None:
@@ -378,4 +386,5 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
             append_jsonl(metrics_path, shared)
         if server_round % config.checkpoint_every == 0 or server_round == config.rounds:
             save_checkpoint(run_dir, Checkpoint(server_round, arrays, strategy.optimizer.state, user_config))
-    save_arrays(run_dir / MODEL_FILE, arrays)
+    # model.npz: the reported model (best-validation: the selected round's global part)
+    save_arrays(run_dir / MODEL_FILE, selected if selected is not None else arrays)

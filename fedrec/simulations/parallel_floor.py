@@ -31,7 +31,8 @@ def _worker(config: RunConfig, part: int, partitions: int, inbox: Connection) ->
     from fedrec.client.partition import split_for
     from fedrec.core.data.split import NO_ITEM
     from fedrec.core.evaluation.protocols import mean_metrics
-    from fedrec.core.training.cohort import cohort_metrics, cohort_round
+    from fedrec.core.training.cohort import cohort_round
+    from fedrec.core.training.cohort_evaluation import cohort_metrics
     from fedrec.core.training.device import resolve_device
 
     torch.set_num_threads(1)

@@ -17,6 +17,7 @@ from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from fedrec.core.config.protocols import apply_protocol
 from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import leave_one_out
@@ -66,6 +67,7 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
         (out_dir / SUMMARY_FILE).unlink(missing_ok=True)
     data = load_dataset(config.dataset, config.data_dir, config.seed)
     n_users = data.n_users
+    config = apply_protocol(config, n_users)  # protocol ncf-loo: every user in every round, …
     # refuse a DP configuration the data makes meaningless before anything starts
     privacy_line = preflight(config, leave_one_out(data, seed=config.seed, eval_negatives=config.eval_negatives))
     print(privacy_line, flush=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fedrec.core.evaluation.selection import MODEL_SELECTIONS
+
 
 @dataclass(frozen=True)
 class EvaluationConfig:
@@ -19,7 +21,9 @@ class EvaluationConfig:
     ``eval_every``: evaluate every N rounds (and the last). ``eval_fraction``: the share of
     users evaluated. ``eval_k``: the length of the top-K list. ``eval_negatives``: sampled
     negatives ranked against each held-out item. ``reconstruct_epochs``: epochs fitting the
-    user vector before an evaluation.
+    user vector before an evaluation. ``model_selection``: the round a run reports
+    (:mod:`fedrec.core.evaluation.selection`: ``last``, or ``best-validation``, which also
+    evaluates each user's validation item).
     """
 
     eval_every: int = 5
@@ -27,6 +31,7 @@ class EvaluationConfig:
     eval_k: int = 10
     eval_negatives: int = 99
     reconstruct_epochs: int = 3
+    model_selection: str = "last"
 
     def __post_init__(self) -> None:
         for name in ("eval_every", "eval_k", "eval_negatives"):
@@ -36,6 +41,13 @@ class EvaluationConfig:
             raise ValueError(f"eval-fraction must be in (0, 1], got {self.eval_fraction}")
         if self.reconstruct_epochs < 0:
             raise ValueError(f"reconstruct-epochs must be ≥ 0, got {self.reconstruct_epochs}")
+        if self.model_selection not in MODEL_SELECTIONS:
+            raise ValueError(f"unknown model-selection {self.model_selection!r}: choose one of {MODEL_SELECTIONS}")
+
+    @property
+    def validation(self) -> bool:
+        """Whether evaluations also rank each user's validation item (for model selection)."""
+        return self.model_selection == "best-validation"
 
 
 EVALUATION_DEFAULTS = EvaluationConfig()

@@ -40,8 +40,18 @@ from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar, overload
 from fedrec.core.config.deployment_section import DEPLOYMENT_DEFAULTS, DeploymentConfig
 from fedrec.core.config.evaluation_section import EVALUATION_DEFAULTS, EvaluationConfig
 from fedrec.core.config.privacy_section import ACCOUNTANTS, DP_MODES, PRIVACY_DEFAULTS, PrivacyConfig
+from fedrec.core.config.protocols import PROTOCOLS
 from fedrec.core.data.item_features import has_item_features
-from fedrec.core.models.registry import FEATURE_MODELS, MODELS, NEIGHBOURHOOD_MODELS, RATING_MODELS, SEQUENCE_MODELS
+from fedrec.core.evaluation.selection import MODEL_SELECTIONS
+from fedrec.core.models.personal import PERSONAL_OPTIONS, personal_parts, score_head_names
+from fedrec.core.models.registry import (
+    FEATURE_MODELS,
+    MODELS,
+    NEIGHBOURHOOD_MODELS,
+    RATING_MODELS,
+    SEQUENCE_MODELS,
+    build_model,
+)
 from fedrec.core.training.device import DEVICES
 from fedrec.core.training.implicit import LOSSES, TrainingConfig
 from fedrec.core.training.optimizers import OPTIMIZERS
@@ -157,6 +167,18 @@ class RunConfig:
     eval_k: int = knob(_E.eval_k, "length of the evaluated top-K list")
     eval_negatives: int = knob(_E.eval_negatives, "sampled negatives ranked against each held-out item")
     reconstruct_epochs: int = knob(_E.reconstruct_epochs, "user-vector fit before evaluation", cli=(SIMULATE,))
+    model_selection: str = knob(_E.model_selection, "the round reported: last, or best-validation (the round with "
+                                "the best validation HR; the validation item never trains)", cli=(SIMULATE,),
+                                choices=MODEL_SELECTIONS)
+    # personalised parts kept on the device (fedrec.core.models.personal): a local score head,
+    # post-tuning of the item tables before scoring, or both
+    personal: str = knob("none", "personalised parts that never leave the device: head (local score head), "
+                         "tune (post-tune the item tables before scoring) or head+tune", cli=(SIMULATE, SERVER_RUN),
+                         choices=tuple(PERSONAL_OPTIONS))
+    tune_epochs: int = knob(1, "personal tune: epochs of post-tuning before scoring", cli=(SIMULATE, SERVER_RUN))
+    protocol: str = knob("none", "ncf-loo: the NCF papers' protocol (every user every round, 100 rounds, 1 local "
+                         "epoch, d=32, 4 negatives, the best-validation round reported); none: the keys as given",
+                         cli=(SIMULATE,), choices=tuple(PROTOCOLS))
     checkpoint_every: int = knob(_D.checkpoint_every, "checkpoint every N rounds", cli=(SIMULATE, SERVER_RUN),
                                  per_command={SERVER_RUN: {"default": 1, "help": "checkpoint every N rounds "
                                                            "(a restarted server resumes there)"}})
@@ -248,6 +270,7 @@ class RunConfig:
         self.training
         self._check_feature_model()
         self._check_privacy()
+        self._check_personal()
         from fedrec.core.families.registry import family_of  # the families read RunConfig
 
         family_of(self.model).check(self)
@@ -280,6 +303,36 @@ class RunConfig:
             raise ValueError(f"dp-participations must be in 0..rounds ({self.rounds}), got {self.dp_participations}")
         if self.dp == "record" and self.executor == "cohort":
             raise ValueError("dp record trains each user through Opacus: use --executor per-client")
+
+    def _check_personal(self) -> None:
+        """Personal parts and validation-based selection exist for the implicit rankers only."""
+        implicit = self.model in MODELS or self.model in FEATURE_MODELS
+        parts = personal_parts(self.personal)
+        if self.tune_epochs < 0:
+            raise ValueError(f"tune-epochs must be ≥ 0, got {self.tune_epochs}")
+        if parts and not implicit:
+            raise ValueError(f"personal {self.personal}: model {self.model} is not an implicit-feedback ranker; "
+                             f"personal parts exist for {', '.join([*MODELS, *FEATURE_MODELS])}")
+        if "head" in parts:
+            if self.model in FEATURE_MODELS or not score_head_names(build_model(self.model, 1, 1, self.dim)):
+                raise ValueError(f"personal {self.personal}: model {self.model} has no score layer beyond its user "
+                                 "vector (which is local already); a local head exists for gmf, mlp and neumf")
+            if self.dp == "record":
+                raise ValueError(f"personal {self.personal}: dp record trains through Opacus with the global/local "
+                                 "split of the plain model (fedrec.core.privacy.record_level); use dp user-local or "
+                                 "user-central with a local head")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}: choose one of {list(PROTOCOLS)}")
+        if self.protocol != "none" and self.catalogue:
+            raise ValueError(f"protocol {self.protocol} trains every user of a data set in every round; a deployment "
+                             "(devices holding the data) has no such data set: use protocol none")
+        if self.model_selection == "best-validation":
+            if not implicit:
+                raise ValueError(f"model-selection best-validation: model {self.model} has no validation "
+                                 "evaluation; it exists for the implicit-feedback rankers")
+            if self.dp != "off":
+                raise ValueError("model-selection best-validation under DP would release each round's validation "
+                                 "HR, which no accountant covers yet; use model-selection last with --dp")
 
     def _section(self, section: type[Section]) -> Section:
         """``section`` built from this config's fields of the same names."""

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 
 from fedrec.core.arrays import Arrays
+from fedrec.core.config.protocols import apply_protocol
 from fedrec.core.config.run_config import RunConfig
+from fedrec.core.evaluation.selection import BestRound
 from fedrec.core.families.base import ModelFamily
 from fedrec.core.families.registry import family_of
 from fedrec.core.federation.sampling import sample_users
@@ -46,6 +48,7 @@ class FederationResult:
     rows: list[dict[str, Any]]
     arrays: Arrays
     locals: dict[int, Arrays] = field(default_factory=dict)
+    selected_round: int | None = None  # the round ``arrays``/``locals`` are from (model-selection)
 
 
 def round_users(family: ModelFamily, split: Any, config: RunConfig, server_round: int) -> list[int]:
@@ -75,11 +78,14 @@ def run_federation(config: RunConfig, split: Any | None = None, *, threads: int 
     ``evaluate=False`` skips the evaluation rounds (for timing training alone). With
     ``partitions = P`` the users are dealt to P partitions as to P nodes (``u mod P``)
     and the partitions' replies are combined as the strategy combines nodes' replies.
-    ``on_round`` sees each row as it is made.
+    ``on_round`` sees each row as it is made. With ``model-selection best-validation`` the
+    returned arrays and local parameters are those of the evaluated round with the best
+    validation HR (:mod:`fedrec.core.evaluation.selection`); otherwise the last round's.
     """
     family = family_of(config.model)
     family.check(config)
     split = split if split is not None else family.load_split(config)
+    config = apply_protocol(config, split.n_users)
     torch.set_num_threads(threads)
     device = resolve_device(config.device)
     arrays = initial_global(config, split)
@@ -87,6 +93,8 @@ def run_federation(config: RunConfig, split: Any | None = None, *, threads: int 
     local: dict[int, Arrays] = {}
     rows: list[dict[str, Any]] = []
     private = None
+    best = BestRound(config.evaluation.model_selection, config.eval_k)
+    selected: tuple[Arrays, dict[int, Arrays]] | None = None
     if config.dp != "off":
         from fedrec.core.federation.private_rounds import PrivateRounds
 
@@ -106,11 +114,16 @@ def run_federation(config: RunConfig, split: Any | None = None, *, threads: int 
             if private is not None:
                 row["evaluation"] = "exact (harness)"
                 row["epsilon_max"] = private.count_evaluation(split)
+            if best.selection != "last" and best.improves(row):
+                selected = ({k: v.copy() for k, v in arrays.items()},
+                            {u: {k: v.copy() for k, v in a.items()} for u, a in local.items()})
         row["wall_seconds"] = time.perf_counter() - started
         rows.append(row)
         if on_round is not None:
             on_round(row)
-    return FederationResult(rows, arrays, local)
+    if selected is not None:
+        return FederationResult(rows, selected[0], selected[1], best.round)
+    return FederationResult(rows, arrays, local, rows[-1]["round"] if rows else None)
 
 
 def _plain_round(family: ModelFamily, split: Any, config: RunConfig, arrays: Arrays, local: dict[int, Arrays],

@@ -61,12 +61,11 @@ class Recommender(nn.Module):
         return flat.view(b, m)
 
     def reset_local_parameters(self, generator: torch.Generator) -> None:
-        """Draw fresh local (user) parameters from ``N(0, EMBEDDING_INIT_STD²)``."""
-        params = dict(self.named_parameters())
-        with torch.no_grad():
-            for name in self.local_parameter_names:
-                p = params[name]
-                p.copy_(torch.randn(p.shape, generator=generator) * EMBEDDING_INIT_STD)
+        """Draw fresh local (user) parameters from ``N(0, EMBEDDING_INIT_STD²)`` (a local score
+        head, :mod:`fedrec.core.models.personal`, keeps its seeded initial values)."""
+        from fedrec.core.models.personal import reset_user_vectors
+
+        reset_user_vectors(self, generator, EMBEDDING_INIT_STD)
 
 
 def check_declared_split(model: nn.Module) -> None:

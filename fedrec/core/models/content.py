@@ -33,6 +33,7 @@ from fedrec.core.models.features import PROJECTION, FeatureRecommender
 class ContentRanker(FeatureRecommender):
     global_parameter_names = (PROJECTION, "item_bias.weight")
     local_parameter_names = ("user_embedding.weight",)
+    item_side_names = (PROJECTION,)  # maps item features: item side, not a score head
     item_table_names = ("item_bias.weight",)
 
     def __init__(

@@ -31,6 +31,7 @@ from fedrec.core.models.hybrid import Hybrid
 from fedrec.core.models.mf import MF
 from fedrec.core.models.mlp import MLP
 from fedrec.core.models.neumf import NeuMF
+from fedrec.core.models.personal import personalise
 
 MODELS: dict[str, type[Recommender]] = {"mf": MF, "gmf": GMF, "mlp": MLP, "neumf": NeuMF}
 FEATURE_MODELS: dict[str, type[Recommender]] = {"hybrid": Hybrid, "content": ContentRanker}
@@ -64,13 +65,15 @@ def build_model(
     dim: int,
     seed: int = 0,
     item_features: ItemFeatureInput | None = None,
+    personal: str = "none",
 ) -> Recommender:
     """Build a registered model with parameters drawn from a seeded generator.
 
     ``item_features`` (``(n_items, F)``, e.g. from
     :func:`fedrec.core.data.item_features.item_features_for`) is passed only to models
     that declare ``needs_item_features``; the others ignore it, so their parameters
-    are the same with or without it.
+    are the same with or without it. ``personal`` (:mod:`fedrec.core.models.personal`) moves
+    the score head into the local part; the parameters' values do not change.
     """
     cls = model_class(name)
     if needs_item_features(name):
@@ -82,16 +85,16 @@ def build_model(
         values = item_features.values if isinstance(item_features, ItemFeatures) else item_features
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return cls(n_users, n_items, dim, values)
+            return personalise(cls(n_users, n_items, dim, values), personal)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return cls(n_users, n_items, dim)
+        return personalise(cls(n_users, n_items, dim), personal)
 
 
 def one_user_model(model_name: str, dim: int, n_items: int, global_arrays: Arrays, local_arrays: Arrays,
-                   item_features: ItemFeatureInput | None = None) -> Recommender:
+                   item_features: ItemFeatureInput | None = None, personal: str = "none") -> Recommender:
     """A one-user (client) model of ``model_name`` holding the given global and local parameters."""
-    model = build_model(model_name, 1, n_items, dim, item_features=item_features)
+    model = build_model(model_name, 1, n_items, dim, item_features=item_features, personal=personal)
     load_parameters(model, {k: torch.from_numpy(np.asarray(v)) for k, v in global_arrays.items()}, "global")
     load_parameters(model, {k: torch.from_numpy(np.asarray(v)) for k, v in local_arrays.items()}, "local")
     return model

@@ -28,6 +28,7 @@ def run_item_features(config: RunConfig) -> NDArray[np.float32] | None:
 
 
 def build_run_model(config: RunConfig, n_users: int, n_items: int, seed: int = 0) -> Recommender:
-    """``build_model(config.model, n_users, n_items, config.dim, seed)`` with the run's item features."""
+    """``build_model(config.model, n_users, n_items, config.dim, seed)`` with the run's item features
+    and personal parts."""
     return build_model(config.model, n_users, n_items, config.dim, seed=seed,
-                       item_features=run_item_features(config))
+                       item_features=run_item_features(config), personal=config.personal)

@@ -54,7 +54,6 @@ from torch.nn import functional as F
 from fedrec.core.arrays import Arrays, Tensors
 from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.split import UserData
-from fedrec.core.evaluation.protocols import evaluate_user
 from fedrec.core.models.base import Recommender
 from fedrec.core.models.run_model import build_run_model, run_item_features
 from fedrec.core.training.implicit import TrainingConfig, epoch_plan, positives_key
@@ -307,7 +306,8 @@ def cohort_round(
     for chunk in _chunks(order, per_user_bytes, memory_budget_bytes, chunk_size):
         data = [users[b] for b in chunk]
         locals_ = [stored_locals[b] if stored_locals[b] is not None else
-                   new_local_parameters(config.model, n_items, config.dim, config.seed, users[b].user, features)
+                   new_local_parameters(config.model, n_items, config.dim, config.seed, users[b].user, features,
+                                        config.personal)
                    for b in chunk]
         rngs = [np.random.default_rng([config.seed, u.user, server_round]) for u in data]
         keys = [positives_key(np.zeros(len(u.train_items), np.int64), u.train_items, n_items) for u in data]
@@ -317,17 +317,8 @@ def cohort_round(
             _run_phase(model, local_t, {**shared, **buffers}, False,
                        _schedule(plans, training.batch_size, training.negatives, device), training)
         plans = [_plans(u, key, rng, training, config.local_epochs) for u, key, rng in zip(data, keys, rngs)]
-        rows = _touched_rows(plans) if compact else None
-        frozen, frozen_batched = buffers, False
-        if rows is not None:
-            plans = [[(np.searchsorted(r, pos), np.searchsorted(r, neg)) for pos, neg in plan]
-                     for plan, r in zip(plans, rows)]
-            # renumbered item r of user j is item rows[j][r]: its buffer rows must follow
-            frozen, frozen_batched = _cut_buffers(buffers, rows), bool(buffers)
-        copies = _global_copies(shared, model.item_table_names if compact else (), rows, len(chunk))
-        trainable = {**local_t, **copies}
-        loss_sums = _run_phase(model, trainable, frozen, frozen_batched,
-                               _schedule(plans, training.batch_size, training.negatives, device), training)
+        copies, rows, loss_sums = train_all_parameters(model, local_t, shared, buffers, plans, training, compact,
+                                                       device)
         final = {k: v.cpu().numpy() for k, v in copies.items()}  # one transfer per chunk
         final_local = {k: v.cpu().numpy() for k, v in local_t.items()}
         sums = loss_sums.cpu().numpy()
@@ -369,6 +360,32 @@ def cohort_round(
     return result
 
 
+Plans = list[list[tuple[NDArray[np.int64], NDArray[np.int64]]]]
+
+
+def train_all_parameters(model: Recommender, local_t: Tensors, shared: Tensors, buffers: Tensors, plans: Plans,
+                         training: TrainingConfig, compact: bool, device: str | torch.device,
+                         ) -> tuple[Tensors, list[NDArray[np.int64]] | None, torch.Tensor]:
+    """Train each user's local part (``local_t``, in place) and its own copy of the global part
+    through its ``plans``: the second phase of a round, and post-tuning before scoring.
+
+    With ``compact``, the item tables of a user's copy hold only the rows its batches touch
+    (``rows[j]``, sorted; its items renumbered into them). Returns (copies, rows or ``None``,
+    each user's Σ loss·batch).
+    """
+    rows = _touched_rows(plans) if compact else None
+    frozen, frozen_batched = buffers, False
+    if rows is not None:
+        plans = [[(np.searchsorted(r, pos), np.searchsorted(r, neg)) for pos, neg in plan]
+                 for plan, r in zip(plans, rows)]
+        # renumbered item r of user j is item rows[j][r]: its buffer rows must follow
+        frozen, frozen_batched = _cut_buffers(buffers, rows), bool(buffers)
+    copies = _global_copies(shared, model.item_table_names if compact else (), rows, len(plans))
+    loss_sums = _run_phase(model, {**local_t, **copies}, frozen, frozen_batched,
+                           _schedule(plans, training.batch_size, training.negatives, device), training)
+    return copies, rows, loss_sums
+
+
 def _dense_delta(final: Arrays, start: Arrays, rows: NDArray[np.int64] | None, j: int,
                  global_names: tuple[str, ...], item_tables: tuple[str, ...]) -> Arrays:
     """User ``j``'s full ``Δ`` (zeros on the item rows it did not carry)."""
@@ -380,69 +397,6 @@ def _dense_delta(final: Arrays, start: Arrays, rows: NDArray[np.int64] | None, j
         else:
             delta[k] = final[k][j] - start[k]
     return delta
-
-
-def cohort_metrics(
-    config: RunConfig,
-    global_arrays: Arrays,
-    stored_locals: Sequence[Arrays | None],
-    users: Sequence[UserData],
-    chunk_size: int = 4096,
-    device: str | torch.device = "cpu",
-) -> list[dict[str, float]]:
-    """Each user's ranking metrics as :func:`~fedrec.core.training.local_round.user_metrics` computes them.
-
-    The user's vector (stored, or a seeded fresh one) is fitted for
-    ``reconstruct-epochs`` on its own training items with the global part frozen
-    (generator ``(seed, user, 31)``), then every item is scored; all users at once.
-    """
-    if len(stored_locals) != len(users):
-        raise ValueError("one stored-locals entry per user is required")
-    if not users:
-        return []
-    n_items = users[0].n_items
-    model = build_run_model(config, 1, n_items)
-    features = run_item_features(config)
-    training = config.training
-    shared = {k: torch.from_numpy(np.asarray(global_arrays[k], dtype=np.float32)).to(device)
-              for k in model.global_parameter_names}
-    # the global part and the item buffers (feature models), whole: nothing is renumbered here
-    frozen = {**shared, **_item_buffers(model, device)}
-    rows: list[dict[str, float]] = [{} for _ in users]
-    order = sorted(range(len(users)), key=lambda b: (-len(users[b].train_items), b))
-    for start in range(0, len(order), chunk_size):
-        chunk = order[start:start + chunk_size]
-        data = [users[b] for b in chunk]
-        locals_ = [stored_locals[b] if stored_locals[b] is not None else
-                   new_local_parameters(config.model, n_items, config.dim, config.seed, users[b].user, features)
-                   for b in chunk]
-        local_t = _stack(locals_, model.local_parameter_names, device)
-        if config.reconstruct_epochs > 0:
-            plans = []
-            for u in data:
-                rng = np.random.default_rng([config.seed, u.user, 31])
-                key = positives_key(np.zeros(len(u.train_items), np.int64), u.train_items, n_items)
-                plans.append(_plans(u, key, rng, training, config.reconstruct_epochs))
-            _run_phase(model, local_t, frozen, False,
-                       _schedule(plans, training.batch_size, training.negatives, device), training)
-        scores = _score_all(model, local_t, frozen, n_items)
-        for j, b in enumerate(chunk):
-            rows[b] = evaluate_user(scores[j], users[b], config.eval_k)
-    return rows
-
-
-@torch.no_grad()
-def _score_all(model: Recommender, local_t: Tensors, frozen: Tensors, n_items: int) -> NDArray[np.float32]:
-    """``(B, n_items)`` logits of every user of the chunk for every item (``frozen``: the
-    global part and the item buffers, shared by all users)."""
-    items = torch.arange(n_items, device=next(iter(frozen.values())).device)
-    zeros = torch.zeros_like(items)
-
-    def score(local: Tensors) -> torch.Tensor:
-        return functional_call(model, {**frozen, **local}, (zeros, items))
-
-    model.eval()
-    return vmap(score)(local_t).cpu().numpy()
 
 
 def _plans(user: UserData, key: NDArray[np.int64], rng: np.random.Generator, config: TrainingConfig,

@@ -16,7 +16,8 @@ import torch
 from fedrec.core.arrays import Arrays
 from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.split import UserData
-from fedrec.core.training.cohort import CohortResult, cohort_metrics, cohort_round, empty_result
+from fedrec.core.training.cohort import CohortResult, cohort_round, empty_result
+from fedrec.core.training.cohort_evaluation import cohort_metrics
 from fedrec.core.training.local_round import user_metrics, user_round
 
 

@@ -22,6 +22,7 @@ from fedrec.core.data.item_features import ItemFeatures
 from fedrec.core.data.split import UserData
 from fedrec.core.evaluation.protocols import evaluate_user
 from fedrec.core.models.base import Recommender, global_state, local_state
+from fedrec.core.models.personal import TUNE_SEED_TAG, personal_parts
 from fedrec.core.models.registry import ItemFeatureInput, build_model, one_user_model
 from fedrec.core.models.run_model import run_item_features
 from fedrec.core.training.implicit import (
@@ -45,25 +46,30 @@ class LocalResult:
 
 
 def new_local_parameters(model_name: str, n_items: int, dim: int, seed: int, user: int,
-                         item_features: ItemFeatureInput | None = None) -> Arrays:
+                         item_features: ItemFeatureInput | None = None, personal: str = "none") -> Arrays:
     """A fresh user's local parameters, drawn from a generator seeded by (seed, user).
 
     The local part's shapes do not depend on the catalogue, so a one-item template
     (built once per process) draws them; ``n_items`` is kept for the callers' clarity.
     A feature model needs ``item_features`` (``(n_items, F)``) as it does to be built;
-    the template reads only their width ``F``, so the draw does not depend on them.
+    the template reads only their width ``F``, so the draw does not depend on them. With a
+    local score head (``personal``), the head starts from the template's values, built with
+    the run's ``seed`` (the same for every user); only the user vectors are drawn.
     """
-    model = _local_template(model_name, dim, _feature_width(item_features))
+    model = _local_template(model_name, dim, _feature_width(item_features), personal, seed)
     generator = torch.Generator().manual_seed(_mix(seed, user))
     model.reset_local_parameters(generator)
     return to_numpy(local_state(model))
 
 
 @lru_cache(maxsize=16)
-def _local_template(model_name: str, dim: int, n_features: int) -> Recommender:
-    """A one-user, one-item model; a feature model gets one zero feature row of width ``n_features``."""
+def _local_template(model_name: str, dim: int, n_features: int, personal: str = "none",
+                    seed: int = 0) -> Recommender:
+    """A one-user, one-item model; a feature model gets one zero feature row of width ``n_features``.
+    Its parameters are seeded by ``seed`` only when a local head needs them (``personal``)."""
     placeholder = np.zeros((1, n_features), dtype=np.float32) if n_features else None
-    return build_model(model_name, 1, 1, dim, item_features=placeholder)
+    head_seed = seed if "head" in personal_parts(personal) else 0
+    return build_model(model_name, 1, 1, dim, seed=head_seed, item_features=placeholder, personal=personal)
 
 
 def _feature_width(item_features: ItemFeatureInput | None) -> int:
@@ -87,6 +93,7 @@ def train_user(
     rng: np.random.Generator,
     user_epochs: int = 0,
     item_features: ItemFeatureInput | None = None,
+    personal: str = "none",
 ) -> LocalResult:
     """Train one user's model and return the update of the global part.
 
@@ -95,7 +102,7 @@ def train_user(
     the global model it was sent), then ``local_epochs`` epochs train everything.
     ``item_features`` (``(n_items, F)``) is required by feature models, ignored by the others.
     """
-    model = one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays, item_features)
+    model = one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays, item_features, personal)
     if user_epochs > 0:
         reconstruct_local(model, user.train_items, config, user_epochs, rng)
     optimizer = make_optimizer(list(model.parameters()), config)
@@ -121,6 +128,8 @@ def user_scores(
     reconstruct_epochs: int,
     seed: int,
     item_features: ItemFeatureInput | None = None,
+    personal: str = "none",
+    tune_epochs: int = 0,
 ) -> NDArray[np.float32]:
     """``(n_items,)`` scores of one user after fitting its vector to the current global part.
 
@@ -129,15 +138,30 @@ def user_scores(
     user's own training items with the global part frozen (FedRecon's evaluation,
     Singhal et al. 2021), so that it matches the global model it is scored with. The
     fitted vector is used for this evaluation only; the stored one is not changed.
-    ``item_features`` as for :func:`train_user`.
+    ``item_features`` as for :func:`train_user`. With ``tune`` in ``personal``, the fitted model —
+    global part included — is then fine-tuned for ``tune_epochs`` epochs on the user's training items
+    (a fresh optimiser, generator ``(seed, user, 37)``) and scores with the tuned copy
+    (:mod:`fedrec.core.models.personal`); the received global part is not changed.
     """
     if local_arrays is None:
-        local_arrays = new_local_parameters(model_name, user.n_items, dim, seed, user.user, item_features)
-    model = one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays, item_features)
+        local_arrays = new_local_parameters(model_name, user.n_items, dim, seed, user.user, item_features, personal)
+    model = one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays, item_features, personal)
     if reconstruct_epochs > 0 and len(user.train_items) > 0:
         rng = np.random.default_rng([seed, user.user, 31])
         reconstruct_local(model, user.train_items, config, reconstruct_epochs, rng)
+    if "tune" in personal_parts(personal) and tune_epochs > 0 and len(user.train_items) > 0:
+        tune_all(model, user, config, tune_epochs, np.random.default_rng([seed, user.user, TUNE_SEED_TAG]))
     return score_all_items(model, np.zeros(1, dtype=np.int64))[0]
+
+
+def tune_all(model: Recommender, user: UserData, config: TrainingConfig, epochs: int,
+             rng: np.random.Generator) -> None:
+    """``epochs`` epochs of local training of every parameter of ``model`` (PFedRec's post-tuning)."""
+    optimizer = make_optimizer(list(model.parameters()), config)
+    users = np.zeros(len(user.train_items), dtype=np.int64)
+    key = positives_key(users, user.train_items, user.n_items)
+    for _ in range(epochs):
+        train_epoch(model, optimizer, users, user.train_items, config, rng, key)
 
 
 def user_round(
@@ -152,10 +176,12 @@ def user_round(
     features = run_item_features(config)
     local = stored_local
     if local is None:
-        local = new_local_parameters(config.model, user.n_items, config.dim, config.seed, user.user, features)
+        local = new_local_parameters(config.model, user.n_items, config.dim, config.seed, user.user, features,
+                                     config.personal)
     rng = np.random.default_rng([config.seed, user.user, server_round])
     return train_user(config.model, config.dim, global_arrays, local, user, config.training,
-                      config.local_epochs, rng, user_epochs=config.user_epochs, item_features=features)
+                      config.local_epochs, rng, user_epochs=config.user_epochs, item_features=features,
+                      personal=config.personal)
 
 
 def user_metrics(
@@ -163,8 +189,9 @@ def user_metrics(
 ) -> dict[str, float]:
     """A user's evaluation exactly as the ClientApp runs it (see :func:`user_scores`)."""
     scores = user_scores(config.model, config.dim, global_arrays, stored_local, user, config.training,
-                         config.reconstruct_epochs, config.seed, item_features=run_item_features(config))
-    return evaluate_user(scores, user, config.eval_k)
+                         config.reconstruct_epochs, config.seed, item_features=run_item_features(config),
+                         personal=config.personal, tune_epochs=config.tune_epochs)
+    return evaluate_user(scores, user, config.eval_k, validation=config.evaluation.validation)
 
 
 def _mix(seed: int, user: int) -> int:

@@ -43,7 +43,8 @@ class FederatedScorer:
         c = self.config
         return np.stack([user_scores(c.model, c.dim, self.arrays, self.local.get(int(u)),
                                      split.user_data(int(u), for_evaluation=False), c.training,
-                                     c.reconstruct_epochs, c.seed, item_features=self.features)
+                                     c.reconstruct_epochs, c.seed, item_features=self.features,
+                                     personal=c.personal, tune_epochs=c.tune_epochs)
                          for u in users]).astype(np.float32, copy=False)
 
 

@@ -13,7 +13,8 @@ from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import LeaveOneOutSplit, UserData, leave_one_out
 from fedrec.core.federation.aggregation import weighted_mean
 from fedrec.core.models.registry import needs_item_features
-from fedrec.core.training.cohort import cohort_metrics, cohort_round
+from fedrec.core.training.cohort import cohort_round
+from fedrec.core.training.cohort_evaluation import cohort_metrics
 from fedrec.core.training.local_round import LocalResult, user_metrics, user_round
 from fedrec.server.loop import initial_global_arrays
 
