@@ -50,6 +50,7 @@ class CentralConfig:
     eval_every: int = 5
     k: int = 10
     eval_negatives: int = 99
+    validation: bool = False  # also rank each user's validation item (val_hr@K, for picking the best epoch)
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(lr=0.001, batch_size=256))
 
     def __post_init__(self) -> None:
@@ -64,7 +65,7 @@ class CentralConfig:
         return {**flat, **asdict(self.training)}
 
 
-def evaluate_model(model: Recommender, split: LeaveOneOutSplit, k: int) -> dict[str, float]:
+def evaluate_model(model: Recommender, split: LeaveOneOutSplit, k: int, validation: bool = False) -> dict[str, float]:
     """Mean metrics over evaluated users of a model holding every user's vector."""
     if model.n_users != split.n_users:
         raise ValueError("the model must hold one user vector per user of the split")
@@ -73,7 +74,7 @@ def evaluate_model(model: Recommender, split: LeaveOneOutSplit, k: int) -> dict[
     for start in range(0, len(users), EVAL_BATCH_USERS):
         batch = users[start : start + EVAL_BATCH_USERS]
         scores = score_all_items(model, batch)
-        rows += [evaluate_user(scores[j], split.user_data(int(u)), k) for j, u in enumerate(batch)]
+        rows += [evaluate_user(scores[j], split.user_data(int(u)), k, validation) for j, u in enumerate(batch)]
     return mean_metrics(rows)
 
 
@@ -112,7 +113,7 @@ def train_central(
         loss, _ = train_epoch(model, optimizer, users, items, config.training, rng, key)
         row: dict[str, float] = {"epoch": epoch, "train_loss": loss}
         if epoch % config.eval_every == 0 or epoch == config.epochs:
-            row.update(evaluate_model(model, split, config.k))
+            row.update(evaluate_model(model, split, config.k, config.validation))
         row["wall_seconds"] = time.perf_counter() - start
         history.append(row)
         if on_epoch is not None:
