@@ -34,7 +34,7 @@ equality, hashing (a :class:`RunConfig` is an ``lru_cache`` key), pickling, ``as
 from __future__ import annotations
 
 import weakref
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar, overload
 
 from fedrec.core.config.deployment_section import DEPLOYMENT_DEFAULTS, DeploymentConfig
@@ -176,6 +176,8 @@ class RunConfig:
                          "tune (post-tune the item tables before scoring) or head+tune", cli=(SIMULATE, SERVER_RUN),
                          choices=tuple(PERSONAL_OPTIONS))
     tune_epochs: int = knob(1, "personal tune: epochs of post-tuning before scoring", cli=(SIMULATE, SERVER_RUN))
+    tune_lr: float = knob(0.0, "personal tune: the post-tuning learning rate (0: the client's lr)",
+                          cli=(SIMULATE, SERVER_RUN))
     protocol: str = knob("none", "ncf-loo: the NCF papers' protocol (every user every round, 100 rounds, 1 local "
                          "epoch, d=32, 4 negatives, the best-validation round reported); none: the keys as given",
                          cli=(SIMULATE,), choices=tuple(PROTOCOLS))
@@ -310,6 +312,8 @@ class RunConfig:
         parts = personal_parts(self.personal)
         if self.tune_epochs < 0:
             raise ValueError(f"tune-epochs must be ≥ 0, got {self.tune_epochs}")
+        if self.tune_lr < 0:
+            raise ValueError(f"tune-lr must be ≥ 0 (0: the client's lr), got {self.tune_lr}")
         if parts and not implicit:
             raise ValueError(f"personal {self.personal}: model {self.model} is not an implicit-feedback ranker; "
                              f"personal parts exist for {', '.join([*MODELS, *FEATURE_MODELS])}")
@@ -364,6 +368,11 @@ class RunConfig:
             optimizer=self.client_optimizer,
             weight_decay=self.weight_decay,
         )
+
+    @property
+    def tuning(self) -> TrainingConfig:
+        """The post-tuning's training settings (``personal tune``): local training's, at ``tune-lr``."""
+        return replace(self.training, lr=self.tune_lr) if self.tune_lr > 0 else self.training
 
     @classmethod
     def from_user_config(cls, config: Mapping[str, Any]) -> "RunConfig":

@@ -97,8 +97,8 @@ def cohort_metrics(
                             config.tune_epochs) for u, key in zip(data, keys)]
             # a user without training items has an empty plan: its copy does not move
             compact = training.weight_decay == 0 and bool(model.item_table_names) and all(len(p) for p in plans)
-            copies, touched, _ = train_all_parameters(model, local_t, shared, buffers, plans, training, compact,
-                                                      device)
+            copies, touched, _ = train_all_parameters(model, local_t, shared, buffers, plans, config.tuning,
+                                                      compact, device)
             tuned = _full_copies(shared, copies, touched, model.item_table_names)
             scores = _score_all(model, {**local_t, **tuned}, buffers, n_items)
         else:

@@ -130,6 +130,7 @@ def user_scores(
     item_features: ItemFeatureInput | None = None,
     personal: str = "none",
     tune_epochs: int = 0,
+    tuning: TrainingConfig | None = None,
 ) -> NDArray[np.float32]:
     """``(n_items,)`` scores of one user after fitting its vector to the current global part.
 
@@ -140,7 +141,8 @@ def user_scores(
     fitted vector is used for this evaluation only; the stored one is not changed.
     ``item_features`` as for :func:`train_user`. With ``tune`` in ``personal``, the fitted model —
     global part included — is then fine-tuned for ``tune_epochs`` epochs on the user's training items
-    (a fresh optimiser, generator ``(seed, user, 37)``) and scores with the tuned copy
+    (``tuning``'s settings, default ``config``'s; a fresh optimiser, generator ``(seed, user, 37)``)
+    and scores with the tuned copy
     (:mod:`fedrec.core.models.personal`); the received global part is not changed.
     """
     if local_arrays is None:
@@ -150,7 +152,7 @@ def user_scores(
         rng = np.random.default_rng([seed, user.user, 31])
         reconstruct_local(model, user.train_items, config, reconstruct_epochs, rng)
     if "tune" in personal_parts(personal) and tune_epochs > 0 and len(user.train_items) > 0:
-        tune_all(model, user, config, tune_epochs, np.random.default_rng([seed, user.user, TUNE_SEED_TAG]))
+        tune_all(model, user, tuning or config, tune_epochs, np.random.default_rng([seed, user.user, TUNE_SEED_TAG]))
     return score_all_items(model, np.zeros(1, dtype=np.int64))[0]
 
 
@@ -190,7 +192,7 @@ def user_metrics(
     """A user's evaluation exactly as the ClientApp runs it (see :func:`user_scores`)."""
     scores = user_scores(config.model, config.dim, global_arrays, stored_local, user, config.training,
                          config.reconstruct_epochs, config.seed, item_features=run_item_features(config),
-                         personal=config.personal, tune_epochs=config.tune_epochs)
+                         personal=config.personal, tune_epochs=config.tune_epochs, tuning=config.tuning)
     return evaluate_user(scores, user, config.eval_k, validation=config.evaluation.validation)
 
 

@@ -44,7 +44,8 @@ class FederatedScorer:
         return np.stack([user_scores(c.model, c.dim, self.arrays, self.local.get(int(u)),
                                      split.user_data(int(u), for_evaluation=False), c.training,
                                      c.reconstruct_epochs, c.seed, item_features=self.features,
-                                     personal=c.personal, tune_epochs=c.tune_epochs)
+                                     personal=c.personal, tune_epochs=c.tune_epochs,
+                                     tuning=c.tuning)
                          for u in users]).astype(np.float32, copy=False)
 
 
