@@ -7,7 +7,8 @@ Two registered options (``--run-config personal=…``), combinable as ``head+tun
   output layer ``h, c``; MLP's and NeuMF's tower and output), move from the global part to the
   local part. Each user trains its own head; it is declared local exactly like the user vector, so
   it is never in a reply, never aggregated and never noised (it is not released). A user's head
-  starts from the model's seeded initial head. MF, hybrid and content have no score layer beyond
+  starts from the same values: those of a one-item model built with the run's seed (the head's
+  shapes do not depend on the catalogue, its draw does). MF, hybrid and content have no score layer beyond
   the user vector (``s = <p_u, q_i> + b_i``: ``p_u`` *is* the head, and local already).
 * ``tune`` — **post-tuning of the item tables** (PFedRec's dual personalisation): before scoring
   (evaluation, ``fedrec client recommend``), the user fine-tunes a private copy of the received
