@@ -31,6 +31,22 @@ from fedrec.cli.simulate import _absolute_data_paths, simulate, train_central
 __all__ = ["app", "main", "_absolute_data_paths"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Federated, private recommenders on Flower.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"fedrec {version('fedrec')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print fedrec's version and exit")) -> None:
+    """Federated, private recommenders on Flower."""
+
+
 app.command()(simulate)
 app.command("train-central")(train_central)
 app.command()(compare)

@@ -59,16 +59,16 @@ def simulate(
 
 
 def train_central(
-    dataset: str = typer.Option(DEFAULTS.dataset),
-    data_dir: str = typer.Option(""),
-    model: str = typer.Option(DEFAULTS.model),
-    epochs: int = typer.Option(20),
-    lr: float = typer.Option(0.001),
-    batch_size: int = typer.Option(256),
-    dim: int = typer.Option(DEFAULTS.dim),
-    loss: str = typer.Option(DEFAULTS.loss),
-    seed: int = typer.Option(DEFAULTS.seed),
-    eval_every: int = typer.Option(5),
+    dataset: str = typer.Option(DEFAULTS.dataset, help="synthetic, synthetic-<N>[k], ml-100k or a path to a CSV file"),
+    data_dir: str = typer.Option("", help="folder holding ml-100k (u.data)"),
+    model: str = typer.Option(DEFAULTS.model, help="the recommender (mf, gmf, mlp, neumf, hybrid, content)"),
+    epochs: int = typer.Option(20, help="passes over all training interactions"),
+    lr: float = typer.Option(0.001, help="Adam's learning rate"),
+    batch_size: int = typer.Option(256, help="positives per batch"),
+    dim: int = typer.Option(DEFAULTS.dim, help="embedding size"),
+    loss: str = typer.Option(DEFAULTS.loss, help="bce or bpr"),
+    seed: int = typer.Option(DEFAULTS.seed, help="seed of the split and the initial model"),
+    eval_every: int = typer.Option(5, help="evaluate every N epochs (and the last)"),
     out: Path = typer.Option(..., help="run directory"),
 ) -> None:
     """Train the same model on the same split centrally (plain torch, no Flower)."""

@@ -91,3 +91,20 @@ def test_relative_data_paths_are_made_absolute(tmp_path: Path, monkeypatch) -> N
     dataset, data_dir = _absolute_data_paths("my.csv", "data")
     assert dataset == str(tmp_path / "my.csv") and data_dir == str(tmp_path / "data")
     assert _absolute_data_paths("synthetic", "") == ("synthetic", "")
+
+
+def test_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"fedrec {version('fedrec')}"
+
+
+def test_every_train_central_option_has_help() -> None:
+    import click
+    import typer.main
+
+    command = typer.main.get_command(app).commands["train-central"]  # type: ignore[attr-defined]
+    undocumented = [p.name for p in command.params if isinstance(p, click.Option) and not p.help]
+    assert undocumented == []
