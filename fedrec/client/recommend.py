@@ -81,7 +81,8 @@ def recommend(state_dir: Path, users: list[str] | None = None, k: int = 10,
             stored = state.vectors.get(raw_user)
             scores = user_scores(config.model, config.dim, global_arrays, stored, user, config.training,
                                  config.reconstruct_epochs, config.seed, personal=config.personal,
-                                 tune_epochs=config.tune_epochs, tuning=config.tuning)
+                                 tune_epochs=config.tune_epochs, tuning=config.tuning,
+                                 negative_pool=config.train_negatives)
             kind = "personal" if stored is not None else "cold-start"
         else:
             scores = _non_personal_scores(config, global_arrays, len(catalogue))

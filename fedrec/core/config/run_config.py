@@ -53,7 +53,7 @@ from fedrec.core.models.registry import (
     build_model,
 )
 from fedrec.core.training.device import DEVICES
-from fedrec.core.training.implicit import LOSSES, TrainingConfig
+from fedrec.core.training.implicit import LOSSES, NEGATIVE_POOLS, TrainingConfig
 from fedrec.core.training.optimizers import OPTIMIZERS
 
 AGGREGATIONS = ("fedavg", "fedavg-slr", "fedadam")
@@ -178,6 +178,10 @@ class RunConfig:
     tune_epochs: int = knob(1, "personal tune: epochs of post-tuning before scoring", cli=(SIMULATE, SERVER_RUN))
     tune_lr: float = knob(0.0, "personal tune: the post-tuning learning rate (0: the client's lr)",
                           cli=(SIMULATE, SERVER_RUN))
+    train_negatives: str = knob("unseen-train", "where training negatives come from: unseen-train (any item "
+                                "outside the user's training items) or unseen-all (never the user's held-out "
+                                "validation/test items either, as the data loader of PFedRec/GPFedRec's code does)",
+                                cli=(SIMULATE,), choices=NEGATIVE_POOLS)
     protocol: str = knob("none", "ncf-loo: the NCF papers' protocol (every user every round, 100 rounds, 1 local "
                          "epoch, d=32, 4 negatives, the best-validation round reported); none: the keys as given",
                          cli=(SIMULATE,), choices=tuple(PROTOCOLS))
@@ -330,6 +334,11 @@ class RunConfig:
         if self.protocol != "none" and self.catalogue:
             raise ValueError(f"protocol {self.protocol} trains every user of a data set in every round; a deployment "
                              "(devices holding the data) has no such data set: use protocol none")
+        if self.train_negatives not in NEGATIVE_POOLS:
+            raise ValueError(f"unknown train-negatives {self.train_negatives!r}: choose one of {NEGATIVE_POOLS}")
+        if self.train_negatives != "unseen-train" and (not implicit or self.dp == "record"):
+            raise ValueError(f"train-negatives {self.train_negatives}: only the implicit rankers' user-level rounds "
+                             "draw negatives from a user's item key (dp record draws them per DP-SGD step)")
         if self.model_selection == "best-validation":
             if not implicit:
                 raise ValueError(f"model-selection best-validation: model {self.model} has no validation "

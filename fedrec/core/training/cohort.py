@@ -56,7 +56,7 @@ from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.split import UserData
 from fedrec.core.models.base import Recommender
 from fedrec.core.models.run_model import build_run_model, run_item_features
-from fedrec.core.training.implicit import TrainingConfig, epoch_plan, positives_key
+from fedrec.core.training.implicit import TrainingConfig, epoch_plan, negative_key
 from fedrec.core.training.local_round import new_local_parameters
 
 DEFAULT_MEMORY_BUDGET_BYTES = 1 << 30  # per node, for the stacked copies of the global part
@@ -310,7 +310,7 @@ def cohort_round(
                                         config.personal)
                    for b in chunk]
         rngs = [np.random.default_rng([config.seed, u.user, server_round]) for u in data]
-        keys = [positives_key(np.zeros(len(u.train_items), np.int64), u.train_items, n_items) for u in data]
+        keys = [negative_key(u, config.train_negatives) for u in data]
         local_t = _stack(locals_, local_names, device)
         if config.user_epochs > 0:
             plans = [_plans(u, key, rng, training, config.user_epochs) for u, key, rng in zip(data, keys, rngs)]

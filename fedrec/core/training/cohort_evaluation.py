@@ -44,7 +44,7 @@ from fedrec.core.training.cohort import (
     _stack,
     train_all_parameters,
 )
-from fedrec.core.training.implicit import positives_key
+from fedrec.core.training.implicit import negative_key
 from fedrec.core.training.local_round import new_local_parameters
 
 TUNE_CHUNK_USERS = 64
@@ -86,7 +86,7 @@ def cohort_metrics(
                                         config.personal)
                    for b in chunk]
         local_t = _stack(locals_, model.local_parameter_names, device)
-        keys = [positives_key(np.zeros(len(u.train_items), np.int64), u.train_items, n_items) for u in data]
+        keys = [negative_key(u, config.train_negatives) for u in data]
         if config.reconstruct_epochs > 0:
             plans = [_plans(u, key, np.random.default_rng([config.seed, u.user, 31]), training,
                             config.reconstruct_epochs) for u, key in zip(data, keys)]

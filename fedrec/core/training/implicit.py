@@ -22,6 +22,7 @@ import torch
 from numpy.typing import NDArray
 from torch.nn import functional as F
 
+from fedrec.core.data.split import UserData
 from fedrec.core.models.base import Recommender
 from fedrec.core.training.optimizers import build_optimizer, check_optimizer
 
@@ -77,6 +78,27 @@ def sample_negatives(
             return negatives
         negatives[collide] = rng.integers(0, n_items, size=int(collide.sum()))
     raise ValueError("could not sample negatives: some user has interacted with almost every item")
+
+
+NEGATIVE_POOLS = ("unseen-train", "unseen-all")
+
+
+def negative_key(user: UserData, pool: str = "unseen-train") -> NDArray[np.int64]:
+    """The sorted key of the items a user's training negatives are never drawn from.
+
+    ``unseen-train``: its training items (a held-out item can be drawn as a negative, as it can
+    be in NCF's own code). ``unseen-all``: also its validation and test items — what the data
+    loader shared by much of the federated-recommendation literature does (negatives are drawn
+    from the items a user never interacted with, held-out ones included), which keeps the test
+    item from ever being pushed down in training and so raises HR@K under leave-one-out.
+    """
+    if pool not in NEGATIVE_POOLS:
+        raise ValueError(f"unknown train-negatives pool {pool!r}: choose one of {NEGATIVE_POOLS}")
+    excluded = user.train_items
+    if pool == "unseen-all":
+        held_out = [i for i in (user.validation_item, user.test_item) if i >= 0]
+        excluded = np.concatenate([excluded, np.asarray(held_out, dtype=np.int64)])
+    return positives_key(np.zeros(len(excluded), dtype=np.int64), excluded, user.n_items)
 
 
 def positives_key(users: NDArray[np.int64], items: NDArray[np.int64], n_items: int) -> NDArray[np.int64]:
@@ -166,8 +188,10 @@ def reconstruct_local(
     config: TrainingConfig,
     epochs: int,
     rng: np.random.Generator,
+    key: NDArray[np.int64] | None = None,
 ) -> None:
-    """Fit the local (user) parameters of a one-user model with the global part frozen.
+    """Fit the local (user) parameters of a one-user model with the global part frozen
+    (``key``: the items negatives are never drawn from; default ``items``).
 
     This is the cold-start path: a user who never trained — or a new user — gets a
     vector from its own training items alone (FedRecon, Singhal et al. 2021).
@@ -182,7 +206,7 @@ def reconstruct_local(
     try:
         optimizer = make_optimizer(local, config)
         users = np.zeros(len(items), dtype=np.int64)
-        key = positives_key(users, items, model.n_items)
+        key = positives_key(users, items, model.n_items) if key is None else key
         for _ in range(epochs):
             train_epoch(model, optimizer, users, items, config, rng, key)
     finally:

@@ -28,7 +28,7 @@ from fedrec.core.models.run_model import run_item_features
 from fedrec.core.training.implicit import (
     TrainingConfig,
     make_optimizer,
-    positives_key,
+    negative_key,
     reconstruct_local,
     score_all_items,
     train_epoch,
@@ -94,6 +94,7 @@ def train_user(
     user_epochs: int = 0,
     item_features: ItemFeatureInput | None = None,
     personal: str = "none",
+    negative_pool: str = "unseen-train",
 ) -> LocalResult:
     """Train one user's model and return the update of the global part.
 
@@ -103,11 +104,11 @@ def train_user(
     ``item_features`` (``(n_items, F)``) is required by feature models, ignored by the others.
     """
     model = one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays, item_features, personal)
+    key = negative_key(user, negative_pool)
     if user_epochs > 0:
-        reconstruct_local(model, user.train_items, config, user_epochs, rng)
+        reconstruct_local(model, user.train_items, config, user_epochs, rng, key)
     optimizer = make_optimizer(list(model.parameters()), config)
     users = np.zeros(len(user.train_items), dtype=np.int64)
-    key = positives_key(users, user.train_items, user.n_items)
     losses, examples = [], 0
     for _ in range(local_epochs):
         loss, n = train_epoch(model, optimizer, users, user.train_items, config, rng, key)
@@ -131,6 +132,7 @@ def user_scores(
     personal: str = "none",
     tune_epochs: int = 0,
     tuning: TrainingConfig | None = None,
+    negative_pool: str = "unseen-train",
 ) -> NDArray[np.float32]:
     """``(n_items,)`` scores of one user after fitting its vector to the current global part.
 
@@ -150,18 +152,19 @@ def user_scores(
     model = one_user_model(model_name, dim, user.n_items, global_arrays, local_arrays, item_features, personal)
     if reconstruct_epochs > 0 and len(user.train_items) > 0:
         rng = np.random.default_rng([seed, user.user, 31])
-        reconstruct_local(model, user.train_items, config, reconstruct_epochs, rng)
+        reconstruct_local(model, user.train_items, config, reconstruct_epochs, rng, negative_key(user, negative_pool))
     if "tune" in personal_parts(personal) and tune_epochs > 0 and len(user.train_items) > 0:
-        tune_all(model, user, tuning or config, tune_epochs, np.random.default_rng([seed, user.user, TUNE_SEED_TAG]))
+        tune_all(model, user, tuning or config, tune_epochs, np.random.default_rng([seed, user.user, TUNE_SEED_TAG]),
+                 negative_key(user, negative_pool))
     return score_all_items(model, np.zeros(1, dtype=np.int64))[0]
 
 
 def tune_all(model: Recommender, user: UserData, config: TrainingConfig, epochs: int,
-             rng: np.random.Generator) -> None:
-    """``epochs`` epochs of local training of every parameter of ``model`` (PFedRec's post-tuning)."""
+             rng: np.random.Generator, key: NDArray[np.int64]) -> None:
+    """``epochs`` epochs of local training of every parameter of ``model`` (PFedRec's post-tuning);
+    negatives are never drawn from ``key``."""
     optimizer = make_optimizer(list(model.parameters()), config)
     users = np.zeros(len(user.train_items), dtype=np.int64)
-    key = positives_key(users, user.train_items, user.n_items)
     for _ in range(epochs):
         train_epoch(model, optimizer, users, user.train_items, config, rng, key)
 
@@ -183,7 +186,7 @@ def user_round(
     rng = np.random.default_rng([config.seed, user.user, server_round])
     return train_user(config.model, config.dim, global_arrays, local, user, config.training,
                       config.local_epochs, rng, user_epochs=config.user_epochs, item_features=features,
-                      personal=config.personal)
+                      personal=config.personal, negative_pool=config.train_negatives)
 
 
 def user_metrics(
@@ -192,7 +195,8 @@ def user_metrics(
     """A user's evaluation exactly as the ClientApp runs it (see :func:`user_scores`)."""
     scores = user_scores(config.model, config.dim, global_arrays, stored_local, user, config.training,
                          config.reconstruct_epochs, config.seed, item_features=run_item_features(config),
-                         personal=config.personal, tune_epochs=config.tune_epochs, tuning=config.tuning)
+                         personal=config.personal, tune_epochs=config.tune_epochs, tuning=config.tuning,
+                         negative_pool=config.train_negatives)
     return evaluate_user(scores, user, config.eval_k, validation=config.evaluation.validation)
 
 

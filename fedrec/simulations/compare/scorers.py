@@ -45,7 +45,7 @@ class FederatedScorer:
                                      split.user_data(int(u), for_evaluation=False), c.training,
                                      c.reconstruct_epochs, c.seed, item_features=self.features,
                                      personal=c.personal, tune_epochs=c.tune_epochs,
-                                     tuning=c.tuning)
+                                     tuning=c.tuning, negative_pool=c.train_negatives)
                          for u in users]).astype(np.float32, copy=False)
 
 

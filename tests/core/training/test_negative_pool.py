@@ -1,0 +1,77 @@
+"""train-negatives: ``unseen-all`` never draws a user's held-out items as training negatives
+(the literature's shared data loader), ``unseen-train`` may; both executors draw the same."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedrec.core.config.run_config import RunConfig
+from fedrec.core.families.implicit import ImplicitFamily, run_split
+from fedrec.core.training.cohort import cohort_round
+from fedrec.core.training.cohort_evaluation import cohort_metrics
+from fedrec.core.training.implicit import negative_key, sample_negatives
+from fedrec.core.training.local_round import user_metrics, user_round
+
+DATASET = "synthetic-20"
+
+
+def _config(pool: str, **settings: object) -> RunConfig:
+    return RunConfig(model="mf", dataset=DATASET, dim=8, batch_size=8, eval_k=5, reconstruct_epochs=1,
+                     train_negatives=pool, **settings)
+
+
+def _draws(user, pool: str) -> np.ndarray:
+    key = negative_key(user, pool)
+    users = np.zeros(5000, dtype=np.int64)
+    return sample_negatives(users, key, user.n_items, 4, np.random.default_rng(0)).ravel()
+
+
+def test_unseen_all_never_draws_held_out_items_and_unseen_train_does() -> None:
+    split = run_split(_config("unseen-all"))
+    user = split.user_data(2)
+    held_out = [user.validation_item, user.test_item]
+    assert all(i >= 0 for i in held_out)
+    strict = _draws(user, "unseen-all")
+    loose = _draws(user, "unseen-train")
+    assert not np.isin(strict, held_out).any()
+    assert not np.isin(strict, user.train_items).any() and not np.isin(loose, user.train_items).any()
+    # 20 000 draws over the catalogue minus the training items: each held-out item is drawn
+    assert np.isin(loose, held_out).sum() > 10
+
+
+def test_unknown_pool_and_record_dp_are_refused() -> None:
+    with pytest.raises(ValueError, match="train-negatives"):
+        _config("everything")
+    with pytest.raises(ValueError, match="train-negatives unseen-all"):
+        RunConfig(model="mf", dataset=DATASET, train_negatives="unseen-all", dp="record", epsilon=8.0)
+
+
+def test_cohort_executor_draws_what_a_client_draws() -> None:
+    config = _config("unseen-all")
+    family = ImplicitFamily()
+    split = run_split(config)
+    arrays = family.initial_global(config, split)
+    users = [split.user_data(u, for_evaluation=False) for u in range(8)]
+    vectorised = cohort_round(config, arrays, [None] * len(users), users, 1, keep_updates=True)
+    for b, user in enumerate(users):
+        one = user_round(config, arrays, None, user, 1)
+        for name, value in one.update.items():
+            np.testing.assert_allclose(vectorised.updates[b][name], value, atol=2e-6)
+    assert vectorised.users == [u.user for u in users]
+    plain = cohort_round(_config("unseen-train"), arrays, [None] * len(users), users, 1, keep_updates=True)
+    assert any(np.abs(plain.updates[b]["item_embedding.weight"] - vectorised.updates[b]["item_embedding.weight"]).max()
+               > 1e-6 for b in range(len(users)))
+
+
+def test_cohort_evaluation_matches_the_client_with_unseen_all() -> None:
+    config = _config("unseen-all", personal="tune")
+    split = run_split(config)
+    arrays = ImplicitFamily().initial_global(config, split)
+    users = [split.user_data(int(u)) for u in split.evaluated_users()[:10]]
+    rows = cohort_metrics(config, arrays, [None] * len(users), users)
+    for row, user in zip(rows, users):
+        expected = user_metrics(config, arrays, None, user)
+        assert row.keys() == expected.keys()
+        for key, value in expected.items():
+            assert row[key] == pytest.approx(value, abs=1e-6)
