@@ -19,7 +19,14 @@ from fedrec.core.data.split import LeaveOneOutSplit
 from fedrec.core.evaluation.protocols import evaluate_user, mean_metrics
 from fedrec.core.models.base import Recommender
 from fedrec.core.models.registry import build_model, needs_item_features
-from fedrec.core.training.implicit import TrainingConfig, make_optimizer, positives_key, score_all_items, train_epoch
+from fedrec.core.training.implicit import (
+    NEGATIVE_POOLS,
+    TrainingConfig,
+    make_optimizer,
+    positives_key,
+    score_all_items,
+    train_epoch,
+)
 
 EVAL_BATCH_USERS = 256
 
@@ -51,6 +58,9 @@ class CentralConfig:
     k: int = 10
     eval_negatives: int = 99
     validation: bool = False  # also rank each user's validation item (val_hr@K, for picking the best epoch)
+    # where negatives come from (fedrec.core.training.implicit.negative_key): unseen-all never draws
+    # a user's held-out validation/test items, as the federated runs with the same setting
+    train_negatives: str = "unseen-train"
     training: TrainingConfig = field(default_factory=lambda: TrainingConfig(lr=0.001, batch_size=256))
 
     def __post_init__(self) -> None:
@@ -91,6 +101,19 @@ def _item_features(config: CentralConfig) -> ItemFeatures | None:
 EpochCallback = Callable[[dict[str, float]], None]
 
 
+def _excluded_pairs(split: LeaveOneOutSplit, pool: str) -> tuple[np.ndarray, np.ndarray]:
+    """(users, items) pairs never drawn as negatives: the training pairs, and with ``unseen-all``
+    every user's validation and test items too."""
+    if pool not in NEGATIVE_POOLS:
+        raise ValueError(f"unknown train-negatives pool {pool!r}: choose one of {NEGATIVE_POOLS}")
+    users, items = split.train_users(), split.train_items
+    if pool == "unseen-all":
+        for held in (split.validation_item, split.test_item):
+            who = np.flatnonzero(held >= 0)
+            users, items = np.concatenate([users, who]), np.concatenate([items, held[who]])
+    return users.astype(np.int64), items.astype(np.int64)
+
+
 def train_central(
     split: LeaveOneOutSplit, config: CentralConfig, on_epoch: EpochCallback | None = None
 ) -> tuple[Recommender, list[dict[str, float]]]:
@@ -106,7 +129,7 @@ def train_central(
     optimizer = make_optimizer(list(model.parameters()), config.training)
     users = split.train_users()
     items = split.train_items
-    key = positives_key(users, items, split.n_items)
+    key = positives_key(*_excluded_pairs(split, config.train_negatives), split.n_items)
     history = []
     for epoch in range(1, config.epochs + 1):
         start = time.perf_counter()

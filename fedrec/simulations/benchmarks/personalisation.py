@@ -50,10 +50,11 @@ FEDERATED_ROWS: dict[str, dict[str, Any]] = {
 CENTRAL_ROWS = {"central-mf": "mf", "central-neumf": "neumf"}
 
 
-def federated_row(name: str, data_dir: str, seed: int, rounds: int | None) -> dict[str, Any]:
+def federated_row(name: str, data_dir: str, seed: int, rounds: int | None,
+                  train_negatives: str = "unseen-train") -> dict[str, Any]:
     """One federated run of row ``name``: the selected round's metrics and the run's costs."""
     config = RunConfig(dataset="ml-100k", data_dir=data_dir, seed=seed, protocol="ncf-loo",
-                       **CLIENT, **FEDERATED_ROWS[name])
+                       train_negatives=train_negatives, **CLIENT, **FEDERATED_ROWS[name])
     split = run_split(config)
     if rounds is not None:  # a shorter run than the protocol's 100 rounds (stated in the output)
         from dataclasses import replace
@@ -74,11 +75,12 @@ def federated_row(name: str, data_dir: str, seed: int, rounds: int | None) -> di
             "validation_curve": [r.get(f"val_hr@{K}") for r in result.rows]}
 
 
-def central_row(name: str, data_dir: str, seed: int, epochs: int) -> dict[str, Any]:
+def central_row(name: str, data_dir: str, seed: int, epochs: int, train_negatives: str = "unseen-train",
+                ) -> dict[str, Any]:
     """The central twin of row ``name``: the epoch with the best validation HR@10."""
     split = run_split(RunConfig(dataset="ml-100k", data_dir=data_dir, seed=seed))
     config = CentralConfig(dataset="ml-100k", data_dir=data_dir, model=CENTRAL_ROWS[name], dim=32, epochs=epochs,
-                           seed=seed, eval_every=1, validation=True,
+                           seed=seed, eval_every=1, validation=True, train_negatives=train_negatives,
                            training=TrainingConfig(lr=0.001, batch_size=256, negatives=4))
     started = time.perf_counter()
     _, history = train_central(split, config)
@@ -145,6 +147,8 @@ def main(
     rows: str = typer.Option(",".join([*FEDERATED_ROWS, *CENTRAL_ROWS]), help="comma-separated rows"),
     rounds: int = typer.Option(0, help="federated rounds (0: the protocol's 100)"),
     central_epochs: int = typer.Option(30, help="central twins' epochs"),
+    train_negatives: str = typer.Option("unseen-train", help="unseen-train, or unseen-all: the literature's data "
+                                        "loader, which never draws a user's held-out items as training negatives"),
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     unknown = [r for r in rows.split(",") if r not in FEDERATED_ROWS and r not in CENTRAL_ROWS]
@@ -153,14 +157,15 @@ def main(
     runs: list[dict[str, Any]] = []
     for name in rows.split(","):
         for seed in (int(s) for s in seeds.split(",")):
-            run = (federated_row(name, data_dir, seed, rounds or None) if name in FEDERATED_ROWS
-                   else central_row(name, data_dir, seed, central_epochs))
+            run = (federated_row(name, data_dir, seed, rounds or None, train_negatives) if name in FEDERATED_ROWS
+                   else central_row(name, data_dir, seed, central_epochs, train_negatives))
+            run["train_negatives"] = train_negatives
             runs.append(run)
             print(f"{name} seed {seed}: HR@10 {run['hr@10']:.4f} NDCG@10 {run['ndcg@10']:.4f} "
                   f"(round {run['round']}, {run['wall_seconds']:.0f} s)", flush=True)
             (out / "personalisation.json").write_text(json.dumps({"runs": runs, "table": summarise(runs)}, indent=2))
     table = summarise(runs)
-    note = f", {rounds} rounds" if rounds else ""
+    note = (f", {rounds} rounds" if rounds else "") + f", train-negatives {train_negatives}"
     (out / "personalisation.md").write_text(markdown(table, note))
     plot(runs, out / "validation.png")
     print(markdown(table, note))

@@ -75,3 +75,20 @@ def test_cohort_evaluation_matches_the_client_with_unseen_all() -> None:
         assert row.keys() == expected.keys()
         for key, value in expected.items():
             assert row[key] == pytest.approx(value, abs=1e-6)
+
+
+def test_central_twin_excludes_every_users_held_out_items_with_unseen_all() -> None:
+    from fedrec.core.training.central import _excluded_pairs
+
+    split = run_split(_config("unseen-all"))
+    users, items = _excluded_pairs(split, "unseen-all")
+    plain_users, plain_items = _excluded_pairs(split, "unseen-train")
+    pairs = set(zip(users.tolist(), items.tolist()))
+    assert set(zip(plain_users.tolist(), plain_items.tolist())) <= pairs
+    for u in range(split.n_users):
+        for held in (split.validation_item[u], split.test_item[u]):
+            if held >= 0:
+                assert (u, int(held)) in pairs
+                assert (u, int(held)) not in set(zip(plain_users.tolist(), plain_items.tolist()))
+    with pytest.raises(ValueError, match="train-negatives"):
+        _excluded_pairs(split, "nowhere")
