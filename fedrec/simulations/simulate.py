@@ -68,6 +68,9 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
     data = load_dataset(config.dataset, config.data_dir, config.seed)
     n_users = data.n_users
     config = apply_protocol(config, n_users)  # protocol ncf-loo: every user in every round, …
+    if config.clients_per_round > n_users and config.protocol == "none":
+        print(f"note: clients-per-round {config.clients_per_round} is more than the {n_users} users of "
+              f"{config.dataset}: every user trains in every round", flush=True)
     # refuse a DP configuration the data makes meaningless before anything starts
     privacy_line = preflight(config, leave_one_out(data, seed=config.seed, eval_negatives=config.eval_negatives))
     print(privacy_line, flush=True)
