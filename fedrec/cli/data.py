@@ -10,7 +10,9 @@ import typer
 from fedrec.cli.common import fail
 from fedrec.core.config.run_config import RunConfig
 
-DEFAULTS = RunConfig()
+# the options' defaults: a dataclass's class attributes are its fields' defaults (building a
+# RunConfig would validate it, which imports the model families and torch)
+DEFAULTS = RunConfig
 
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: download and inspect.")
 

@@ -8,7 +8,7 @@ Sections. The keys fall into sections, each a typed, frozen dataclass in its own
 that validates itself once, when it is built: :class:`~fedrec.core.config.privacy_section.PrivacyConfig`
 (``config.privacy``), :class:`~fedrec.core.config.evaluation_section.EvaluationConfig`
 (``config.evaluation``), :class:`~fedrec.core.config.deployment_section.DeploymentConfig`
-(``config.deployment``) and :class:`~fedrec.core.training.implicit.TrainingConfig`
+(``config.deployment``) and :class:`~fedrec.core.config.training_section.TrainingConfig`
 (``config.training``). :class:`RunConfig` builds each from its fields the first time it is
 read (every one of them in ``__post_init__``, so a bad value fails at construction) and
 keeps it. A function that reads only one section's keys takes that section (e.g.
@@ -37,24 +37,28 @@ import weakref
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Generic, Mapping, Sequence, TypeVar, overload
 
+# Only torch-free modules here (the choices, the sections): the command line imports this module
+# to build its options, and ``fedrec --help`` must not wait for torch. What needs a model or the
+# data is imported where a check needs it.
+from fedrec.core.config.choices import (
+    DEVICES,
+    FEATURE_MODEL_NAMES,
+    LOSSES,
+    MODEL_NAMES,
+    NEGATIVE_POOLS,
+    NEIGHBOURHOOD_MODELS,
+    OPTIMIZERS,
+    PERSONAL_OPTIONS,
+    RATING_MODEL_NAMES,
+    SEQUENCE_MODELS,
+    personal_parts,
+)
 from fedrec.core.config.deployment_section import DEPLOYMENT_DEFAULTS, DeploymentConfig
 from fedrec.core.config.evaluation_section import EVALUATION_DEFAULTS, EvaluationConfig
 from fedrec.core.config.privacy_section import ACCOUNTANTS, DP_MODES, PRIVACY_DEFAULTS, PrivacyConfig
 from fedrec.core.config.protocols import PROTOCOLS
-from fedrec.core.data.item_features import has_item_features
+from fedrec.core.config.training_section import TrainingConfig
 from fedrec.core.evaluation.selection import MODEL_SELECTIONS
-from fedrec.core.models.personal import PERSONAL_OPTIONS, personal_parts, score_head_names
-from fedrec.core.models.registry import (
-    FEATURE_MODELS,
-    MODELS,
-    NEIGHBOURHOOD_MODELS,
-    RATING_MODELS,
-    SEQUENCE_MODELS,
-    build_model,
-)
-from fedrec.core.training.device import DEVICES
-from fedrec.core.training.implicit import LOSSES, NEGATIVE_POOLS, TrainingConfig
-from fedrec.core.training.optimizers import OPTIMIZERS
 
 AGGREGATIONS = ("fedavg", "fedavg-slr", "fedadam")
 EXECUTORS = ("per-client", "cohort")
@@ -66,7 +70,7 @@ __all__ = ["ACCOUNTANTS", "AGGREGATIONS", "CLI_COMMANDS", "DP_MODES", "EXECUTORS
 # Ranking models a run can train: the classic ones and those that also read the public item
 # features of the dataset (fedrec.core.models.run_model). The rating models (explicit-mf) solve
 # another task, with their own split and loss, and are not run by RunConfig.
-RUN_MODELS = (*MODELS, *FEATURE_MODELS, *SEQUENCE_MODELS, *RATING_MODELS, *NEIGHBOURHOOD_MODELS)
+RUN_MODELS = (*MODEL_NAMES, *FEATURE_MODEL_NAMES, *SEQUENCE_MODELS, *RATING_MODEL_NAMES, *NEIGHBOURHOOD_MODELS)
 
 # The commands whose options are generated from the fields (fedrec.cli.run_options).
 SIMULATE = "simulate"
@@ -277,22 +281,25 @@ class RunConfig:
         self._check_feature_model()
         self._check_privacy()
         self._check_personal()
-        from fedrec.core.families.registry import family_of  # the families read RunConfig
+        # the families read RunConfig (and import torch: building a RunConfig loads it)
+        from fedrec.core.families.registry import family_of
 
         family_of(self.model).check(self)
 
     def _check_feature_model(self) -> None:
         """A feature model needs a dataset with item features and a process that can compute them."""
-        if self.model not in FEATURE_MODELS:
+        if self.model not in FEATURE_MODEL_NAMES:
             return
+        from fedrec.core.data.item_features import has_item_features  # reads the data modules (numpy)
+
         if not has_item_features(self.dataset):
             raise ValueError(f"model {self.model} reads item features, which dataset {self.dataset!r} does not "
                              "have: use ml-100k or synthetic[-<N>[k]], or a model without features "
-                             f"({', '.join(sorted(MODELS))})")
+                             f"({', '.join(sorted(MODEL_NAMES))})")
         if self.catalogue:
             raise ValueError(f"model {self.model} cannot be deployed yet: devices get only the item catalogue, "
                              "not the item features (shipping features to devices is future work); "
-                             f"deploy one of {', '.join(sorted(MODELS))}")
+                             f"deploy one of {', '.join(sorted(MODEL_NAMES))}")
         if self.dp == "record":
             raise ValueError(f"dp record does not run model {self.model} yet: the record-level client round "
                              "(fedrec.core.privacy.client_round) does not pass item features to Opacus' "
@@ -312,7 +319,7 @@ class RunConfig:
 
     def _check_personal(self) -> None:
         """Personal parts and validation-based selection exist for the implicit rankers only."""
-        implicit = self.model in MODELS or self.model in FEATURE_MODELS
+        implicit = self.model in MODEL_NAMES or self.model in FEATURE_MODEL_NAMES
         parts = personal_parts(self.personal)
         if self.tune_epochs < 0:
             raise ValueError(f"tune-epochs must be ≥ 0, got {self.tune_epochs}")
@@ -320,9 +327,9 @@ class RunConfig:
             raise ValueError(f"tune-lr must be ≥ 0 (0: the client's lr), got {self.tune_lr}")
         if parts and not implicit:
             raise ValueError(f"personal {self.personal}: model {self.model} is not an implicit-feedback ranker; "
-                             f"personal parts exist for {', '.join([*MODELS, *FEATURE_MODELS])}")
+                             f"personal parts exist for {', '.join([*MODEL_NAMES, *FEATURE_MODEL_NAMES])}")
         if "head" in parts:
-            if self.model in FEATURE_MODELS or not score_head_names(build_model(self.model, 1, 1, self.dim)):
+            if self.model in FEATURE_MODEL_NAMES or not _has_score_head(self.model, self.dim):
                 raise ValueError(f"personal {self.personal}: model {self.model} has no score layer beyond its user "
                                  "vector (which is local already); a local head exists for gmf, mlp and neumf")
             if self.dp == "record":
@@ -398,6 +405,14 @@ class RunConfig:
 
     def to_user_config(self) -> dict[str, Any]:
         return {k.replace("_", "-"): v for k, v in asdict(self).items()}
+
+
+def _has_score_head(model: str, dim: int) -> bool:
+    """Whether implicit ranker ``model`` has score layers beyond its user vector (built to see)."""
+    from fedrec.core.models.personal import score_head_names  # torch: only a local head needs it
+    from fedrec.core.models.registry import build_model
+
+    return bool(score_head_names(build_model(model, 1, 1, dim)))
 
 
 def _coerce(key: str, value: Any, type_name: Any) -> Any:

@@ -26,23 +26,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
+# the options and their check are defined, torch-free, with the run config; re-exported here
+from fedrec.core.config.choices import PERSONAL_OPTIONS as PERSONAL_OPTIONS
+from fedrec.core.config.choices import personal_parts
+
 if TYPE_CHECKING:
     from fedrec.core.models.base import Recommender
 
-PERSONAL_OPTIONS: dict[str, frozenset[str]] = {
-    "none": frozenset(),
-    "head": frozenset({"head"}),
-    "tune": frozenset({"tune"}),
-    "head+tune": frozenset({"head", "tune"}),
-}
 TUNE_SEED_TAG = 37  # the post-tuning generator is seeded by (seed, user, TUNE_SEED_TAG)
-
-
-def personal_parts(option: str) -> frozenset[str]:
-    """The parts ``option`` turns on (``ValueError`` for an unknown option)."""
-    if option not in PERSONAL_OPTIONS:
-        raise ValueError(f"unknown personal option {option!r}: choose one of {list(PERSONAL_OPTIONS)}")
-    return PERSONAL_OPTIONS[option]
 
 
 def score_head_names(model: "Recommender") -> tuple[str, ...]:

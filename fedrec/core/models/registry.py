@@ -22,6 +22,13 @@ import torch
 from numpy.typing import NDArray
 
 from fedrec.core.arrays import Arrays
+from fedrec.core.config.choices import (
+    FEATURE_MODEL_NAMES,
+    MODEL_NAMES,
+    RATING_MODEL_NAMES,
+)
+from fedrec.core.config.choices import NEIGHBOURHOOD_MODELS as NEIGHBOURHOOD_MODELS
+from fedrec.core.config.choices import SEQUENCE_MODELS as SEQUENCE_MODELS
 from fedrec.core.data.item_features import ItemFeatures
 from fedrec.core.models.base import Recommender, load_parameters
 from fedrec.core.models.content import ContentRanker
@@ -33,13 +40,12 @@ from fedrec.core.models.mlp import MLP
 from fedrec.core.models.neumf import NeuMF
 from fedrec.core.models.personal import personalise
 
-MODELS: dict[str, type[Recommender]] = {"mf": MF, "gmf": GMF, "mlp": MLP, "neumf": NeuMF}
-FEATURE_MODELS: dict[str, type[Recommender]] = {"hybrid": Hybrid, "content": ContentRanker}
-RATING_MODELS: dict[str, type[Recommender]] = {"explicit-mf": ExplicitMF}
-# models of the other families (fedrec.core.families), built there: the next-item sequence
-# model and federated item-kNN (no torch module: two summed arrays)
-SEQUENCE_MODELS = ("sasrec",)
-NEIGHBOURHOOD_MODELS = ("item-knn",)
+# the names are defined, torch-free, with the run config (fedrec.core.config.choices), in the
+# order of the classes here; SEQUENCE_MODELS and NEIGHBOURHOOD_MODELS, the models of the other
+# families (fedrec.core.families, built there), are re-exported
+MODELS: dict[str, type[Recommender]] = dict(zip(MODEL_NAMES, (MF, GMF, MLP, NeuMF), strict=True))
+FEATURE_MODELS: dict[str, type[Recommender]] = dict(zip(FEATURE_MODEL_NAMES, (Hybrid, ContentRanker), strict=True))
+RATING_MODELS: dict[str, type[Recommender]] = dict(zip(RATING_MODEL_NAMES, (ExplicitMF,), strict=True))
 
 ItemFeatureInput = ItemFeatures | NDArray[np.floating] | torch.Tensor
 

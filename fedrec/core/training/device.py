@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-DEVICES = ("cpu", "cuda", "auto")
+# defined, torch-free, with the run config; re-exported here
+from fedrec.core.config.choices import DEVICES
 
 
 def resolve_device(name: str) -> torch.device:

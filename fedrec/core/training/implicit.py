@@ -15,41 +15,18 @@ Losses (``s`` are logits, ``σ`` the logistic function):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from torch.nn import functional as F
 
+# the choices and the training section are defined, torch-free, with the run config; re-exported here
+from fedrec.core.config.choices import LOSSES as LOSSES
+from fedrec.core.config.choices import NEGATIVE_POOLS
+from fedrec.core.config.training_section import TrainingConfig
 from fedrec.core.data.split import UserData
 from fedrec.core.models.base import Recommender
-from fedrec.core.training.optimizers import build_optimizer, check_optimizer
-
-LOSSES = ("bce", "bpr")
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    """Hyper-parameters of local training, validated once at the edge."""
-
-    lr: float = 0.01
-    batch_size: int = 64
-    negatives: int = 4
-    loss: str = "bce"
-    optimizer: str = "adam"
-    weight_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}: choose one of {LOSSES}")
-        check_optimizer(self.optimizer)
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.batch_size < 1 or self.negatives < 1:
-            raise ValueError("batch_size and negatives must be ≥ 1")
-        if self.weight_decay < 0:
-            raise ValueError("weight_decay must be ≥ 0")
+from fedrec.core.training.optimizers import build_optimizer
 
 
 def make_optimizer(
@@ -78,9 +55,6 @@ def sample_negatives(
             return negatives
         negatives[collide] = rng.integers(0, n_items, size=int(collide.sum()))
     raise ValueError("could not sample negatives: some user has interacted with almost every item")
-
-
-NEGATIVE_POOLS = ("unseen-train", "unseen-all")
 
 
 def negative_key(user: UserData, pool: str = "unseen-train") -> NDArray[np.int64]:

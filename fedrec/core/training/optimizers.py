@@ -6,14 +6,9 @@ from typing import Iterable
 
 import torch
 
-OPTIMIZERS = ("sgd", "adam")
-
-
-def check_optimizer(name: str) -> str:
-    """``name`` if it is one of :data:`OPTIMIZERS`, else ``ValueError`` naming the choices."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}: choose one of {OPTIMIZERS}")
-    return name
+# the names and their check are defined, torch-free, with the run config; re-exported here
+from fedrec.core.config.choices import OPTIMIZERS as OPTIMIZERS
+from fedrec.core.config.choices import check_optimizer
 
 
 def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float,
