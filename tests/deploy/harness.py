@@ -121,14 +121,16 @@ class Deployment:
         code = submit_run(self.server_state, config, run_dir.with_suffix(".log"), timeout_s=timeout_s, app_dir=app_dir)
         return code, run_dir
 
-    def run_in_background(self, name: str, **overrides) -> tuple[threading.Thread, dict, Path]:
+    def run_in_background(self, name: str, timeout_s: float = 420,
+                          **overrides) -> tuple[threading.Thread, dict, Path]:
         result: dict = {}
         config = self.run_config(name, **overrides)
         run_dir = Path(config["out-dir"])
 
         def target() -> None:
             try:
-                result["code"] = submit_run(self.server_state, config, run_dir.with_suffix(".log"), timeout_s=420)
+                result["code"] = submit_run(self.server_state, config, run_dir.with_suffix(".log"),
+                                            timeout_s=timeout_s)
             except BaseException as err:  # reported by the test
                 result["error"] = err
 
