@@ -34,11 +34,17 @@ def audit(
     from fedrec.core.privacy.audit import AuditError, audit_run
     from fedrec.reporting.audit_report import print_audit, write_audit
 
+    if exact < 0:
+        fail(f"--exact must be ≥ 0 (0: every history exactly), got {exact}")
     try:
         report = audit_run(run_dir, accountant, max_exact=exact or None, verify_key=verify_key,
                            device_keys=device_keys)
     except AuditError as err:
         fail(str(err))
+    except UnicodeDecodeError as err:  # a run file that is not text: the run cannot be audited (exit 2)
+        fail(f"{_undecodable_file(run_dir) or run_dir}: not UTF-8 text ({err.reason}); the run cannot be audited")
+    except OSError as err:
+        fail(f"{err.filename or run_dir}: cannot read it ({err.strerror or err}); the run cannot be audited")
     try:
         write_audit(report, run_dir)
     except OSError as err:
@@ -46,6 +52,18 @@ def audit(
     print_audit(report, Console())
     if not report.ok:
         raise typer.Exit(1)
+
+
+def _undecodable_file(run_dir: Path) -> Path | None:
+    """The first JSON or JSON-lines file of a run that is not UTF-8 text (``None``: none is)."""
+    for path in sorted([*run_dir.glob("*.json*"), *run_dir.glob("*/*.json*")]):
+        try:
+            path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            return path
+        except OSError:
+            continue
+    return None
 
 
 def ledger_key(

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from fedrec.cli.common import fail
+from fedrec.cli.common import fail, warn
 from fedrec.cli.run_options import RunOptions, run_options
 from fedrec.core.config.run_config import SIMULATE, RunConfig
 
@@ -36,25 +36,32 @@ def simulate(
     ray_address: str = typer.Option("", help="HOST:PORT of an existing Ray cluster's head (`ray start --head`); "
                                     "default: a private Ray on this machine"),
 ) -> None:
-    """Run a federated simulation (every user a client) and write the run directory."""
+    """Run a federated simulation (every user a client) and write the run directory.
+
+    The data is split and checked here first: users that cannot train or be evaluated are
+    named in a warning, and a run in which nobody can be evaluated is refused before Flower
+    starts. A failed run leaves --out resumable (a checkpoint) or as it was.
+    """
     from fedrec.simulations.flower_runtime import Terminated
     from fedrec.simulations.simulate import resume_config
     from fedrec.simulations.simulate import simulate as run_simulation
 
+    if resume is None and out is None:
+        fail("give --out DIR (or --resume DIR)")
     try:
         if resume is not None:
             config = resume_config(resume, run.resume_overrides())
             out_dir = resume
         else:
-            if out is None:
-                fail("give --out DIR (or --resume DIR)")
             values = run.overrides()
             values["dataset"], values["data_dir"] = _absolute_data_paths(values["dataset"], values["data_dir"])
             config = RunConfig(**values)
             out_dir = out
-        summary = run_simulation(config, out_dir, show_progress=not quiet, ray_address=ray_address)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError, Terminated) as err:
+        summary = run_simulation(config, out_dir, show_progress=not quiet, ray_address=ray_address, warn=warn)
+    except (ValueError, RuntimeError, Terminated) as err:
         fail(str(err))
+    except OSError as err:  # FileNotFoundError, FileExistsError (an earlier run), PermissionError, …
+        fail(os_error_line(err))
     print_summary(summary, out_dir)
 
 
@@ -75,16 +82,29 @@ def train_central(
     from fedrec.core.training.central import CentralConfig
     from fedrec.core.training.implicit import TrainingConfig
     from fedrec.simulations.central_twin import run_central
+    from fedrec.simulations.simulate import check_data, check_out_dir
 
     try:
+        check_out_dir(out.expanduser().resolve())
+        # the same split as a federated run: refused here when nobody could be evaluated
+        check_data(RunConfig(dataset=dataset, data_dir=data_dir, model=model, dim=dim, seed=seed), warn)
         summary = run_central(
             CentralConfig(dataset=dataset, data_dir=data_dir, model=model, epochs=epochs, dim=dim, seed=seed,
                           eval_every=eval_every, training=TrainingConfig(lr=lr, batch_size=batch_size, loss=loss)),
             out,
         )
-    except (ValueError, FileNotFoundError, FileExistsError) as err:
+    except ValueError as err:
         fail(str(err))
+    except OSError as err:
+        fail(os_error_line(err))
     print_summary(summary, out)
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for an ``OSError``: our own message, or ``PATH: reason`` for the system's."""
+    if err.strerror and err.filename:
+        return f"{err.filename}: {err.strerror}"
+    return str(err)
 
 
 def print_summary(summary: dict, out_dir: Path) -> None:
