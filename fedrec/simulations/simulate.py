@@ -15,6 +15,7 @@ one are deleted, so the same command can be run again.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -39,7 +40,7 @@ from fedrec.core.families.registry import family_of
 from fedrec.core.privacy.plan import preflight
 from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE, read_jsonl
 from fedrec.server.checkpoint import CHECKPOINT_DIR, STATE_FILE, checkpointed_config
-from fedrec.simulations.flower_runtime import ray_failed_to_start, simulation_runtime
+from fedrec.simulations.flower_runtime import RUNTIME_PARENT_ENV, ray_failed_to_start, simulation_runtime
 
 FLOWER_LOG = "flower.log"
 # Ray's head node sometimes fails to start its GCS server (the server exits before it
@@ -289,11 +290,13 @@ def _after_failure(config: RunConfig, out_dir: Path, before: frozenset[str] | No
 
 
 def _keep_logs(out_dir: Path) -> Path | None:
-    """Move a failed run's logs out of ``out_dir`` into a new temporary folder (``None``: there were none)."""
+    """Move a failed run's logs out of ``out_dir`` into a new temporary folder (``None``: there were none),
+    below ``$FEDREC_RUNTIME_DIR`` when set."""
     logs = [out_dir / name for name in RUN_LOGS if (out_dir / name).exists()]
     if not logs:
         return None
-    kept = Path(tempfile.mkdtemp(prefix=f"fedrec-failed-{out_dir.name}-"))
+    parent = os.environ.get(RUNTIME_PARENT_ENV) or None  # beside the runtimes (default: the temp folder)
+    kept = Path(tempfile.mkdtemp(prefix=f"fedrec-failed-{out_dir.name}-", dir=parent))
     for path in logs:
         shutil.move(str(path), kept / path.name)
     return kept

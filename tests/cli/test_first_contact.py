@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from fedrec.core.config.run_config import RunConfig
 from fedrec.core.run_files import METRICS_FILE
 from fedrec.runtime.processes import pids_with_environ
 from fedrec.simulations import simulate as sim
+from fedrec.simulations.flower_runtime import RUNTIME_PARENT_ENV
 
 runner = CliRunner()
 
@@ -155,7 +155,7 @@ def small_config(**overrides: object) -> RunConfig:
 def test_a_failed_run_without_checkpoint_removes_the_out_it_created_and_keeps_its_logs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sim, "_run_once", fake_failed_run(checkpoint=False))
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setenv(RUNTIME_PARENT_ENV, str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     out = tmp_path / "run"
     with pytest.raises(RuntimeError) as failure:
