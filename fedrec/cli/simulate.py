@@ -12,7 +12,7 @@ from fedrec.cli.common import fail, warn
 from fedrec.cli.run_options import RunOptions, run_options
 from fedrec.core.config.run_config import SIMULATE, RunConfig
 
-DEFAULTS = RunConfig()
+DEFAULTS = RunConfig  # the class attributes are the defaults; building one would import torch
 
 
 def _absolute_data_paths(dataset: str, data_dir: str) -> tuple[str, str]:

@@ -29,9 +29,5 @@ def test_the_run_config_imports_no_torch(module: str) -> None:
     assert heavy_modules_after(module) == []
 
 
-@pytest.mark.xfail(strict=True, reason="fedrec/cli/simulate.py builds DEFAULTS = RunConfig() at import, and "
-                                       "building a RunConfig runs the model family's check, which imports "
-                                       "torch; DEFAULTS = RunConfig (the class attributes are the defaults) "
-                                       "fixes it: then remove this mark")
 def test_the_command_line_imports_no_torch() -> None:
     assert heavy_modules_after("fedrec.cli.main") == []
