@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from fedrec.cli.common import fail
+from fedrec.cli.common import fail, warn
 
 certs_app = typer.Typer(no_args_is_help=True, help="TLS certificates and SuperNode keys.")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
@@ -27,8 +27,9 @@ def certs_init(
     hosts = list(dict.fromkeys([*host, *(LOOPBACK_HOSTS if loopback else ())]))
     try:
         paths = init_certs(directory, hosts, force=force, days=days)
-    except (ValueError, FileExistsError) as err:
+    except (ValueError, OSError) as err:  # OSError: FileExistsError (not empty), or the folder cannot be written
         fail(str(err))
+    _warn_if_committable(directory, "ca.key and server.key")
     typer.echo(f"CA certificate      {paths.ca_cert}  (give it to every client: --ca)")
     typer.echo(f"CA key (0600)       {paths.ca_key}  (keep it offline)")
     typer.echo(f"server certificate  {paths.server_cert}  for {', '.join(hosts)}")
@@ -46,7 +47,18 @@ def certs_client(
 
     try:
         keys = add_client(name, directory)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # OSError: FileExistsError, FileNotFoundError, cannot write
         fail(str(err))
+    _warn_if_committable(directory, f"supernodes/{name}")
     typer.echo(f"private key (0600)  {keys.private_key}  (copy to the device: --key)")
     typer.echo(f"public key          {keys.public_key}  (on the server: fedrec server register-client)")
+
+
+def _warn_if_committable(directory: Path, private_keys: str) -> None:
+    """Warn when ``directory`` lies in a git work tree that does not ignore it."""
+    from fedrec.runtime.certs import unignored_git_work_tree
+
+    if (work_tree := unignored_git_work_tree(directory)) is not None:
+        warn(f"{directory.resolve()} is inside the git work tree {work_tree} and git does not ignore it: "
+             f"the private keys in it ({private_keys}) can be committed by mistake. Add the folder to "
+             f".gitignore, or keep the certificates outside the repository.")

@@ -23,7 +23,9 @@ address becomes an IPAddress entry, anything else a DNSName. SuperNodes must con
 one of those names. Private keys are created with mode 0600 and every file is written
 to a temporary name first and then renamed, so a crash never leaves half a key behind.
 Re-running ``init_certs`` with ``force=True`` makes a new CA: every SuperNode then needs
-the new ``ca.crt``, but its own key pair stays valid.
+the new ``ca.crt``, but its own key pair stays valid. ``unignored_git_work_tree`` tells
+whether the folder lies in a git work tree that does not ignore it, where a ``git add``
+would commit the private keys.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import ipaddress
 import os
 import re
 import secrets
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,6 +187,29 @@ def add_client(name: str, directory: Path) -> ClientKeyPaths:
     _write_atomic(paths.private_key, private, PRIVATE_MODE)
     _write_atomic(paths.public_key, public + f" fedrec-{name}\n".encode(), PUBLIC_MODE)
     return paths
+
+
+def unignored_git_work_tree(directory: Path) -> Path | None:
+    """The git work tree that holds ``directory`` when git does not ignore it, else None.
+
+    None too outside a work tree, where git is not installed, or where git cannot tell
+    (``git check-ignore`` fails); ``directory`` must exist.
+    """
+    directory = Path(directory).resolve()
+    top = _git(directory, "rev-parse", "--show-toplevel")
+    if top is None or top.returncode != 0 or not top.stdout.strip():
+        return None
+    ignored = _git(directory, "check-ignore", "-q", str(directory))
+    return Path(top.stdout.strip()) if ignored is not None and ignored.returncode == 1 else None
+
+
+def _git(directory: Path, *args: str) -> subprocess.CompletedProcess | None:
+    """``git -C directory ARGS`` (output captured), or None where git cannot be run."""
+    try:
+        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True,
+                              timeout=10, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
 
 
 def _ca_certificate(
