@@ -25,17 +25,30 @@ def client_start(
     device: str = typer.Option("auto", help="auto, cpu or cuda: where this device trains"),
     insecure: bool = typer.Option(False, help="connect without TLS or authentication (a server started --insecure)"),
     foreground: bool = typer.Option(False, help="run in this terminal instead of in the background"),
+    connect_timeout: float = typer.Option(90.0, min=1.0, help="seconds to wait for the server to admit this device; "
+                                          "if it has not by then, the SuperNode is stopped and the command fails"),
+    keep_retrying: bool = typer.Option(False, help="if the server has not admitted this device within "
+                                       "--connect-timeout, leave the SuperNode retrying in the background "
+                                       "(e.g. when the server starts later) instead of failing"),
 ) -> None:
-    """Start this device's SuperNode (background; stop with fedrec client stop)."""
+    """Start this device's SuperNode (background; stop with fedrec client stop).
+
+    Fails, and stops the SuperNode, when the server has not admitted the device within
+    --connect-timeout (unreachable address, unregistered key, wrong CA), unless
+    --keep-retrying.
+    """
     from fedrec.client.encrypted_file import KeySource
     from fedrec.client.supernode import ClientError, start_client
 
     if insecure:
         warn("--insecure: the connection is not encrypted and the server cannot tell this device from another")
     try:
-        info = start_client(server, ca, key, data, state_dir, device, insecure, foreground)
-    except ClientError as err:
+        info = start_client(server, ca, key, data, state_dir, device, insecure, foreground,
+                            connect_wait_s=connect_timeout, stop_unconnected=not keep_retrying)
+    except (ClientError, OSError) as err:
         fail(str(err))
+    if foreground and info.pid != 0:  # start_client reports a failed foreground SuperNode as -exit code
+        fail(f"the SuperNode exited with code {-info.pid}; see its output above")
     if not foreground:
         typer.echo(f"SuperNode PID {info.pid} → {info.server} ({'TLS' if info.tls else 'INSECURE'}); log {info.log}")
         if info.node_id:
@@ -51,7 +64,11 @@ def client_stop(state_dir: Path = typer.Option(DEFAULT_CLIENT_STATE)) -> None:
     """Stop this device's SuperNode (its state stays)."""
     from fedrec.client.supernode import stop_client
 
-    typer.echo("client stopped" if stop_client(state_dir) else "no client was running")
+    try:
+        stopped = stop_client(state_dir)
+    except OSError as err:
+        fail(f"cannot stop the client of {state_dir}: {err}")
+    typer.echo("client stopped" if stopped else "no client was running")
 
 
 @client_app.command("recommend")

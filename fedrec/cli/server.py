@@ -34,8 +34,8 @@ def server_start(
               "and read the model. Do not use beyond a test on one machine.")
     try:
         info = start_server(state.expanduser(), certs, address, fleet_port, control_port, serverappio_port, insecure)
-    except (ServerError, RuntimeError) as err:
-        fail(str(err))
+    except (ServerError, RuntimeError, OSError) as err:  # RuntimeError: the SuperLink exited or never listened
+        fail(f"the server did not start: {err}")
     security = "TLS + SuperNode authentication" if info.tls else "INSECURE"
     typer.echo(f"SuperLink PID {info.pid}: fleet {info.fleet_address}, control {info.control_address} ({security})")
     typer.echo(f"state in {info.state_dir}; log {info.state_dir}/superlink.log; stop with fedrec server stop")
@@ -51,7 +51,7 @@ def server_register_client(
 
     try:
         node_id = register_client(state.expanduser(), public_key)
-    except ServerError as err:
+    except (ServerError, OSError) as err:
         fail(str(err))
     typer.echo(f"registered {public_key.name}: node id {node_id}")
 
@@ -94,10 +94,10 @@ def server_run(
         log_path = run_dir.with_name(run_dir.name + ".log")
         typer.echo(f"run {run_dir.name}: log {log_path}; results in {run_dir}")
         code = submit_run(state, user_config, log_path, timeout_s=timeout)
-    except (ServerError, ValueError, FileNotFoundError) as err:
-        fail(str(err))
-    except TimeoutError:
+    except TimeoutError:  # before OSError, its base class
         fail(f"the run did not end within {timeout} s (stopped); see {log_path}")
+    except (ServerError, ValueError, OSError) as err:
+        fail(str(err))
     summary_path = run_dir / "summary.json"
     if code != 0 or not summary_path.exists():
         fail(f"the run failed (flwr exit code {code}); see {log_path}")
@@ -138,5 +138,8 @@ def server_stop(state: Path = typer.Option(DEFAULT_SERVER_STATE)) -> None:
     """Stop the server started from STATE (its SuperLink, SuperExec and any ServerApp)."""
     from fedrec.server.superlink import stop_server
 
-    stopped = stop_server(state.expanduser())
+    try:
+        stopped = stop_server(state.expanduser())
+    except OSError as err:
+        fail(f"cannot stop the server of {state}: {err}")
     typer.echo("server stopped" if stopped else "no server was running")

@@ -16,6 +16,7 @@ ClientApp finds the device's CSV and state directory in the node config.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -37,9 +38,11 @@ from fedrec.runtime.processes import (
 
 PID_FILE = "supernode.pid"
 LOG_FILE = "supernode.log"
-# How long `start` waits for the SuperNode to connect (or fail) before returning; a
-# SuperNode that cannot reach the server keeps retrying in the background.
+# How long `start` waits for the SuperNode to connect (or fail). One that has not connected
+# by then is stopped (``stop_unconnected``, what `fedrec client start` does unless
+# --keep-retrying) or keeps retrying in the background.
 CONNECT_WAIT_S = 90.0
+REACH_TIMEOUT_S = 3.0
 CONNECTED_MARK = "SuperNode ID:"
 
 
@@ -82,12 +85,16 @@ def supernode_command(server: str, ca: Path | None, key: Path | None, data: Path
 
 def start_client(server: str, ca: Path | None, key: Path | None, data: Path, state_dir: Path,
                  device: str = "auto", insecure: bool = False, foreground: bool = False,
-                 connect_wait_s: float = CONNECT_WAIT_S) -> ClientInfo:
+                 connect_wait_s: float = CONNECT_WAIT_S, stop_unconnected: bool = False) -> ClientInfo:
     """Check the inputs, prepare the state directory and start the SuperNode.
 
     Detached by default (PID in ``STATE/supernode.pid``; ``fedrec client stop``);
-    ``foreground`` runs it in this process's terminal until it ends.
+    ``foreground`` runs it in this process's terminal until it ends. A detached SuperNode
+    that has not connected within ``connect_wait_s`` keeps retrying in the background,
+    unless ``stop_unconnected``: then it is stopped (by its PID) and ClientError says why.
     """
+    if connect_wait_s <= 0:
+        raise ClientError(f"the connect timeout must be positive, got {connect_wait_s}")
     parse_server_address(server)
     if device not in DEVICES:
         raise ClientError(f"unknown device {device!r}: choose one of {DEVICES}")
@@ -123,8 +130,11 @@ def start_client(server: str, ca: Path | None, key: Path | None, data: Path, sta
     deadline = time.monotonic() + connect_wait_s
     while True:
         process, node_id = _launch_and_wait(command, env, state_dir, log_path, deadline)
-        if process.poll() is None:
+        if process.poll() is None and (node_id or not stop_unconnected):
             return ClientInfo(pid=process.pid, server=server, tls=not insecure, log=log_path, node_id=node_id)
+        if process.poll() is None:
+            _stop_started(process, state_dir)
+            raise ClientError(_not_connected_reason(server, connect_wait_s, log_path))
         (state_dir / PID_FILE).unlink(missing_ok=True)
         reason = _early_exit_reason(log_path)
         if reason != STILL_ONLINE or time.monotonic() + REJOIN_PAUSE_S >= deadline:
@@ -141,12 +151,51 @@ def _launch_and_wait(command: list[str], env: dict[str, str], state_dir: Path, l
                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=state_dir)
     write_pid_file(state_dir / PID_FILE, process.pid)
     node_id = ""
-    while time.monotonic() < deadline and not node_id and process.poll() is None:
-        node_id = _connected_node_id(log_path, offset)
-        time.sleep(0.2)
+    try:
+        while time.monotonic() < deadline and not node_id and process.poll() is None:
+            node_id = _connected_node_id(log_path, offset)
+            time.sleep(0.2)
+    except BaseException:  # Ctrl-C while waiting: nothing keeps running behind the user's back
+        _stop_started(process, state_dir)
+        raise
     if process.poll() is not None:
         process.wait()
     return process, node_id
+
+
+def _stop_started(process: subprocess.Popen, state_dir: Path) -> None:
+    """Stop the SuperNode this call started (its process group, by its PID) and drop its PID file."""
+    stop_group_by_pid(process.pid, grace_s=10)
+    process.wait(timeout=10)
+    (state_dir / PID_FILE).unlink(missing_ok=True)
+
+
+def reach_problem(server: str, timeout_s: float = REACH_TIMEOUT_S) -> str | None:
+    """Why nothing accepts a TCP connection at ``server`` (HOST:PORT), or None when something does."""
+    host, port = parse_server_address(server)
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return None
+    except socket.gaierror as err:
+        return f"cannot resolve {host!r}: {err.strerror}"
+    except TimeoutError:
+        return f"no answer within {timeout_s:.0f} s"
+    except OSError as err:
+        return (err.strerror or str(err)).lower()
+
+
+def _not_connected_reason(server: str, waited_s: float, log_path: Path) -> str:
+    """What ClientError says when the SuperNode did not connect in time (and was stopped)."""
+    if (problem := reach_problem(server)) is not None:
+        return (f"could not reach the server at {server} within {waited_s:.0f} s ({problem}): is the server "
+                f"running, are the host and port right, is the port open in the firewall? The SuperNode was "
+                f"stopped; see {log_path}")
+    reason = _early_exit_reason(log_path)
+    if reason == "unknown reason":
+        reason = ("something accepts connections there but did not admit this device (not a SuperLink's Fleet "
+                  "API, or TLS on one side only?)")
+    return (f"the SuperNode did not connect to the server at {server} within {waited_s:.0f} s: {reason}. "
+            f"It was stopped; see {log_path}")
 
 
 def _connected_node_id(log_path: Path, offset: int) -> str:

@@ -8,8 +8,10 @@ are stopped together by the process group of the PID we started — never by nam
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -92,6 +94,151 @@ def wait_for_port(port: int, process: subprocess.Popen, log_path: Path, name: st
     raise RuntimeError(f"{name} did not open port {port} in {timeout_s:.0f}s; see {log_path}")
 
 
+PORT_IN_USE = "already in use"
+KILL_WAIT_S = 5.0
+
+
+def bind_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on ``host:port`` now (:data:`PORT_IN_USE`, ...), or None if it could.
+
+    Binds with SO_REUSEADDR, as servers do, so a port in TIME_WAIT counts as free while
+    one that another process listens on does not.
+    """
+    host = host.strip("[]")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as err:
+        return f"cannot resolve {host!r} ({err.strerror})"
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return PORT_IN_USE
+            return err.strerror or str(err)
+    return None
+
+
+def lasting_bind_problem(host: str, port: int, wait_s: float) -> str | None:
+    """:func:`bind_problem`, where a port in use gets up to ``wait_s`` seconds to be released.
+
+    A server killed a moment ago still holds its ports while its last threads exit.
+    """
+    deadline = time.monotonic() + wait_s
+    while (problem := bind_problem(host, port)) == PORT_IN_USE and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return problem
+
+
+def group_listening_ports(pgid: int) -> set[int] | None:
+    """TCP ports that processes of process group ``pgid`` listen on; None where /proc cannot tell."""
+    inodes = _group_socket_inodes(pgid)
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            if table.endswith("tcp"):
+                return None
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs of the processes of process group ``pgid`` that have not exited (zombies excluded)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()  # state, ppid, pgrp, ...
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] not in ("Z", "X"):
+            members.append(int(entry.name))
+    return members
+
+
+def _group_socket_inodes(pgid: int) -> set[str]:
+    """Inodes of the sockets that the live processes of process group ``pgid`` hold open."""
+    inodes: set[str] = set()
+    for pid in group_members(pgid):
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        inodes.update(link[8:-1] for link in links if link.startswith("socket:["))
+    return inodes
+
+
+def _port_accepts(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_until_listening(process: subprocess.Popen, ports: list[int], log_path: Path, log_offset: int,
+                         name: str, timeout_s: float) -> None:
+    """Wait until ``process`` (the leader of its own process group) listens on every one of ``ports``.
+
+    A port counts only when a process of that group holds the listening socket (read from
+    /proc; where /proc cannot tell, when 127.0.0.1:port accepts a connection), so a
+    foreign listener on the same port is never mistaken for ours. Raises RuntimeError,
+    naming the problem lines that ``process`` logged after ``log_offset``, when it exits
+    first or time runs out.
+    """
+    deadline = time.monotonic() + timeout_s
+    missing = list(ports)
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {process.returncode} before listening on port(s) "
+                               f"{_ports(missing)}{_log_problems(log_path, log_offset)}; see {log_path}")
+        owned = group_listening_ports(process.pid)
+        missing = [port for port in ports if not (port in owned if owned is not None else _port_accepts(port))]
+        if not missing:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{name} did not listen on port(s) {_ports(missing)} within {timeout_s:.0f} s"
+                       f"{_log_problems(log_path, log_offset)}; see {log_path}")
+
+
+def _ports(ports: list[int]) -> str:
+    return ", ".join(map(str, ports))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_PROBLEM = re.compile(r"error|exception|in use|fail|denied|cannot|could not|not found|invalid|no such", re.I)
+
+
+def log_problems(log_path: Path, offset: int = 0, limit: int = 3) -> list[str]:
+    """The last ``limit`` lines written to ``log_path`` after byte ``offset`` that name a problem.
+
+    Colour codes are removed and whitespace collapsed; where no line names a problem, the
+    last non-empty line is returned (if any).
+    """
+    try:
+        with log_path.open("rb") as handle:
+            handle.seek(offset)
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return []
+    lines = [" ".join(_ANSI.sub("", line).split()) for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    problems = [line for line in lines if _PROBLEM.search(line)]
+    return (problems or lines[-1:])[-limit:]
+
+
+def _log_problems(log_path: Path, offset: int) -> str:
+    lines = log_problems(log_path, offset)
+    return f": {' | '.join(line.rstrip('.') for line in lines)}" if lines else ""
+
+
 def stop_process_group(process: subprocess.Popen, grace_s: float = 15.0) -> None:
     """SIGTERM the process group led by ``process`` (ours), then SIGKILL what is left."""
     if process.poll() is None:
@@ -141,7 +288,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def stop_group_by_pid(pid: int, grace_s: float = 15.0) -> bool:
-    """SIGTERM the process group led by ``pid`` (a session we started), then SIGKILL; True if it ran."""
+    """SIGTERM the process group led by ``pid`` (a session we started), then SIGKILL; True if it ran.
+
+    Returns once no process of the group is left (or after :data:`KILL_WAIT_S` more seconds).
+    """
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -153,6 +303,9 @@ def stop_group_by_pid(pid: int, grace_s: float = 15.0) -> bool:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    deadline = time.monotonic() + KILL_WAIT_S  # a killed process takes a moment to be gone
+    while time.monotonic() < deadline and group_members(pid):
+        time.sleep(0.05)
     return True
 
 

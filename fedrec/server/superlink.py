@@ -18,6 +18,11 @@ Control API listens on 127.0.0.1 only: Flower 1.32 has no user authentication on
 outside its enterprise edition, so whoever reaches it could submit runs.
 ``--insecure`` turns TLS and node authentication off and must be asked for.
 
+``start_server`` returns only once the SuperLink itself listens on its three ports. A port
+that another process holds is refused before anything starts; a SuperLink that exits or
+does not listen in time is stopped, its PID file removed, and the error quotes the lines
+of its log that name the problem.
+
 Processes are stopped by the PID we started (its process group: the SuperLink, its
 SuperExec and the ServerApp), never by name.
 """
@@ -34,12 +39,14 @@ from pathlib import Path
 from fedrec.runtime.app_package import toml_value, write_app_dir
 from fedrec.runtime.certs import CA_CERT, SERVER_CERT, SERVER_KEY
 from fedrec.runtime.processes import (
+    PORT_IN_USE,
     console_script,
     flower_environment,
+    lasting_bind_problem,
     pid_alive,
     read_pid_file,
     stop_group_by_pid,
-    wait_for_port,
+    wait_until_listening,
     write_pid_file,
 )
 
@@ -52,6 +59,8 @@ DEFAULT_FLEET_PORT = 9092
 DEFAULT_CONTROL_PORT = 9093
 DEFAULT_SERVERAPPIO_PORT = 9091
 STARTUP_TIMEOUT_S = 60.0
+# how long a port in use may take to be released (a server killed a moment ago) before start refuses
+PORT_RELEASE_WAIT_S = 5.0
 
 
 class ServerError(Exception):
@@ -76,7 +85,10 @@ class ServerInfo:
         path = Path(state_dir) / INFO_FILE
         if not path.exists():
             raise ServerError(f"no server was started with --state {state_dir} ({path} missing)")
-        return cls(**json.loads(path.read_text()))
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError) as err:  # unreadable, not JSON, or other fields
+            raise ServerError(f"cannot read {path} ({err}): start the server again (fedrec server start)") from err
 
 
 def _paths(state_dir: Path) -> dict[str, Path]:
@@ -124,6 +136,8 @@ def start_server(state_dir: Path, certs_dir: Path | None, address: str = "0.0.0.
             raise ServerError(f"port {port} is outside 1..65535")
     if len({fleet_port, control_port, serverappio_port}) != 3:
         raise ServerError("the fleet, control and serverappio ports must differ")
+    _check_ports_free({"fleet": (address, fleet_port), "control": ("127.0.0.1", control_port),
+                       "serverappio": ("127.0.0.1", serverappio_port)})
     for key in ("state", "flwr", "runs"):
         paths[key].mkdir(parents=True, exist_ok=True, mode=0o700)
     write_app_dir(paths["app"])
@@ -141,15 +155,16 @@ def start_server(state_dir: Path, certs_dir: Path | None, address: str = "0.0.0.
         "--fleet-api-address", info.fleet_address, "--control-api-address", info.control_address,
         "--serverappio-api-address", info.serverappio_address,
     ]
+    log_offset = paths["log"].stat().st_size if paths["log"].exists() else 0
     with paths["log"].open("ab") as log:
         process = subprocess.Popen(command, env=server_environment(state_dir), stdout=log,
                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, cwd=paths["state"])
     write_pid_file(paths["pid"], process.pid)
     try:
-        for port in (fleet_port, control_port):
-            wait_for_port(port, process, paths["log"], "flower-superlink", timeout_s)
-    except RuntimeError:
+        wait_until_listening(process, [fleet_port, control_port, serverappio_port], paths["log"], log_offset,
+                             "flower-superlink", timeout_s)
+    except BaseException:  # its error, a timeout or Ctrl-C: no SuperLink and no PID file stays behind
         stop_group_by_pid(process.pid, grace_s=5)
         process.wait(timeout=10)
         paths["pid"].unlink(missing_ok=True)
@@ -159,6 +174,18 @@ def start_server(state_dir: Path, certs_dir: Path | None, address: str = "0.0.0.
     tmp.write_text(json.dumps(asdict(info), indent=2))
     os.replace(tmp, paths["info"])
     return info
+
+
+def _check_ports_free(listeners: dict[str, tuple[str, int]]) -> None:
+    """Refuse to start when one of the SuperLink's ports cannot be listened on (in use, wrong address)."""
+    for role, (host, port) in listeners.items():
+        problem = lasting_bind_problem(host, port, PORT_RELEASE_WAIT_S)
+        if problem == PORT_IN_USE:
+            raise ServerError(f"port {port} (the {role} port, on {host}) is already in use by another process: "
+                              f"stop that process or choose another --{role}-port")
+        if problem is not None:
+            hint = ": check --address" if role == "fleet" else ""
+            raise ServerError(f"cannot listen on {host}:{port} (the {role} port): {problem}{hint}")
 
 
 def _write_connection(flwr_home: Path, control_port: int, ca_cert: str, insecure: bool) -> None:
@@ -184,8 +211,13 @@ def flwr_command(state_dir: Path, *args: str, timeout_s: float | None = 120.0,
     """Run ``flwr ARGS`` against this server's Control API (its FLWR_HOME)."""
     if running_pid(state_dir) is None:
         raise ServerError(f"no server is running from {_paths(state_dir)['state']}: fedrec server start first")
-    return subprocess.run([console_script("flwr"), *args], env=server_environment(state_dir),
-                          capture_output=capture, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    try:
+        return subprocess.run([console_script("flwr"), *args], env=server_environment(state_dir),
+                              capture_output=capture, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as err:
+        raise ServerError(f"`flwr {' '.join(args[:2])}` did not answer within {timeout_s:.0f} s") from err
+    except OSError as err:
+        raise ServerError(f"cannot run flwr: {err}") from err
 
 
 def register_client(state_dir: Path, public_key: Path) -> str:
