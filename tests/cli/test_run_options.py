@@ -80,8 +80,8 @@ def test_fields_not_marked_have_no_generated_option(command: str) -> None:
 def test_the_options_keep_their_names_and_defaults() -> None:
     """A few of the options the CLI had before they were generated, as the README uses them."""
     sim = {p.name: p for p in click_command(SIMULATE).params}
-    assert sim["clients_per_round"].opts == ["--clients-per-round"] and sim["clients_per_round"].default == 20
-    assert sim["client_optimizer"].default == "adam" and sim["rounds"].default is None
+    assert sim["clients_per_round"].opts == ["--clients-per-round"] and sim["clients_per_round"].default == 100
+    assert sim["client_optimizer"].default == "sgd" and sim["lr"].default == 2.0 and sim["rounds"].default is None
     assert sim["adaptive_clip"].opts == ["--adaptive-clip"] and sim["adaptive_clip"].default is False
     server = {p.name: p for p in click_command(SERVER_RUN).params}
     assert server["checkpoint_every"].default == 1 and server["round_timeout"].default == 120.0

@@ -30,7 +30,7 @@ N_ITEMS = 500  # synthetic catalogue
 
 
 def _config(model: str) -> RunConfig:
-    return RunConfig(model=model, dim=8, reconstruct_epochs=1)
+    return RunConfig(executor="per-client", model=model, dim=8, reconstruct_epochs=1)
 
 
 def _context(config: RunConfig, partition: int, partitions: int = 1000) -> Context:

@@ -46,7 +46,7 @@ def _array_names(reply: Message) -> set[str]:
 @pytest.mark.parametrize("mode", sorted(SETTINGS))
 @pytest.mark.parametrize("model", ["gmf", "neumf"])
 def test_a_local_head_is_in_no_reply_and_stays_on_the_node(model: str, mode: str) -> None:
-    config = RunConfig(model=model, dim=8, reconstruct_epochs=1, personal="head+tune", **SETTINGS[mode])
+    config = RunConfig(executor="per-client", model=model, dim=8, reconstruct_epochs=1, personal="head+tune", **SETTINGS[mode])
     head = set(score_head_names(build_model(model, 1, N_ITEMS, 8)))
     assert head
     context = _context(config)
@@ -67,8 +67,8 @@ def test_a_local_head_is_in_no_reply_and_stays_on_the_node(model: str, mode: str
 
 
 def test_post_tuning_stores_nothing_on_the_node() -> None:
-    config = RunConfig(model="mf", dim=8, reconstruct_epochs=1, personal="tune")
-    plain = RunConfig(model="mf", dim=8, reconstruct_epochs=1)
+    config = RunConfig(executor="per-client", model="mf", dim=8, reconstruct_epochs=1, personal="tune")
+    plain = RunConfig(executor="per-client", model="mf", dim=8, reconstruct_epochs=1)
     states = []
     for c in (config, plain):
         context = _context(c)

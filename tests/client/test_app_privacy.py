@@ -51,7 +51,7 @@ def _evaluate(config: RunConfig, context: Context, server_round: int = 1) -> Mes
 def test_user_local_epsilon_accumulates_across_rounds_and_the_budget_refuses() -> None:
     # noise 4·C on a replace-one release (sensitivity 2C): accounted σ = 2; budget 3.8 at δ=1e-5
     # allows two releases (ε 2.17, 3.19) but not a third (4.01)
-    config = RunConfig(dim=8, dp="user-local", noise_multiplier=4.0, epsilon=3.8, clip=0.5)
+    config = RunConfig(executor="per-client", dim=8, dp="user-local", noise_multiplier=4.0, epsilon=3.8, clip=0.5)
     context = _context(config)
     spent = []
     for server_round in (1, 2, 3):
@@ -66,7 +66,7 @@ def test_user_local_epsilon_accumulates_across_rounds_and_the_budget_refuses() -
 
 
 def test_user_local_reply_is_noised_densely_and_reveals_no_counts_or_loss() -> None:
-    config = RunConfig(dim=8, dp="user-local", noise_multiplier=1.0, clip=0.5)
+    config = RunConfig(executor="per-client", dim=8, dp="user-local", noise_multiplier=1.0, clip=0.5)
     reply = _train(config, _context(config), 1)
     update = arrays_to_numpy(reply.content.array_records[ARRAYS])
     assert all(np.count_nonzero(v) == v.size for v in update.values())  # every item row noised
@@ -76,7 +76,7 @@ def test_user_local_reply_is_noised_densely_and_reveals_no_counts_or_loss() -> N
 
 
 def test_user_central_reply_is_clipped_and_keeps_no_client_accountant() -> None:
-    config = RunConfig(dim=8, dp="user-central", epsilon=8.0, clip=0.01)
+    config = RunConfig(executor="per-client", dim=8, dp="user-central", epsilon=8.0, clip=0.01)
     context = _context(config)
     reply = _train(config, context, 1)
     update = arrays_to_numpy(reply.content.array_records[ARRAYS])
@@ -87,7 +87,7 @@ def test_user_central_reply_is_clipped_and_keeps_no_client_accountant() -> None:
 
 @pytest.mark.parametrize("mode", ["record", "user-local"])
 def test_the_accountant_state_lives_in_the_node_state(mode: str) -> None:
-    config = RunConfig(dim=8, dp=mode, noise_multiplier=1.5, batch_size=8)
+    config = RunConfig(executor="per-client", dim=8, dp=mode, noise_multiplier=1.5, batch_size=8)
     context = _context(config)
     first = _train(config, context, 1).content.config_records[PRIVACY][PRIVACY_EPSILON][0]
     second = _train(config, context, 2).content.config_records[PRIVACY][PRIVACY_EPSILON][0]
@@ -113,7 +113,7 @@ def test_a_client_accounted_evaluation_is_noised_accounted_and_shares_the_traini
     from fedrec.core.privacy import plan
     from fedrec.core.privacy.accounting import compact
 
-    config = RunConfig(dim=8, dp=mode, epsilon=8.0, rounds=10, eval_every=5, batch_size=8)
+    config = RunConfig(executor="per-client", dim=8, dp=mode, epsilon=8.0, rounds=10, eval_every=5, batch_size=8)
     context = _context(config)
     _train(config, context, 1)
     trained = PrivacyHistoryStore(context.state).load(3)
@@ -134,8 +134,8 @@ def test_a_client_accounted_evaluation_is_noised_accounted_and_shares_the_traini
 def test_a_user_central_evaluation_replies_the_exact_clamped_sum_for_the_server_to_noise() -> None:
     from fedrec.core.privacy import plan
 
-    config = RunConfig(dim=8, dp="user-central", epsilon=8.0)
-    off = RunConfig(dim=8)
+    config = RunConfig(executor="per-client", dim=8, dp="user-central", epsilon=8.0)
+    off = RunConfig(executor="per-client", dim=8)
     reply = _evaluate(config, _context(config)).content
     exact = _evaluate(off, _context(off)).content.metric_records[METRICS]
     metrics = reply.metric_records[METRICS]
@@ -147,7 +147,7 @@ def test_a_user_central_evaluation_replies_the_exact_clamped_sum_for_the_server_
 
 def test_dp_replies_carry_no_compute_time_reconstruction_count_or_loss() -> None:
     for mode in ("record", "user-local", "user-central"):
-        config = RunConfig(dim=8, dp=mode, epsilon=8.0, batch_size=8)
+        config = RunConfig(executor="per-client", dim=8, dp=mode, epsilon=8.0, batch_size=8)
         for reply in (_train(config, _context(config), 1), _evaluate(config, _context(config))):
             metrics = reply.content.metric_records[METRICS]
             assert not {NODE_SECONDS, TRAIN_LOSS, USERS_RECONSTRUCTED} & set(metrics), (mode, dict(metrics))
@@ -156,7 +156,7 @@ def test_dp_replies_carry_no_compute_time_reconstruction_count_or_loss() -> None
 @pytest.mark.parametrize("handler", ["train", "evaluate"])
 def test_user_central_per_client_refuses_a_simulated_node_holding_several_users(handler: str) -> None:
     """(4) Sampling a node samples its users together: sensitivity w·C, not C. Refused."""
-    config = RunConfig(dim=8, dp="user-central", epsilon=8.0)
+    config = RunConfig(executor="per-client", dim=8, dp="user-central", epsilon=8.0)
     context = Context(run_id=1, node_id=1, node_config={"partition-id": 0, "num-partitions": 10},
                       state=RecordDict(), run_config=config.to_user_config())
     with pytest.raises(ValueError, match="holds 100 users"):

@@ -123,7 +123,7 @@ def test_adaptive_clipping_moves_c_and_the_ledger_keeps_each_rounds_clip(tmp_pat
     from fedrec.protocol.wire import DP_CLIP, DP_WITHIN_CLIP
     from fedrec.server.loop import round_config
 
-    config = RunConfig(dp="user-central", noise_multiplier=1.0, clip=1.0, clients_per_round=100,
+    config = RunConfig(executor="per-client", dp="user-central", noise_multiplier=1.0, clip=1.0, clients_per_round=100,
                        adaptive_clip=True, clip_quantile=0.5)
     strategy = _strategy(config, tmp_path, n_units=1000)
     privacy = strategy.privacy
@@ -159,9 +159,9 @@ def test_private_setups_with_wrong_accounting_are_refused(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match="restart from zero"):
         _check_private_setup(RunConfig(dp="record", epsilon=8.0), tmp_path, 3, 100, 100)
     with pytest.raises(ValueError, match="privacy.db"):
-        _check_private_setup(RunConfig(dp="user-central", epsilon=8.0), tmp_path, 3, 100, 100)
+        _check_private_setup(RunConfig(executor="per-client", dp="user-central", epsilon=8.0), tmp_path, 3, 100, 100)
     with pytest.raises(ValueError, match="one node per user"):
-        _check_private_setup(RunConfig(dp="user-central", epsilon=8.0), tmp_path, 1, 10, 100)
+        _check_private_setup(RunConfig(executor="per-client", dp="user-central", epsilon=8.0), tmp_path, 1, 10, 100)
     _check_private_setup(RunConfig(dp="user-central", epsilon=8.0, executor="cohort"), tmp_path, 1, 2, 100)
 
 

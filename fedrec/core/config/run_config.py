@@ -62,9 +62,12 @@ from fedrec.core.evaluation.selection import MODEL_SELECTIONS
 
 AGGREGATIONS = ("fedavg", "fedavg-slr", "fedadam")
 EXECUTORS = ("per-client", "cohort")
+# ``auto`` (the default) is resolved when a config is built: cohort, or per-client under dp record
+# (Opacus clips each user's examples in its own model); a built config holds one of EXECUTORS
+EXECUTOR_CHOICES = ("auto", *EXECUTORS)
 # DP_MODES and ACCOUNTANTS are defined with the privacy section (imported here for the
 # fields' choices and for the importers of this module)
-__all__ = ["ACCOUNTANTS", "AGGREGATIONS", "CLI_COMMANDS", "DP_MODES", "EXECUTORS", "RUN_MODELS", "SERVER_RUN",
+__all__ = ["ACCOUNTANTS", "AGGREGATIONS", "CLI_COMMANDS", "DP_MODES", "EXECUTORS", "EXECUTOR_CHOICES", "RUN_MODELS", "SERVER_RUN",
            "SIMULATE", "DeploymentConfig", "EvaluationConfig", "PrivacyConfig", "RunConfig", "knob",
            "user_config_field"]
 # Ranking models a run can train: the classic ones and those that also read the public item
@@ -152,15 +155,15 @@ class RunConfig:
     dim: int = knob(32, "embedding size", cli=(SIMULATE, SERVER_RUN))
     rounds: int = knob(5, "total rounds (default {default}; with --resume: the checkpointed run's)",
                        cli=(SIMULATE, SERVER_RUN), optional=True)
-    clients_per_round: int = knob(20, "users sampled per round", cli=(SIMULATE, SERVER_RUN),
+    clients_per_round: int = knob(100, "users sampled per round", cli=(SIMULATE, SERVER_RUN),
                                   per_command={SERVER_RUN: {"help": "dp user-central: expected devices per round"}})
-    local_epochs: int = knob(1, "epochs of local training per round", cli=(SIMULATE, SERVER_RUN))
+    local_epochs: int = knob(2, "epochs of local training per round", cli=(SIMULATE, SERVER_RUN))
     user_epochs: int = knob(1, "user-vector-only epochs before local training", cli=(SIMULATE, SERVER_RUN))
-    lr: float = knob(0.05, "client learning rate", cli=(SIMULATE, SERVER_RUN))
+    lr: float = knob(2.0, "client learning rate", cli=(SIMULATE, SERVER_RUN))
     batch_size: int = knob(16, "positives per client batch", cli=(SIMULATE,))
     negatives: int = knob(4, "sampled negatives per positive")
     loss: str = knob("bce", "the client's training loss", cli=(SIMULATE,), choices=LOSSES)
-    client_optimizer: str = knob("adam", "the client's optimiser", cli=(SIMULATE,), choices=OPTIMIZERS)
+    client_optimizer: str = knob("sgd", "the client's optimiser", cli=(SIMULATE,), choices=OPTIMIZERS)
     weight_decay: float = knob(0.0, "the client optimiser's weight decay")
     aggregation: str = knob("fedavg-slr", "how the server combines the updates", cli=(SIMULATE,),
                             choices=AGGREGATIONS)
@@ -199,9 +202,10 @@ class RunConfig:
                                 cli=(SERVER_RUN,), per_command={SERVER_RUN: {"default": 120.0}})
     # per-client: one simulated node per user (the reference). cohort: `cohort-nodes`
     # nodes, each training all its sampled users in one vectorised pass (core.cohort).
-    executor: str = knob("per-client", "per-client (one node per user) or cohort (a few nodes, each training "
-                         "its sampled users in one vectorised pass)", cli=(SIMULATE, SERVER_RUN), choices=EXECUTORS,
-                         per_command={SERVER_RUN: {"help": "how a device trains its users: per-client or cohort"}})
+    executor: str = knob("auto", "auto (cohort, or per-client under --dp record), per-client (one node per user) or "
+                         "cohort (a few nodes, each training its sampled users in one vectorised pass)",
+                         cli=(SIMULATE, SERVER_RUN), choices=EXECUTOR_CHOICES,
+                         per_command={SERVER_RUN: {"help": "how a device trains its users: auto, per-client or cohort"}})
     cohort_nodes: int = knob(2, "simulated nodes with --executor cohort", cli=(SIMULATE,))
     # where the cohort executor's tensors live: cpu, cuda or auto (cuda when visible)
     device: str = knob("cpu", "where --executor cohort trains (auto: cuda when visible)", cli=(SIMULATE,),
@@ -261,8 +265,10 @@ class RunConfig:
             raise ValueError(f"unknown model {self.model!r}: choose one of {sorted(RUN_MODELS)}")
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}: choose one of {DEVICES}")
-        if self.executor not in EXECUTORS:
-            raise ValueError(f"unknown executor {self.executor!r}: choose one of {EXECUTORS}")
+        if self.executor not in EXECUTOR_CHOICES:
+            raise ValueError(f"unknown executor {self.executor!r}: choose one of {EXECUTOR_CHOICES}")
+        if self.executor == "auto":  # frozen: resolved once, before anything reads it
+            object.__setattr__(self, "executor", "per-client" if self.dp == "record" else "cohort")
         if self.aggregation not in AGGREGATIONS:
             raise ValueError(f"unknown aggregation {self.aggregation!r}: choose one of {AGGREGATIONS}")
         for name in ("dim", "rounds", "clients_per_round", "local_epochs", "cohort_nodes"):

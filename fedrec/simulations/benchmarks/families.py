@@ -26,10 +26,11 @@ from fedrec.simulations.simulate import simulate
 
 SETTINGS: dict[str, dict[str, Any]] = {
     "item-knn": dict(rounds=1, clients_per_round=100_000),
-    "sasrec": dict(rounds=5, clients_per_round=100, lr=0.01, batch_size=8, negatives=1, server_lr=10.0),
-    "explicit-mf": dict(rounds=20, clients_per_round=100, dim=16, lr=0.02, batch_size=32, weight_decay=0.05,
-                        local_epochs=2, user_epochs=1, server_lr=10.0),
-    "mf": dict(rounds=20, clients_per_round=100, client_optimizer="sgd", lr=2.0),
+    "sasrec": dict(rounds=5, clients_per_round=100, client_optimizer="adam", lr=0.01, local_epochs=1, batch_size=8,
+                   negatives=1, server_lr=10.0),
+    "explicit-mf": dict(rounds=20, clients_per_round=100, dim=16, client_optimizer="adam", lr=0.02, batch_size=32,
+                        weight_decay=0.05, local_epochs=2, user_epochs=1, server_lr=10.0),
+    "mf": dict(rounds=20, clients_per_round=100, client_optimizer="sgd", lr=2.0, local_epochs=1),
 }
 
 

@@ -93,7 +93,7 @@ def test_round_trip_through_the_user_config() -> None:
     user_config = config.to_user_config()
     assert set(user_config) == run_config_keys()
     assert all("_" not in key for key in user_config)
-    assert user_config["clients-per-round"] == 20
+    assert user_config["clients-per-round"] == 100
     assert RunConfig.from_user_config(user_config) == config
 
 
@@ -131,7 +131,7 @@ def test_feature_models_are_run_models(model: str, dataset: str) -> None:
     [
         ({"model": "explicit-mf", "dp": "user-central", "epsilon": 1.0}, "no DP mode yet"),
         ({"model": "item-knn"}, "pass --rounds 1"),
-        ({"model": "item-knn", "rounds": 1}, "use --executor cohort"),
+        ({"model": "item-knn", "rounds": 1, "executor": "per-client"}, "use --executor cohort"),
         ({"model": "sasrec", "dp": "record", "epsilon": 1.0}, "dp record needs per-example gradients"),
         ({"model": "no-such-model"}, "unknown model 'no-such-model'"),
         ({"model": "hybrid", "dataset": "/tmp/ratings.csv"}, "does not have"),
@@ -169,3 +169,26 @@ def test_pyproject_app_config_has_exactly_the_run_config_keys() -> None:
 def test_pyproject_app_config_defaults_equal_run_config_defaults() -> None:
     # `flwr run .` and `fedrec simulate` must train with the same defaults
     assert RunConfig.from_user_config(pyproject_app_config()) == RunConfig()
+
+
+@pytest.mark.parametrize(("values", "executor"), [
+    ({}, "cohort"),
+    ({"dp": "user-central", "epsilon": 8.0}, "cohort"),
+    ({"dp": "record", "epsilon": 8.0}, "per-client"),
+    ({"executor": "per-client"}, "per-client"),
+    ({"executor": "cohort", "dp": "user-local", "epsilon": 8.0}, "cohort"),
+])
+def test_executor_auto_resolves_to_cohort_except_under_dp_record(values: dict, executor: str) -> None:
+    config = RunConfig.from_user_config(values)
+    assert config.executor == executor
+    assert config.to_user_config()["executor"] == executor  # what Flower and the run folder see
+    assert RunConfig.from_user_config(config.to_user_config()) == config
+
+
+def test_the_defaults_are_the_ones_that_train_real_data() -> None:
+    """SGD at lr 2 for 2 local epochs with the server's step 20 is what reaches HR@10 0.62 on ML-100K
+    (Adam at 0.05 diverges there); the cohort executor is the default."""
+    config = RunConfig()
+    assert (config.client_optimizer, config.lr, config.local_epochs, config.aggregation, config.server_lr) == (
+        "sgd", 2.0, 2, "fedavg-slr", 20.0)
+    assert config.executor == "cohort" and config.clients_per_round == 100

@@ -54,7 +54,7 @@ def _reference_sequence(split, model_config, training, rounds, clients, local_ep
 
 
 def test_sasrec_through_the_driver_matches_the_plain_federated_loop():
-    config = RunConfig(model="sasrec", rounds=2, clients_per_round=12, lr=0.01, batch_size=8, negatives=1,
+    config = RunConfig(model="sasrec", rounds=2, clients_per_round=12, client_optimizer="adam", local_epochs=1, lr=0.01, batch_size=8, negatives=1,
                        server_lr=10.0, dim=16, seq_max_len=20, eval_every=2, seed=3)
     split = family_of("sasrec").load_split(config)
     expected_arrays, expected = _reference_sequence(
@@ -92,7 +92,7 @@ def _reference_ratings(split, rounds, clients, seed, dim):
 
 
 def test_explicit_mf_through_the_driver_matches_the_plain_federated_loop():
-    config = RunConfig(model="explicit-mf", dim=8, rounds=2, clients_per_round=15, lr=0.02, batch_size=32,
+    config = RunConfig(model="explicit-mf", dim=8, rounds=2, clients_per_round=15, client_optimizer="adam", lr=0.02, batch_size=32,
                        weight_decay=0.05, local_epochs=2, user_epochs=1, server_lr=10.0, eval_every=2, seed=1)
     split = family_of("explicit-mf").load_split(config)
     expected_arrays, expected = _reference_ratings(split, 2, 15, 1, 8)

@@ -20,7 +20,7 @@ def test_three_rounds_of_every_user_end_with_the_same_hr_and_loss() -> None:
     if not (SHARED_DATA / "ml-100k" / "u.data").is_file():
         pytest.skip(f"MovieLens 100K not available at {SHARED_DATA / 'ml-100k'}")
     config = RunConfig(dataset="ml-100k", data_dir=str(SHARED_DATA), model="mf", rounds=3, clients_per_round=943,
-                       eval_every=3)
+                       eval_every=3, client_optimizer="adam", lr=0.05, local_epochs=1)
     split = split_for(config)
     per_client = run_torch_loop(split, replace(config, executor="per-client"))
     cohort = run_torch_loop(split, replace(config, executor="cohort"), partitions=2)

@@ -20,7 +20,7 @@ DATASET = "synthetic-20"  # 20 users, 8 or more training items each, every one w
 
 def _config(model: str, personal: str = "tune", **settings: object) -> RunConfig:
     base = dict(model=model, dataset=DATASET, dim=8, batch_size=8, personal=personal, tune_epochs=1, eval_k=5,
-                reconstruct_epochs=1)
+                reconstruct_epochs=1, client_optimizer="adam", lr=0.05, local_epochs=1)
     return RunConfig(**{**base, **settings})
 
 

@@ -306,7 +306,8 @@ def test_federated_rounds_learn_a_planted_successor_pattern(
 def sasrec_run(config: SASRecConfig, **settings) -> RunConfig:
     """The run config of the round driver for SASRec ``config`` (Adam on the client, fedavg-slr)."""
     return RunConfig(model="sasrec", dim=config.dim, seq_max_len=config.max_len, seq_blocks=config.blocks,
-                     seq_heads=config.heads, seq_dropout=config.dropout, aggregation="fedavg-slr", **settings)
+                     seq_heads=config.heads, seq_dropout=config.dropout, aggregation="fedavg-slr",
+                     **{"client_optimizer": "adam", "local_epochs": 1, **settings})
 
 
 def fedavg_by_hand(split, config, training, rounds, clients, local_epochs, server_lr, seed, k):
