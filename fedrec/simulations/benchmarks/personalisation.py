@@ -51,10 +51,14 @@ CENTRAL_ROWS = {"central-mf": "mf", "central-neumf": "neumf"}
 
 
 def federated_row(name: str, data_dir: str, seed: int, rounds: int | None,
-                  train_negatives: str = "unseen-train") -> dict[str, Any]:
-    """One federated run of row ``name``: the selected round's metrics and the run's costs."""
+                  train_negatives: str = "unseen-train", tune_epochs: int | None = None) -> dict[str, Any]:
+    """One federated run of row ``name``: the selected round's metrics and the run's costs
+    (``tune_epochs``: the post-tuning epochs of the rows that tune, default the row's)."""
+    row = dict(FEDERATED_ROWS[name])
+    if tune_epochs is not None and "tune_epochs" in row:
+        row["tune_epochs"] = tune_epochs
     config = RunConfig(dataset="ml-100k", data_dir=data_dir, seed=seed, protocol="ncf-loo",
-                       train_negatives=train_negatives, **CLIENT, **FEDERATED_ROWS[name])
+                       train_negatives=train_negatives, **CLIENT, **row)
     split = run_split(config)
     if rounds is not None:  # a shorter run than the protocol's 100 rounds (stated in the output)
         from dataclasses import replace
@@ -71,6 +75,9 @@ def federated_row(name: str, data_dir: str, seed: int, rounds: int | None,
                         if n in model.global_parameter_names)
     return {"row": name, "seed": seed, "hr@10": chosen[f"hr@{K}"], "ndcg@10": chosen[f"ndcg@{K}"],
             "val_hr@10": chosen[f"val_hr@{K}"], "round": chosen["round"], "rounds": len(result.rows),
+            "tune_epochs": config.tune_epochs if "tune" in config.personal else 0,
+            "train_seconds_per_round": float(np.mean([r["train_seconds"] for r in result.rows])),
+            "round_seconds_per_round": float(np.mean([r["wall_seconds"] for r in result.rows])),
             "wall_seconds": wall, "bytes_per_client_round": 4 * global_floats, "device_bytes_per_user": local_bytes(model),
             "validation_curve": [r.get(f"val_hr@{K}") for r in result.rows]}
 
@@ -97,7 +104,9 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for name in dict.fromkeys(r["row"] for r in runs):
         mine = [r for r in runs if r["row"] == name]
         line: dict[str, Any] = {"row": name, "seeds": len(mine)}
-        for key in ("hr@10", "ndcg@10", "wall_seconds", "round"):
+        for key in ("hr@10", "ndcg@10", "wall_seconds", "round", "train_seconds_per_round", "round_seconds_per_round"):
+            if key not in mine[0]:  # the central twins have no rounds
+                continue
             values = np.array([r[key] for r in mine], dtype=float)
             line[key] = float(values.mean())
             line[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
@@ -110,11 +119,14 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(table: list[dict[str, Any]], rounds_note: str) -> str:
     lines = [f"ML-100K, protocol ncf-loo{rounds_note}; mean ± std over seeds", "",
-             "| row | HR@10 | NDCG@10 | selected round | wall s | bytes/client-round | device bytes/user |",
-             "|---|---|---|---|---|---|---|"]
+             "| row | HR@10 | NDCG@10 | selected round | wall s | train s / round | round s (with evaluation) "
+             "| bytes/client-round | device bytes/user |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for t in table:
+        per_round = (f"{t['train_seconds_per_round']:.2f} | {t['round_seconds_per_round']:.2f}"
+                     if "train_seconds_per_round" in t else "— | —")
         lines.append(f"| {t['row']} | {t['hr@10']:.4f} ± {t['hr@10_std']:.4f} | {t['ndcg@10']:.4f} ± "
-                     f"{t['ndcg@10_std']:.4f} | {t['round']:.0f} | {t['wall_seconds']:.0f} | "
+                     f"{t['ndcg@10_std']:.4f} | {t['round']:.0f} | {t['wall_seconds']:.0f} | {per_round} | "
                      f"{t.get('bytes_per_client_round', '—')} | {t.get('device_bytes_per_user', '—')} |")
     return "\n".join(lines) + "\n"
 
@@ -149,6 +161,7 @@ def main(
     central_epochs: int = typer.Option(30, help="central twins' epochs"),
     train_negatives: str = typer.Option("unseen-train", help="unseen-train, or unseen-all: the literature's data "
                                         "loader, which never draws a user's held-out items as training negatives"),
+    tune_epochs: int = typer.Option(0, help="post-tuning epochs of the rows that tune (0: the row's own, 1)"),
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     unknown = [r for r in rows.split(",") if r not in FEDERATED_ROWS and r not in CENTRAL_ROWS]
@@ -157,7 +170,8 @@ def main(
     runs: list[dict[str, Any]] = []
     for name in rows.split(","):
         for seed in (int(s) for s in seeds.split(",")):
-            run = (federated_row(name, data_dir, seed, rounds or None, train_negatives) if name in FEDERATED_ROWS
+            run = (federated_row(name, data_dir, seed, rounds or None, train_negatives, tune_epochs or None)
+                   if name in FEDERATED_ROWS
                    else central_row(name, data_dir, seed, central_epochs, train_negatives))
             run["train_negatives"] = train_negatives
             runs.append(run)
@@ -165,7 +179,8 @@ def main(
                   f"(round {run['round']}, {run['wall_seconds']:.0f} s)", flush=True)
             (out / "personalisation.json").write_text(json.dumps({"runs": runs, "table": summarise(runs)}, indent=2))
     table = summarise(runs)
-    note = (f", {rounds} rounds" if rounds else "") + f", train-negatives {train_negatives}"
+    note = ((f", {rounds} rounds" if rounds else "") + f", train-negatives {train_negatives}"
+            + (f", tune-epochs {tune_epochs}" if tune_epochs else ""))
     (out / "personalisation.md").write_text(markdown(table, note))
     plot(runs, out / "validation.png")
     print(markdown(table, note))
