@@ -33,6 +33,7 @@ from fedrec.core.evaluation.protocols import metric_keys
 from fedrec.core.families.registry import family_of
 from fedrec.core.federation.server_step import reply_update
 from fedrec.core.training.device import resolve_device
+from fedrec.core.training.implicit import needs_evaluation_negatives
 from fedrec.protocol.wire import (
     ARRAYS,
     METRICS,
@@ -53,7 +54,8 @@ def train(msg: Message, context: Context) -> Message:
     started = time.perf_counter()
     node = open_node(msg, context)
     config, split, family, round_ = node.config, node.split, family_of(node.config.model), server_round(msg)
-    data = [family.user_data(split, user, for_evaluation=False) for user in node.users_this_round(msg)]
+    for_evaluation = needs_evaluation_negatives(config.train_negatives)  # unseen-eval excludes them from training
+    data = [family.user_data(split, user, for_evaluation=for_evaluation) for user in node.users_this_round(msg)]
     if config.dp != "off":
         return Message(content=private_train_reply(msg, node, data, round_), reply_to=msg)
     result = family.train_users(config, node.global_arrays, node.store.load_many([d.user for d in data]), data,

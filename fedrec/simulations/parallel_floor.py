@@ -34,6 +34,7 @@ def _worker(config: RunConfig, part: int, partitions: int, inbox: Connection) ->
     from fedrec.core.training.cohort import cohort_round
     from fedrec.core.training.cohort_evaluation import cohort_metrics
     from fedrec.core.training.device import resolve_device
+    from fedrec.core.training.implicit import needs_evaluation_negatives
 
     torch.set_num_threads(1)
     device = resolve_device(config.device)
@@ -48,7 +49,8 @@ def _worker(config: RunConfig, part: int, partitions: int, inbox: Connection) ->
         mine = [u for u in users if u % partitions == part]
         if kind == "train":
             result = cohort_round(config, arrays, [local.get(u) for u in mine],
-                                  [split.user_data(u, for_evaluation=False) for u in mine], server_round,
+                                  [split.user_data(u, for_evaluation=needs_evaluation_negatives(config.train_negatives))
+                                   for u in mine], server_round,
                                   device=device)
             local.update(zip(result.users, result.locals))
             inbox.send((result.update_sum, result.weight, result.mean_loss))

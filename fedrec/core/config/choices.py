@@ -42,7 +42,9 @@ PERSONAL_OPTIONS: dict[str, frozenset[str]] = {
 # local training (fedrec.core.training.implicit): the losses, and where training negatives
 # are drawn from
 LOSSES = ("bce", "bpr")
-NEGATIVE_POOLS = ("unseen-train", "unseen-all")
+NEGATIVE_POOLS = ("unseen-train", "unseen-all", "unseen-eval")
+# the pools that need each user's sampled evaluation negatives while it trains
+POOLS_READING_EVALUATION_NEGATIVES = ("unseen-eval",)
 # the client optimisers every training path accepts (fedrec.core.training.optimizers)
 OPTIMIZERS = ("sgd", "adam")
 # where local training runs (fedrec.core.training.device)

@@ -186,8 +186,10 @@ class RunConfig:
     tune_lr: float = knob(0.0, "personal tune: the post-tuning learning rate (0: the client's lr)",
                           cli=(SIMULATE, SERVER_RUN))
     train_negatives: str = knob("unseen-train", "where training negatives come from: unseen-train (any item "
-                                "outside the user's training items) or unseen-all (never the user's held-out "
-                                "validation/test items either, as the data loader of PFedRec/GPFedRec's code does)",
+                                "outside the user's training items), unseen-all (never the user's held-out "
+                                "validation/test items either, as the data loader of PFedRec/GPFedRec's code does; "
+                                "leaks the test item to long local training) or unseen-eval (never any evaluation "
+                                "candidate: held-out items and sampled evaluation negatives; no leak)",
                                 cli=(SIMULATE,), choices=NEGATIVE_POOLS)
     protocol: str = knob("none", "ncf-loo: the NCF papers' protocol (every user every round, 100 rounds, 1 local "
                          "epoch, d=32, 4 negatives, the best-validation round reported); none: the keys as given",

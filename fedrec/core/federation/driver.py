@@ -36,6 +36,7 @@ from fedrec.core.families.registry import family_of
 from fedrec.core.federation.sampling import sample_users
 from fedrec.core.federation.server_step import combine, initial_global, reply_update, server_optimizer
 from fedrec.core.training.device import resolve_device
+from fedrec.core.training.implicit import needs_evaluation_negatives
 
 RoundHook = Callable[[dict[str, Any]], None]
 
@@ -135,7 +136,8 @@ def _plain_round(family: ModelFamily, split: Any, config: RunConfig, arrays: Arr
     for part in range(partitions):
         mine = [u for u in users if u % partitions == part]
         result = family.train_users(config, arrays, [local.get(u) for u in mine],
-                                    [family.user_data(split, u, for_evaluation=False) for u in mine], server_round,
+                                    [family.user_data(split, u, for_evaluation=needs_evaluation_negatives(config.train_negatives))
+                                     for u in mine], server_round,
                                     device=device)
         local.update((u, v) for u, v in zip(result.users, result.locals) if v)
         if result.weight > 0:

@@ -30,6 +30,7 @@ from fedrec.core.privacy.adaptive_clip import AdaptiveClip
 from fedrec.core.privacy.aggregation import central_noised_mean
 from fedrec.core.privacy.client_round import budgeted, private_train_users
 from fedrec.core.privacy.mechanisms import poisson_sample, secure_generator
+from fedrec.core.training.implicit import needs_evaluation_negatives
 
 
 class PrivateRounds:
@@ -85,7 +86,8 @@ class PrivateRounds:
             config = replace(config, clip=self.adaptive.clip)
         result, releases, histories, within_clip = private_train_users(
             config, arrays, [local.get(u) for u in users],
-            [self.family.user_data(split, u, for_evaluation=False) for u in users],
+            [self.family.user_data(split, u, for_evaluation=needs_evaluation_negatives(config.train_negatives))
+             for u in users],
             server_round, [self.histories.get(u, []) for u in users])
         local.update((u, v) for u, v in zip(result.users, result.locals) if v)
         if config.dp != "user-central":

@@ -102,15 +102,21 @@ EpochCallback = Callable[[dict[str, float]], None]
 
 
 def _excluded_pairs(split: LeaveOneOutSplit, pool: str) -> tuple[np.ndarray, np.ndarray]:
-    """(users, items) pairs never drawn as negatives: the training pairs, and with ``unseen-all``
-    every user's validation and test items too."""
+    """(users, items) pairs never drawn as negatives: the training pairs, with ``unseen-all``
+    every user's validation and test items too, and with ``unseen-eval`` also every user's
+    sampled evaluation negatives."""
     if pool not in NEGATIVE_POOLS:
         raise ValueError(f"unknown train-negatives pool {pool!r}: choose one of {NEGATIVE_POOLS}")
     users, items = split.train_users(), split.train_items
-    if pool == "unseen-all":
+    if pool in ("unseen-all", "unseen-eval"):
         for held in (split.validation_item, split.test_item):
             who = np.flatnonzero(held >= 0)
             users, items = np.concatenate([users, who]), np.concatenate([items, held[who]])
+    if pool == "unseen-eval":  # every evaluated user's sampled evaluation negatives too
+        for u in split.evaluated_users():
+            negatives = split.user_data(int(u)).eval_negatives
+            users = np.concatenate([users, np.full(len(negatives), u, dtype=np.int64)])
+            items = np.concatenate([items, negatives])
     return users.astype(np.int64), items.astype(np.int64)
 
 

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 # the choices and the training section are defined, torch-free, with the run config; re-exported here
 from fedrec.core.config.choices import LOSSES as LOSSES
-from fedrec.core.config.choices import NEGATIVE_POOLS
+from fedrec.core.config.choices import NEGATIVE_POOLS, POOLS_READING_EVALUATION_NEGATIVES
 from fedrec.core.config.training_section import TrainingConfig
 from fedrec.core.data.split import UserData
 from fedrec.core.models.base import Recommender
@@ -65,14 +65,34 @@ def negative_key(user: UserData, pool: str = "unseen-train") -> NDArray[np.int64
     loader shared by much of the federated-recommendation literature does (negatives are drawn
     from the items a user never interacted with, held-out ones included), which keeps the test
     item from ever being pushed down in training and so raises HR@K under leave-one-out.
+
+    That raise is partly a **label leak**: the sampled evaluation negatives are pushed down as
+    training negatives while the test item never is, so a model that trains locally for long
+    enough (post-tuning, a local head) learns "never a negative" and ranks the test item first
+    by it, not by taste (``tests/core/training/test_negative_pool.py`` ranks the candidates by
+    their negative draws alone). ``unseen-eval`` keeps the papers' property without the leak:
+    it also excludes the user's sampled evaluation negatives, so no evaluation candidate — the
+    held-out items and the 99 negatives alike — is ever a training negative, and the candidates
+    stay exchangeable. It needs ``user.eval_negatives`` (drawn for training too, see
+    :func:`needs_evaluation_negatives`).
     """
     if pool not in NEGATIVE_POOLS:
         raise ValueError(f"unknown train-negatives pool {pool!r}: choose one of {NEGATIVE_POOLS}")
     excluded = user.train_items
-    if pool == "unseen-all":
+    if pool in ("unseen-all", "unseen-eval"):
         held_out = [i for i in (user.validation_item, user.test_item) if i >= 0]
         excluded = np.concatenate([excluded, np.asarray(held_out, dtype=np.int64)])
+    if pool == "unseen-eval":
+        if user.eval_negatives is None:
+            raise ValueError(f"train-negatives unseen-eval: user {user.user}'s evaluation negatives were not drawn "
+                             "(build its data with for_evaluation=needs_evaluation_negatives(pool))")
+        excluded = np.concatenate([excluded, user.eval_negatives.astype(np.int64)])
     return positives_key(np.zeros(len(excluded), dtype=np.int64), excluded, user.n_items)
+
+
+def needs_evaluation_negatives(pool: str) -> bool:
+    """Whether a user's training data must carry its evaluation negatives (``unseen-eval``)."""
+    return pool in POOLS_READING_EVALUATION_NEGATIVES
 
 
 def positives_key(users: NDArray[np.int64], items: NDArray[np.int64], n_items: int) -> NDArray[np.int64]:

@@ -1,4 +1,5 @@
-"""train-negatives: ``unseen-all`` never draws a user's held-out items as training negatives
+"""train-negatives: ``unseen-all`` never draws a user's held-out items as training negatives (and leaks
+the test item to long local training), ``unseen-eval`` never draws any evaluation candidate,
 (the literature's shared data loader), ``unseen-train`` may; both executors draw the same."""
 
 from __future__ import annotations
@@ -92,3 +93,59 @@ def test_central_twin_excludes_every_users_held_out_items_with_unseen_all() -> N
                 assert (u, int(held)) not in set(zip(plain_users.tolist(), plain_items.tolist()))
     with pytest.raises(ValueError, match="train-negatives"):
         _excluded_pairs(split, "nowhere")
+
+
+# --- the label leak of unseen-all, and unseen-eval without it -----------------------------------
+
+def _never_a_negative_hr(pool: str, epochs: int, k: int = 10) -> float:
+    """HR@k of a 'model' that knows nothing of taste: it ranks each user's evaluation candidates
+    (test item + its sampled negatives) by how rarely they were drawn as training negatives over
+    ``epochs`` epochs of 4 negatives per training item (ties broken by a seeded coin). What long
+    local training (post-tuning, a local head) can learn from the negatives alone."""
+    split = run_split(RunConfig(model="mf", dataset="synthetic", dim=8))
+    rng = np.random.default_rng(7)
+    hits = []
+    for u in split.evaluated_users()[:300]:
+        user = split.user_data(int(u))
+        key = negative_key(user, pool)
+        draws = sample_negatives(np.zeros(len(user.train_items) * epochs, dtype=np.int64), key, user.n_items, 4,
+                                 rng).ravel()
+        counts = np.bincount(draws, minlength=user.n_items)
+        candidates = np.concatenate([[user.test_item], user.eval_negatives])
+        order = np.lexsort((rng.random(len(candidates)), counts[candidates]))  # fewest draws first
+        hits.append(0 in order[:k])
+    return float(np.mean(hits))
+
+
+def test_unseen_all_leaks_the_test_item_to_long_local_training_and_unseen_eval_does_not() -> None:
+    chance = 10 / 100  # 10 of 100 exchangeable candidates
+    # unseen-all: the test item is never drawn, the sampled evaluation negatives are: after 10
+    # epochs "fewest draws" finds the test item far above chance (users with few training items
+    # draw too few negatives to mark every candidate)
+    assert _never_a_negative_hr("unseen-all", epochs=10) > 5 * chance
+    # unseen-eval never draws any candidate: they stay exchangeable; unseen-train draws each alike
+    for pool in ("unseen-eval", "unseen-train"):
+        assert abs(_never_a_negative_hr(pool, epochs=10) - chance) < 0.06, pool
+
+
+def test_unseen_eval_never_draws_an_evaluation_candidate_and_needs_the_negatives() -> None:
+    split = run_split(_config("unseen-eval"))
+    user = split.user_data(2)
+    candidates = np.concatenate([[user.validation_item, user.test_item], user.eval_negatives])
+    drawn = _draws(user, "unseen-eval")
+    assert not np.isin(drawn, candidates).any() and not np.isin(drawn, user.train_items).any()
+    with pytest.raises(ValueError, match="evaluation negatives were not drawn"):
+        negative_key(split.user_data(2, for_evaluation=False), "unseen-eval")
+
+
+def test_unseen_eval_trains_through_both_executors_alike() -> None:
+    from dataclasses import replace
+
+    from fedrec.core.federation.driver import run_federation
+
+    config = _config("unseen-eval", executor="cohort", rounds=1, clients_per_round=20)
+    split = run_split(config)
+    rows = run_federation(config, split).rows
+    assert rows[-1]["clients"] == 20 and np.isfinite(rows[-1]["train_loss"])
+    per_client = run_federation(replace(config, executor="per-client"), split).rows
+    assert per_client[-1]["train_loss"] == pytest.approx(rows[-1]["train_loss"], rel=1e-4)
