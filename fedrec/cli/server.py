@@ -69,7 +69,13 @@ def server_run(
     run: RunOptions = GENERATED,
     timeout: Optional[float] = typer.Option(None, help="give up (and stop the run) after this many seconds"),
 ) -> None:
-    """Submit a training run of the fedrec App to the running server and wait for it to end."""
+    """Submit a training run of the fedrec App to the running server and wait for it to end.
+
+    While it runs, prints one line per round (devices online, replies, round time, loss and,
+    on evaluation rounds, the metrics: under DP only what metrics.jsonl holds), when it waits
+    for devices, and once a warning when the training loss keeps rising."""
+    from fedrec.core.run_files import METRICS_FILE
+    from fedrec.reporting.progress import RunFollower
     from fedrec.server.checkpoint import checkpointed_config
     from fedrec.server.superlink import ServerError, run_directory, submit_run
 
@@ -78,7 +84,7 @@ def server_run(
         if resume is not None:
             run_dir = run_directory(state, resume)
             user_config = checkpointed_config(run_dir, run.resume_overrides())
-            RunConfig.from_user_config(user_config)
+            config = RunConfig.from_user_config(user_config)
         else:
             if catalogue is None:
                 fail("give --catalogue FILE (the item catalogue), or --resume NAME")
@@ -93,7 +99,10 @@ def server_run(
             user_config = config.to_user_config()
         log_path = run_dir.with_name(run_dir.name + ".log")
         typer.echo(f"run {run_dir.name}: log {log_path}; results in {run_dir}")
-        code = submit_run(state, user_config, log_path, timeout_s=timeout)
+        follower = RunFollower(run_dir / METRICS_FILE, config.rounds, config.eval_k, typer.echo, warn,
+                               log_path=log_path, log_offset=log_path.stat().st_size if log_path.exists() else 0)
+        typer.echo(f"submitting the run: {config.rounds} rounds with at least {config.min_nodes} device(s) (min-nodes)")
+        code = submit_run(state, user_config, log_path, timeout_s=timeout, on_poll=follower.poll)
     except TimeoutError:  # before OSError, its base class
         fail(f"the run did not end within {timeout} s (stopped); see {log_path}")
     except (ServerError, ValueError, OSError) as err:

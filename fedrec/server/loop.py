@@ -2,7 +2,8 @@
 
 Per round: sample ``clients-per-round`` nodes (strategy), send the global part, receive
 updates, aggregate, append one line to ``metrics.jsonl`` (``round``, ``wall_seconds``,
-``train_loss``, ``clients`` (users trained), ``nodes`` (replies), ``train_seconds`` (sampling to
+``train_loss``, ``clients`` (users trained), ``nodes`` (replies), ``nodes_asked`` (nodes sent
+the round's instruction), ``train_seconds`` (sampling to
 aggregation), ``bytes_up``, ``bytes_down`` and, on evaluation rounds,
 the ranking metrics), and checkpoint every ``checkpoint-every`` rounds and at the end.
 A resumed run continues from the last checkpoint's round with its global model and
@@ -12,7 +13,7 @@ Under a DP mode ``metrics.jsonl`` is meant to be shared, so it holds only what t
 mechanisms cover or what is public: ``round``, the ledger anchor (``ledger_rows``,
 ``ledger_head``), ``dp_refused``, ``epsilon_max``, ``skipped`` and, on evaluation rounds,
 the noised private metrics (:func:`fedrec.core.privacy.plan.private_metric_keys`) — no
-timing at all. The operational numbers (``clients``, ``nodes``, ``examples``,
+timing at all. The operational numbers (``clients``, ``nodes``, ``nodes_asked``, ``examples``,
 ``node_seconds_max``, ``train_loss``, ``bytes_up``/``bytes_down``, ``train_seconds``,
 ``wall_seconds``, ``users-evaluated``) go to ``server_internal.jsonl`` (:data:`INTERNAL_FILE`):
 **internal to the trusted server, do not share: it holds the realised sample sizes and
@@ -59,6 +60,7 @@ from fedrec.protocol.wire import (
     USERS_RECONSTRUCTED,
     USERS_TRAINED,
 )
+from fedrec.reporting.progress import connected_line, waiting_line
 from fedrec.server.checkpoint import (
     MODEL_FILE,
     Checkpoint,
@@ -283,13 +285,19 @@ NODE_WAIT_LOG_S = 10.0
 
 
 def _wait_for_nodes(grid: Grid, minimum: int) -> int:
-    """Deployed: block until ``minimum`` devices are connected; their number."""
-    last_log = 0.0
+    """Deployed: block until ``minimum`` devices are connected; their number.
+
+    Says so on stdout (which Flower copies into the log ``flwr run --stream`` writes, where
+    ``fedrec server run`` reads it: :class:`fedrec.reporting.progress.RunFollower`) at once,
+    whenever the count changes, every :data:`NODE_WAIT_LOG_S` seconds, and when enough
+    devices are there."""
+    said: tuple[int, float] | None = None  # (count, when) last said
     while (connected := len(list(grid.get_node_ids()))) < minimum:
-        if time.monotonic() - last_log >= NODE_WAIT_LOG_S:
-            logger.info("waiting for devices: %d connected, %d needed (min-nodes)", connected, minimum)
-            last_log = time.monotonic()
+        if said is None or said[0] != connected or time.monotonic() - said[1] >= NODE_WAIT_LOG_S:
+            print(waiting_line(connected, minimum), flush=True)
+            said = (connected, time.monotonic())
         time.sleep(0.5)
+    print(connected_line(connected, minimum), flush=True)
     return connected
 
 
@@ -343,6 +351,7 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
             "round": server_round,
             "clients": int(train_metrics[USERS_TRAINED]) if train_metrics and USERS_TRAINED in train_metrics else 0,
             "nodes": sum(1 for m in replies if m.has_content()),
+            "nodes_asked": len(instructions),  # deployed: every device connected at the round's start
             # the slowest node's own compute time: train_seconds minus this is the round's overhead
             "node_seconds_max": _slowest_node_seconds(replies),
             "train_loss": float(train_metrics[TRAIN_LOSS]) if train_metrics and TRAIN_LOSS in train_metrics else None,

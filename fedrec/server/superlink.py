@@ -35,6 +35,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from fedrec.runtime.app_package import toml_value, write_app_dir
 from fedrec.runtime.certs import CA_CERT, SERVER_CERT, SERVER_KEY
@@ -61,6 +62,8 @@ DEFAULT_SERVERAPPIO_PORT = 9091
 STARTUP_TIMEOUT_S = 60.0
 # how long a port in use may take to be released (a server killed a moment ago) before start refuses
 PORT_RELEASE_WAIT_S = 5.0
+# how often `submit_run` looks at a running run's files (its on_poll)
+POLL_S = 0.5
 
 
 class ServerError(Exception):
@@ -277,17 +280,38 @@ def run_command(state_dir: Path, run_config: dict[str, object], app_dir: Path | 
 
 
 def submit_run(state_dir: Path, run_config: dict[str, object], log_path: Path,
-               timeout_s: float | None = None, app_dir: Path | None = None) -> int:
-    """Submit a training run and wait for it to end; its log goes to ``log_path``; returns flwr's exit code."""
+               timeout_s: float | None = None, app_dir: Path | None = None,
+               on_poll: Callable[[], None] | None = None, poll_s: float = POLL_S) -> int:
+    """Submit a training run and wait for it to end; its log goes to ``log_path``; returns flwr's exit code.
+
+    ``on_poll`` (e.g. :meth:`fedrec.reporting.progress.RunFollower.poll`) is called every
+    ``poll_s`` seconds while the run goes, and once after it ended.
+    """
     if running_pid(state_dir) is None:
         raise ServerError(f"no server is running from {_paths(state_dir)['state']}: fedrec server start first")
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     with log_path.open("ab") as log:
         process = subprocess.Popen(run_command(state_dir, run_config, app_dir), env=server_environment(state_dir),
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
         try:
-            return process.wait(timeout=timeout_s)
+            while True:
+                wait_s = poll_s if on_poll is not None else None
+                if deadline is not None:
+                    left = max(0.0, deadline - time.monotonic())
+                    wait_s = left if wait_s is None else min(wait_s, left)
+                try:
+                    code = process.wait(timeout=wait_s)
+                except subprocess.TimeoutExpired:
+                    if deadline is not None and time.monotonic() >= deadline:
+                        raise
+                    if on_poll is not None:
+                        on_poll()
+                    continue
+                if on_poll is not None:
+                    on_poll()  # what the run wrote last
+                return code
         except subprocess.TimeoutExpired as err:
             stop_group_by_pid(process.pid, grace_s=5)
             process.wait(timeout=10)

@@ -35,10 +35,12 @@ from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.coverage import UserCoverage, name_users
 from fedrec.core.data.loaders import load_dataset
 from fedrec.core.data.split import NO_ITEM, leave_one_out
+from fedrec.core.evaluation.divergence import divergence_warning, loss_series
 from fedrec.core.families.base import ModelFamily
 from fedrec.core.families.registry import family_of
 from fedrec.core.privacy.plan import preflight
-from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE, read_jsonl
+from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE
+from fedrec.reporting.progress import progress_text, read_complete_rows
 from fedrec.server.checkpoint import CHECKPOINT_DIR, STATE_FILE, checkpointed_config
 from fedrec.simulations.flower_runtime import RUNTIME_PARENT_ENV, ray_failed_to_start, simulation_runtime
 
@@ -387,19 +389,28 @@ def _has_error(log_text: str) -> bool:
 
 def _follow(process: subprocess.Popen, out_dir: Path, config: RunConfig, show_progress: bool,
             started: float, timeout_s: float | None) -> None:
-    """Wait for ``flwr run`` to end, showing rounds as they land in ``metrics.jsonl``."""
+    """Wait for ``flwr run`` to end, showing rounds as they land in ``metrics.jsonl`` and,
+    once, a warning when the training loss keeps rising (:mod:`fedrec.core.evaluation.divergence`)."""
     metrics_path = out_dir / METRICS_FILE
     summary_path = out_dir / SUMMARY_FILE
     k = config.eval_k
+    warned = False
+    shown = 0
     with Progress(
         TextColumn("[bold]round {task.completed}/{task.total}"), BarColumn(),
         TextColumn("{task.description}"), TimeElapsedColumn(), disable=not show_progress,
     ) as progress:
         task = progress.add_task("starting Flower…", total=config.rounds)
         while True:
-            rows = read_jsonl(metrics_path)
+            rows = read_complete_rows(metrics_path)  # a line being written is read next time
             if rows:
                 progress.update(task, completed=int(rows[-1]["round"]), description=progress_text(rows, k))
+                if not warned and len(rows) != shown:
+                    shown = len(rows)
+                    message = divergence_warning(loss_series(rows))
+                    if message is not None:  # printed above the bar (rich redirects stderr while it shows)
+                        print_warning(message)
+                        warned = True
             if process.poll() is not None:
                 break
             if summary_path.exists() and int(rows[-1]["round"] if rows else 0) >= config.rounds:
@@ -412,21 +423,3 @@ def _follow(process: subprocess.Popen, out_dir: Path, config: RunConfig, show_pr
             if timeout_s is not None and time.perf_counter() - started > timeout_s:
                 raise TimeoutError(f"simulation exceeded {timeout_s:.0f}s; see {out_dir / FLOWER_LOG}")
             time.sleep(0.5)
-
-
-def progress_text(rows: list[dict[str, Any]], k: int) -> str:
-    """The progress bar's text after ``rows``: the last round's training loss (or that the
-    round was skipped, or trained nobody) and the last evaluation's metrics."""
-    last = rows[-1]
-    if last.get("skipped"):
-        text = "skipped (too few valid updates, model unchanged)"
-    elif last.get("train_loss") is None:
-        text = "no training loss reported"
-    else:
-        text = f"loss {last['train_loss']:.4f}"
-    evaluated = [r for r in rows if f"hr@{k}" in r or "rmse" in r]
-    if evaluated and "rmse" in evaluated[-1]:
-        text += f"  RMSE {evaluated[-1]['rmse']:.4f}  MAE {evaluated[-1]['mae']:.4f}"
-    elif evaluated:
-        text += f"  HR@{k} {evaluated[-1][f'hr@{k}']:.4f}  NDCG@{k} {evaluated[-1][f'ndcg@{k}']:.4f}"
-    return text
