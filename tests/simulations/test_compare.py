@@ -193,7 +193,8 @@ def test_the_federated_item_knn_rows_release_the_one_shot_similarity(small_split
 def test_the_federated_sequence_row_scores_the_drivers_final_arrays(small_split) -> None:
     ctx = small_context(small_split)
     trained = compare.MODELS["sequence"].rows[FEDERATED](ctx)
-    config = RunConfig(dataset="synthetic", model="sasrec", dim=32, seq_max_len=50, lr=0.01, batch_size=8,
+    config = RunConfig(dataset="synthetic", model="sasrec", dim=32, seq_max_len=50, client_optimizer="adam", lr=0.01,
+                       batch_size=8,
                        negatives=1, rounds=TINY.sequence_rounds, clients_per_round=TINY.sequence_clients,
                        local_epochs=TINY.sequence_local_epochs, server_lr=10.0, eval_every=TINY.sequence_rounds)
     reference = run_federation(config, small_split).rows[-1]  # the driver's own evaluation
@@ -331,7 +332,8 @@ def test_the_federated_rating_row_reports_the_drivers_last_round(small_split) ->
     ctx = small_context(small_split)
     row = compare.run_row(ctx, "explicit-mf", FEDERATED)
     assert row["status"] == "ok", row["reason"]
-    config = RunConfig(dataset="synthetic", model="explicit-mf", dim=16, lr=0.02, batch_size=32, weight_decay=0.05,
+    config = RunConfig(dataset="synthetic", model="explicit-mf", dim=16, client_optimizer="adam", lr=0.02,
+                       batch_size=32, weight_decay=0.05,
                        local_epochs=2, user_epochs=1, server_lr=10.0, reconstruct_epochs=3,
                        rounds=TINY.rating_rounds, clients_per_round=TINY.rating_clients, eval_every=TINY.rating_rounds)
     expected = run_federation(config, holdout_ratings(ctx.data, 0.1, 0)).rows[-1]

@@ -20,7 +20,7 @@ def test_flwr_run_dot_trains_and_writes_the_run_directory(tmp_path: Path, no_lef
     out = tmp_path / "run"
     out.mkdir()
     # 50 simulated nodes for 1000 synthetic users: each node is a site holding 20 users
-    run_config = {"out-dir": str(out), "rounds": 2, "clients-per-round": 5, "dim": 8,
+    run_config = {"out-dir": str(out), "rounds": 2, "clients-per-round": 5, "dim": 8, "executor": "per-client",
                   "eval-every": 2, "eval-fraction": 0.5}
     for _attempt in range(RUNTIME_START_ATTEMPTS):  # fresh runtimes if Ray's head node failed to start
         with simulation_runtime(tmp_path) as runtime:
