@@ -1,6 +1,7 @@
-"""train-negatives: ``unseen-all`` never draws a user's held-out items as training negatives (and leaks
-the test item to long local training), ``unseen-eval`` never draws any evaluation candidate,
-(the literature's shared data loader), ``unseen-train`` may; both executors draw the same."""
+"""train-negatives: ``unseen-train`` may draw a user's held-out items as training negatives;
+``unseen-all`` (the literature's shared data loader) never does, and so leaks the test item to
+long local training; ``unseen-eval`` never draws any evaluation candidate. Both executors draw
+the same."""
 
 from __future__ import annotations
 
