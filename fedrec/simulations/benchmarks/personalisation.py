@@ -159,8 +159,10 @@ def main(
     rows: str = typer.Option(",".join([*FEDERATED_ROWS, *CENTRAL_ROWS]), help="comma-separated rows"),
     rounds: int = typer.Option(0, help="federated rounds (0: the protocol's 100)"),
     central_epochs: int = typer.Option(30, help="central twins' epochs"),
-    train_negatives: str = typer.Option("unseen-train", help="unseen-train, or unseen-all: the literature's data "
-                                        "loader, which never draws a user's held-out items as training negatives"),
+    train_negatives: str = typer.Option("unseen-train", help="unseen-train; unseen-all: the literature's data "
+                                        "loader, which never draws a user's held-out items as training negatives "
+                                        "(and so leaks the test item to long local training); unseen-eval: never "
+                                        "any evaluation candidate (no leak)"),
     tune_epochs: int = typer.Option(0, help="post-tuning epochs of the rows that tune (0: the row's own, 1)"),
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
