@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import pytest
+from fake_process import EndedProcess
 from typer.testing import CliRunner
 
 from fedrec.cli.main import app
@@ -194,24 +195,9 @@ def test_a_failed_run_with_a_checkpoint_stays_resumable(tmp_path: Path, monkeypa
 # --- progress -------------------------------------------------------------------------------------
 
 
-class _Ended:
-    """A ``flwr run`` process that has already exited."""
-
-    returncode = 0
-
-    def poll(self) -> int:
-        return 0
-
-    def wait(self, timeout: float | None = None) -> int:
-        return 0
-
-    def kill(self) -> None:
-        pass
-
-
 def test_a_skipped_round_shows_skipped_not_loss_zero(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / METRICS_FILE).write_text(json.dumps({"round": 1, "train_loss": None, "skipped": True}) + "\n")
-    sim._follow(_Ended(), tmp_path, RunConfig(rounds=2), True, 0.0, None)
+    sim._follow(EndedProcess(), tmp_path, RunConfig(rounds=2), True, 0.0, None)
     shown = capsys.readouterr().out
     assert "round 1/2" in shown and "skipped" in shown
     assert "loss 0.0000" not in shown

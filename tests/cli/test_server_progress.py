@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_process import EndedProcess
 from typer.testing import CliRunner
 
 import fedrec.server.loop as loop
@@ -246,23 +247,10 @@ def test_server_run_shows_devices_rounds_and_the_divergence_warning(tmp_path: Pa
 # --- fedrec simulate's progress bar warns too -----------------------------------------------------------
 
 
-class _Ended:
-    returncode = 0
-
-    def poll(self) -> int:
-        return 0
-
-    def wait(self, timeout: float | None = None) -> int:
-        return 0
-
-    def kill(self) -> None:
-        pass
-
-
 def test_simulate_warns_once_when_the_loss_keeps_rising(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / METRICS_FILE).write_text("".join(row(r, loss) for r, loss in enumerate(RISING, start=1))
                                          + '{"round": 11, "train')  # a line being written is skipped
-    sim._follow(_Ended(), tmp_path, RunConfig(rounds=20), True, 0.0, None)
+    sim._follow(EndedProcess(), tmp_path, RunConfig(rounds=20), True, 0.0, None)
     captured = capsys.readouterr()
     assert captured.err.count("warning: the training loss rose from 0.37 (round 4) to 0.68 (round 9)") == 1
     assert "round 10/20" in captured.out
@@ -270,5 +258,5 @@ def test_simulate_warns_once_when_the_loss_keeps_rising(tmp_path: Path, capsys: 
 
 def test_simulate_is_silent_about_a_falling_loss(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / METRICS_FILE).write_text("".join(row(r, 0.7 * 0.9 ** r) for r in range(1, 11)))
-    sim._follow(_Ended(), tmp_path, RunConfig(rounds=10), True, 0.0, None)
+    sim._follow(EndedProcess(), tmp_path, RunConfig(rounds=10), True, 0.0, None)
     assert "warning" not in capsys.readouterr().err
