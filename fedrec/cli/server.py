@@ -14,6 +14,7 @@ from fedrec.core.config.run_config import SERVER_RUN, RunConfig
 
 server_app = typer.Typer(no_args_is_help=True, help="The federation server (a Flower SuperLink).")
 DEFAULT_SERVER_STATE = Path("~/.fedrec/server")
+STOPPED_EXIT_CODE = 3  # `server status` of a server that is not running (as `systemctl status` does)
 
 
 @server_app.command("start")
@@ -120,10 +121,13 @@ def server_run(
 
 @server_app.command("status")
 def server_status_command(
-    state: Path = typer.Option(DEFAULT_SERVER_STATE),
+    state: Path = typer.Option(DEFAULT_SERVER_STATE, help="the server's state folder (as given to server start)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
-    """Is the server running, on which addresses, which devices and runs does it know."""
+    """Is the server running, on which addresses, which devices and runs does it know.
+
+    Exit status 0 when it runs, 3 when it has stopped (the LSB/systemctl convention for
+    "not running"), 2 when STATE holds no readable server."""
     from fedrec.server.superlink import ServerError, server_status
 
     try:
@@ -132,7 +136,13 @@ def server_status_command(
         fail(str(err))
     if as_json:
         typer.echo(json.dumps(status, indent=2, default=str))
-        return
+    else:
+        _print_status(status)
+    if not status["running"]:
+        raise typer.Exit(STOPPED_EXIT_CODE)
+
+
+def _print_status(status: dict) -> None:
     typer.echo(f"{'running' if status['running'] else 'stopped'} (PID {status['pid']}), fleet "
                f"{status['fleet_address']}, TLS {'on' if status['tls'] else 'OFF'}, "
                f"node auth {'on' if status['node_auth'] else 'OFF'}")

@@ -221,3 +221,22 @@ def test_error_paths_print_one_line_and_no_traceback(tmp_path: Path) -> None:
     state.mkdir()
     (state / "server.json").write_text("{not json")
     assert_one_error_line(invoke("server", "status", "--state", state), "server.json")
+
+
+def test_status_of_a_stopped_server_exits_3_not_0(tmp_path: Path) -> None:
+    """A server whose process has gone reports ``stopped`` with exit status 3 (a script's
+    ``fedrec server status && …`` must not go on), in text and in JSON."""
+    import json
+
+    from fedrec.cli.server import STOPPED_EXIT_CODE
+
+    state = tmp_path / "server"
+    state.mkdir()
+    (state / "server.json").write_text(json.dumps({
+        "pid": 0, "fleet_address": "127.0.0.1:1", "control_address": "127.0.0.1:2",
+        "serverappio_address": "127.0.0.1:3", "tls": True, "node_auth": True, "ca_cert": "", "state_dir": str(state)}))
+    text = invoke("server", "status", "--state", state)
+    assert text.exit_code == STOPPED_EXIT_CODE == 3, text.output
+    assert text.output.startswith("stopped")
+    as_json = invoke("server", "status", "--state", state, "--json")
+    assert as_json.exit_code == 3 and json.loads(as_json.stdout)["running"] is False
