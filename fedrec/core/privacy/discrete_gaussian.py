@@ -18,8 +18,8 @@ probability ``exp(−(|Y| − σ²/t)² / (2σ²))``, otherwise propose again. T
 are exactly N_Z(0, σ²) distributed (the proposal dominates the target: the exponent of
 target/proposal, ``−y²/(2σ²) + |y|/t``, is at most ``σ²/(2t²)`` and the acceptance
 probability is that ratio divided by its maximum). The expected number of proposals
-per sample is a small constant (measured: ≈ 1.3 for σ ≥ 10, 2.3 at σ = 1, 2.8 at σ = 1/2; the batch rate is measured and
-draw the next batch to match).
+per sample is a small constant (measured: ≈ 1.3 for σ ≥ 10, 2.3 at σ = 1, 2.8 at
+σ = 1/2); each batch's acceptance rate sizes the next batch.
 
 The discrete Laplace proposal is drawn as a sign and a magnitude: the magnitude
 ``G = ⌊−t · ln U⌋`` with ``U`` uniform on (0, 1) is geometric,
