@@ -235,7 +235,8 @@ def plan_distributed_dp(target_epsilon: float, *, delta: float, rounds: int, n_m
             return DDGPlan(quantiser=quantiser, noise_std=sigma, epsilon=eps, wrap_probability=wrap)
         sigma_update_units = sigma * choice.gamma
     raise ValueError(f"no (γ, σ) met ε ≤ {target_epsilon} and wrap-around ≤ {target_wrap_probability} with "
-                     f"2^{bits} after {max_iterations} iterations: the modulus is too small for these clients")
+                     f"2^{bits} after {max_iterations} iterations: the modulus is too small for these clients (a coarser grid "
+                     f"fits the noise but inflates the rounding, which needs more noise: use more bits)")
 
 
 def _check_noise(noise_std: float) -> None:
