@@ -37,16 +37,27 @@ CKS20 give an *exact* sampler that uses only integer arithmetic and Bernoulli(e^
 trials built from fair coins. This one is not exact: it evaluates ``ln U`` and the
 acceptance probability ``exp(·)`` in float64 and compares with a 53-bit uniform. So
 
-* every probability the sampler realises is the ideal one up to a relative error of a
-  few units of 2⁻⁵³ (the grid of ``U`` and the rounding of ``ln`` and ``exp``), and
+* each magnitude ``g`` is realised with the probability of the 53-bit grid points of
+  ``U`` that fall in its interval ``(e^{−(g+1)/t}, e^{−g/t}]``: off from the ideal by
+  at most one grid point, ``2⁻⁵³`` in absolute terms (plus the rounding of ``ln``,
+  which moves an interval's ends by an ulp); the acceptance test is off by at most
+  ``2⁻⁵³`` per proposal;
 * the proposal's magnitude is truncated at ``−t · ln(2⁻⁵⁴) ≈ 37.4 t``, where the
   target's mass is below ``exp(−37²/2) ≈ 10⁻²⁹⁷``.
 
-The output is an integer, so Mironov's attack on the low bits of a float
-(Mironov 2012) has no low bits to read; what remains is the ≈ 2⁻⁵³ relative deviation of
-each integer's probability from the ideal pmf. This adds at most ≈ 2⁻⁵³·(a small
-constant) to the δ of any guarantee built on it — far below every δ we account for —
-but it is an approximation, not a proof, exactly like the Box–Muller Gaussian next door.
+So one draw's law is within total-variation distance about ``t · ln(2⁵³/t) · 2⁻⁵³`` of
+N_Z(0, σ²) (the magnitudes whose interval is wider than a grid step, one step each):
+≈ 6·10⁻¹² at σ ≈ 1,800. The output is an integer, so Mironov's attack on the low bits
+of a float (Mironov 2012) has no low bits to read. But we do **not** claim the
+deviation is negligible for a whole run. The adversary's view of a run depends on
+``T · n · d'`` draws (≈ 6·10⁹ for T = 100 rounds of 943 clients and d' = 65,536), so
+the realised view is only known to be within total variation ``T·n·d'·η ≈ 0.04`` of the
+ideal one, and the worst-case transfer of a total-variation gap into DP adds
+``(1 + e^ε)`` times that to δ — a vacuous bound at ε = 8. The real deviation is very
+likely far smaller (the per-magnitude errors are rounding errors, not adversarial),
+but that is an argument, not a proof.
+A proof needs CKS20's exact sampler (integer arithmetic and exact Bernoulli(e^{−γ})
+trials); this module trades it for speed, like the Box–Muller Gaussian next door.
 
 Speed (measured on this project's 2-core machine, one core, numpy 2.4, with a
 benchmark running beside it, load ≈ 3): 0.11 s per million draws for σ from 1 to 10⁵,
