@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Collection, Mapping
+from typing import Callable, Collection, Mapping
 
 import numpy as np
 
@@ -41,14 +41,18 @@ class RoundResult:
 
 def run_round(config: SecAggConfig, inputs: Mapping[int, np.ndarray], *,
               drop_before: Mapping[str, Collection[int]] | None = None, graph_seed: bytes | None = None,
-              observe_vector: VectorObserver | None = None) -> RoundResult:
-    """One round over the clients ``inputs`` names; returns the server's unmasked sum."""
+              observe_vector: VectorObserver | None = None,
+              client_factory: Callable[[int], SecAggClient] = SecAggClient) -> RoundResult:
+    """One round over the clients ``inputs`` names; returns the server's unmasked sum.
+
+    ``client_factory`` builds each client (a test can pass a misbehaving subclass).
+    """
     drop_before = drop_before or {}
     unknown_stages = set(drop_before) - set(msg.STAGES)
     if unknown_stages:
         raise ValueError(f"unknown stage(s) {sorted(unknown_stages)}; stages are {msg.STAGES}")
     server = SecAggServer(config, list(inputs), graph_seed=graph_seed, observe_vector=observe_vector)
-    clients = {node: SecAggClient(node) for node in inputs}
+    clients = {node: client_factory(node) for node in inputs}
     silent: set[int] = set()
     result = RoundResult(np.zeros(0, dtype=np.uint64), (), server)
 
