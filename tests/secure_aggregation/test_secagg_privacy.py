@@ -54,6 +54,7 @@ class _Round:
         replies = {n: self.clients[n].collect_masked(r, self.inputs[n])
                    for n, r in self.server.masked_vector_requests().items()}
         self.server.receive_masked_vectors(replies)
+        self.server_replies = replies
         return replies
 
 
@@ -200,3 +201,39 @@ def test_stages_out_of_order_are_refused() -> None:
     client = SecAggClient(0)
     with pytest.raises(ProtocolViolation, match="expected after 'setup'"):
         client.share_keys({})
+
+
+def test_with_a_nodes_mask_key_rebuilt_its_self_mask_still_hides_its_input() -> None:
+    """The late-vector case: the server has rebuilt u's mask key (u looked dropped) and then gets y_u.
+
+    Every pairwise mask of u is then known, and only PRG(b_u) stands between y_u and x_u.
+    """
+    from flwr.common.secure_aggregation.crypto.shamir import combine_shares
+
+    from fedrec.secure_aggregation.keys import (
+        load_public_key,
+        pairwise_mask_seed,
+        public_key_bytes,
+        secret_to_private_key,
+    )
+    from fedrec.secure_aggregation.masks import prg_mask
+
+    run = _masked_round()
+    victim, holders = 0, [1, 2, 3]  # t = 3 holders, each asked only for u's key share: each one complies
+    key_shares = []
+    for holder in holders:
+        others = [node for node in range(5) if node not in (victim, holder)]
+        reply = run.clients[holder].unmask({msg.STAGE: msg.UNMASK, msg.SURVIVING_IDS: [holder] + others[:2],
+                                            msg.DROPPED_IDS: [victim]})
+        key_shares.append(reply[msg.KEY_SHARES][0])
+    victim_key = secret_to_private_key(combine_shares(key_shares))
+    assert public_key_bytes(victim_key) == run.server._mask_public_keys[victim]  # the attack did get the key
+    y = run.server_replies[victim][msg.MASKED_VECTOR].copy()
+    for other in range(1, 5):
+        peer = load_public_key(run.server._mask_public_keys[other], other)
+        pairwise = prg_mask(pairwise_mask_seed(victim_key, peer), 16, BITS)
+        y = y - pairwise if victim > other else y + pairwise
+    y &= np.uint64(M - 1)
+    x = run.inputs[victim]
+    # what is left is x_u + PRG(b_u): still nothing like x_u
+    assert np.mean(y == x) < 0.2
