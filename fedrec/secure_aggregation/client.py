@@ -14,6 +14,7 @@ that takes the server's request and returns the reply (plain dicts, see :mod:`.m
    shares encrypted under ``KDF(ECDH(c_u^SK, c_v^PK))`` (Fernet), so the server that routes
    them cannot read them.
 2. :meth:`SecAggClient.collect_masked` — decrypt the shares the others sent, and return
+   (as the narrowest unsigned dtype holding Z_m: ``uint32`` for 20 bits)
 
    ``y_u = x_u + PRG(b_u) + Σ_{v∈S, u>v} PRG(s_uv) − Σ_{v∈S, u<v} PRG(s_uv)  (mod m)``
 
@@ -61,7 +62,7 @@ from . import messages as msg
 from .config import SecAggConfig
 from .errors import ProtocolViolation, UnmaskRequestRefused
 from .keys import channel_key, load_public_key, new_key_pair, pairwise_mask_seed, private_key_to_secret
-from .masks import SEED_BYTES, check_vector, prg_mask, reduce_mod
+from .masks import SEED_BYTES, check_vector, prg_mask, reduce_mod, wire_dtype
 
 
 def _node_ids(value: object, what: str) -> list[int]:
@@ -229,7 +230,7 @@ class SecAggClient:
         self._mask_private_key = None
         self._encryption_private_key = None
         self._channel_keys.clear()
-        return {msg.MASKED_VECTOR: y}
+        return {msg.MASKED_VECTOR: y.astype(wire_dtype(bits))}
 
     # -- stage 3 -----------------------------------------------------------------------
     def unmask(self, request: msg.Message) -> msg.Message:

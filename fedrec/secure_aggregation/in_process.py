@@ -37,6 +37,9 @@ class RoundResult:
     server_seconds: dict[str, float] = field(default_factory=dict)
     #: stage → seconds spent by all clients together (one after another in this process)
     client_seconds: dict[str, float] = field(default_factory=dict)
+    #: stage → payload bytes of all requests sent / all replies received (see :func:`.messages.payload_bytes`)
+    bytes_to_clients: dict[str, int] = field(default_factory=dict)
+    bytes_from_clients: dict[str, int] = field(default_factory=dict)
 
 
 def run_round(config: SecAggConfig, inputs: Mapping[int, np.ndarray], *,
@@ -77,6 +80,8 @@ def run_round(config: SecAggConfig, inputs: Mapping[int, np.ndarray], *,
                 result.client_refusals[node] = str(refusal)
                 silent.add(node)
         result.client_seconds[stage] = time.perf_counter() - started
+        result.bytes_to_clients[stage] = sum(msg.payload_bytes(request) for request in requests.values())
+        result.bytes_from_clients[stage] = sum(msg.payload_bytes(reply) for reply in replies.values())
         return replies
 
     stages = (

@@ -44,6 +44,14 @@ def reduce_mod(vector: np.ndarray, modulus_bits: int) -> np.ndarray:
     return vector
 
 
+def wire_dtype(modulus_bits: int) -> np.dtype:
+    """The narrowest unsigned type that holds Z_m: what a masked vector travels as (``uint32`` up to 32 bits)."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if modulus_bits <= np.iinfo(dtype).bits:
+            return np.dtype(dtype)
+    return np.dtype(np.uint64)
+
+
 def check_vector(vector: object, length: int, modulus_bits: int, what: str) -> np.ndarray:
     """``vector`` as a fresh ``uint64`` array of shape ``(length,)`` with entries in Z_m; else ``ValueError``."""
     array = np.asarray(vector)

@@ -14,8 +14,8 @@ stage                   request (server → client u)       reply (u → server)
                         ``mask_public_keys``,              ``encrypted_shares``
                         ``encryption_public_keys``
                         (u's share group, u included)
-2 ``collect_masked``    ``share_sender_ids``,              ``masked_vector`` (uint64, length L)
-                        ``encrypted_shares`` (for u)
+2 ``collect_masked``    ``share_sender_ids``,              ``masked_vector``: L entries,
+                        ``encrypted_shares`` (for u)       ``uint32`` up to b = 32
 3 ``unmask``            ``surviving_ids``,                 ``seed_share_owner_ids``,
                         ``dropped_ids``                    ``seed_shares``,
                                                            ``key_share_owner_ids``,
@@ -26,6 +26,8 @@ stage                   request (server → client u)       reply (u → server)
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from .errors import ProtocolViolation
 
@@ -66,3 +68,22 @@ def require(message: Message, key: str, stage: str) -> Any:
     if key not in message:
         raise ProtocolViolation(f"SecAgg+ {stage}: the message lacks '{key}'")
     return message[key]
+
+
+def payload_bytes(value: Any) -> int:
+    """Bytes a message carries: byte strings and arrays at their size, ints as 8, strings as UTF-8.
+
+    The payload only — no record framing or protobuf overhead — to compare protocol cost
+    with a plain update's ``L × 4`` bytes.
+    """
+    if isinstance(value, dict):
+        return sum(len(str(key).encode()) + payload_bytes(item) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return sum(payload_bytes(item) for item in value)
+    if isinstance(value, np.ndarray):
+        return int(value.nbytes)
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    if isinstance(value, str):
+        return len(value.encode())
+    return 8

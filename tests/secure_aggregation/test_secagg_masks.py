@@ -39,3 +39,10 @@ def test_input_vectors_are_checked() -> None:
         check_vector(np.zeros(3), 3, 20, "v")
     with pytest.raises(ValueError, match="≥ m"):
         check_vector(np.array([0, 4, 0]), 3, 2, "v")
+
+
+def test_masked_vectors_travel_in_the_narrowest_unsigned_type() -> None:
+    from fedrec.secure_aggregation.masks import wire_dtype
+
+    assert [wire_dtype(bits) for bits in (1, 8, 9, 20, 32, 33, 64)] == [
+        np.uint8, np.uint8, np.uint16, np.uint32, np.uint32, np.uint64, np.uint64]

@@ -84,6 +84,7 @@ def test_the_server_only_ever_holds_masked_vectors_and_the_final_sum() -> None:
     for kind, node, vector in observed:
         if kind == MASKED_VECTOR:
             np.testing.assert_array_equal(vector, replies[node][msg.MASKED_VECTOR])
+            assert replies[node][msg.MASKED_VECTOR].dtype == np.uint32  # 20 bits travel in 4 bytes, not 8
             # a masked entry matches its input with probability 1/m; and it spreads over all of Z_m
             assert np.mean(vector == inputs[node]) < 0.01
             assert vector.max() > M // 2 and not np.all(vector < 1000)

@@ -37,4 +37,11 @@ def test_a_round_of_100_clients_with_55506_entries_takes_seconds() -> None:
           f"{elapsed:.2f} s in all")
     print("  server s/stage:", {stage: round(s, 2) for stage, s in result.server_seconds.items()})
     print("  all clients s/stage:", {stage: round(s, 2) for stage, s in result.client_seconds.items()})
+    sent = {stage: round(b / N / 1024, 1) for stage, b in result.bytes_to_clients.items()}
+    received = {stage: round(b / N / 1024, 1) for stage, b in result.bytes_from_clients.items()}
+    plain_kib = LENGTH * 4 / 1024
+    print(f"  KiB per sampled client, server→client: {sent}; client→server: {received}; "
+          f"a plain float32 update is {plain_kib:.1f} KiB")
+    # the masked vector travels as uint32: no bigger than the plain float32 update it replaces
+    assert result.bytes_from_clients[msg.COLLECT_MASKED] <= (N - 5) * (LENGTH * 4 + 64)
     assert elapsed < SECONDS_ALLOWED
