@@ -44,6 +44,7 @@ from fedrec.core.families.registry import family_of
 from fedrec.core.federation.driver import round_users
 from fedrec.core.federation.sampling import sample_users
 from fedrec.core.federation.server_step import initial_global, server_optimizer
+from fedrec.core.privacy.distributed_mode import FLOWER_REFUSAL
 from fedrec.core.privacy.ledger import LEDGER_FILE
 from fedrec.core.privacy.plan import private_metric_keys
 from fedrec.core.run_files import METRICS_FILE, append_jsonl, read_jsonl
@@ -309,6 +310,8 @@ def _check_private_setup(config: RunConfig, run_dir: Path, first_round: int, n_n
     record/user-local run can resume there; simulated nodes lose theirs with the run."""
     if config.dp == "off":
         return
+    if config.dp == "user-distributed":
+        raise ValueError(FLOWER_REFUSAL)
     if first_round > 1 and config.dp in ("record", "user-local") and not deployed:
         raise ValueError(f"cannot resume a dp {config.dp} run: each client's accountant lives in its node's "
                          "state, which a new run does not have; every ε would restart from zero")

@@ -38,6 +38,7 @@ from fedrec.core.data.split import NO_ITEM, leave_one_out
 from fedrec.core.evaluation.divergence import divergence_warning, loss_series
 from fedrec.core.families.base import ModelFamily
 from fedrec.core.families.registry import family_of
+from fedrec.core.privacy.distributed_mode import FLOWER_REFUSAL
 from fedrec.core.privacy.plan import preflight
 from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE
 from fedrec.reporting.progress import progress_text, read_complete_rows
@@ -84,6 +85,8 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
     Raises ``ValueError`` before anything is written or started when the run cannot work
     (a bad ``out_dir``, data nobody can be evaluated on, a meaningless DP set-up).
     """
+    if config.dp == "user-distributed":
+        raise ValueError(FLOWER_REFUSAL)
     if ray_address:
         _check_ray_address(ray_address)
     out_dir = out_dir.expanduser().resolve()

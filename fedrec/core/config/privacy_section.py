@@ -17,8 +17,10 @@ from dataclasses import dataclass
 
 # off: nothing is private. record: each example's gradient (Opacus, on the client).
 # user-local: each client clips and noises its own update. user-central: clients clip,
-# the server noises the sum (fedrec.core.privacy.plan has the details).
-DP_MODES = ("off", "record", "user-local", "user-central")
+# the server noises the sum (fedrec.core.privacy.plan has the details). user-distributed:
+# clients clip, quantise and add their share of discrete Gaussian noise; the server sees
+# only the modular sum (fedrec.core.privacy.distributed_mode; the round driver only, so far).
+DP_MODES = ("off", "record", "user-local", "user-central", "user-distributed")
 # the Opacus accountants fedrec.core.privacy.accounting composes a history with
 ACCOUNTANTS = ("rdp", "prv")
 
@@ -51,6 +53,12 @@ class PrivacyConfig:
     record_sample_rate: float = 0.25
     # σ_e of the evaluation releases (0 = derived: a share of ε, fedrec.core.privacy.plan)
     eval_noise_multiplier: float = 0.0
+    # user-distributed: the modulus 2^bits of the integer sum, the per-round wrap-around
+    # probability the grid step γ is chosen for, and the fewest clients whose noise share is
+    # counted (the dropout allowance; 0: every client sampled in a round)
+    ddg_bits: int = 20
+    ddg_wrap_probability: float = 1e-9
+    ddg_min_clients: int = 0
 
     def __post_init__(self) -> None:
         if self.dp not in DP_MODES:
@@ -63,6 +71,12 @@ class PrivacyConfig:
             raise ValueError(f"epsilon must be > 0, got {self.epsilon}: ε is the privacy budget")
         if not self.noise_multiplier >= 0:
             raise ValueError(f"noise-multiplier must be > 0, got {self.noise_multiplier}")
+        if self.dp == "user-distributed":
+            if self.noise_multiplier > 0:
+                raise ValueError("dp user-distributed: --noise-multiplier is not supported (the noise is a discrete "
+                                 "Gaussian in grid units, planned together with the grid step γ): give --epsilon")
+            if self.epsilon == 0:
+                raise ValueError("dp user-distributed needs --epsilon: γ and σ are planned for a budget")
         if self.epsilon == 0 and self.noise_multiplier == 0:
             raise ValueError(f"dp {self.dp} needs --epsilon (a budget; σ is derived) or "
                              "--noise-multiplier (σ; ε is tracked), or both")
@@ -80,6 +94,12 @@ class PrivacyConfig:
             raise ValueError(f"eval-noise-multiplier must be ≥ 0, got {self.eval_noise_multiplier}")
         if not 0 < self.clip_quantile < 1:
             raise ValueError(f"clip-quantile must be in (0, 1), got {self.clip_quantile}")
+        if not 4 <= self.ddg_bits <= 48:
+            raise ValueError(f"ddg-bits must be in 4..48 (the modulus 2^bits of the integer sum), got {self.ddg_bits}")
+        if not 0 < self.ddg_wrap_probability < 1:
+            raise ValueError(f"ddg-wrap-probability must be in (0, 1), got {self.ddg_wrap_probability}")
+        if self.ddg_min_clients < 0:
+            raise ValueError(f"ddg-min-clients must be ≥ 0 (0: every sampled client), got {self.ddg_min_clients}")
 
     @property
     def enabled(self) -> bool:

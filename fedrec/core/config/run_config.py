@@ -215,7 +215,8 @@ class RunConfig:
     # differential privacy (fedrec.core.privacy.plan): epsilon 0 = no target/budget,
     # noise-multiplier 0 = derived from epsilon; clip is C of the mode's unit.
     dp: str = knob(_P.dp, "off, record (Opacus DP-SGD on each client), user-local (clients noise their own "
-                   "updates) or user-central (the server noises the sum)", cli=(SIMULATE, SERVER_RUN),
+                   "updates), user-central (the server noises the sum) or user-distributed (clients add discrete noise "
+                   "shares, the server sees the modular sum; round driver only, not Flower yet)", cli=(SIMULATE, SERVER_RUN),
                    choices=DP_MODES)
     epsilon: float = knob(_P.epsilon, "privacy budget ε per unit; σ is derived when --noise-multiplier is not given",
                           cli=(SIMULATE, SERVER_RUN), optional=True)
@@ -243,6 +244,12 @@ class RunConfig:
     # in [0, 1]); 0 = derived: with a budget, evaluation gets EVAL_SHARE of ε (plan.py)
     eval_noise_multiplier: float = knob(_P.eval_noise_multiplier, "σ_e of the noised evaluation releases under "
                                         "DP (0: derived, a share of ε)", cli=(SIMULATE, SERVER_RUN))
+    # user-distributed (the round driver only, so far): modulus bits, wrap-around target, dropout allowance
+    ddg_bits: int = knob(_P.ddg_bits, "user-distributed: the integer sum lives mod 2^bits")
+    ddg_wrap_probability: float = knob(_P.ddg_wrap_probability, "user-distributed: the wrap-around probability of "
+                                       "a round's sum that the grid step γ is chosen for")
+    ddg_min_clients: int = knob(_P.ddg_min_clients, "user-distributed: the fewest clients whose noise share is "
+                                "counted (dropout allowance; 0: every sampled client)")
     # deployment (fedrec server run): the item catalogue file on the server (one raw item id
     # per line; empty in simulation), the fewest connected nodes a round waits for, and the
     # fewest valid updates a round needs to be aggregated (fewer: the round is skipped)
@@ -324,6 +331,24 @@ class RunConfig:
             raise ValueError(f"dp-participations must be in 0..rounds ({self.rounds}), got {self.dp_participations}")
         if self.dp == "record" and self.executor == "cohort":
             raise ValueError("dp record trains each user through Opacus: use --executor per-client")
+        if self.dp == "user-distributed":
+            self._check_distributed()
+
+    def _check_distributed(self) -> None:
+        """What ``dp user-distributed`` cannot run yet (the round driver's cohort arithmetic
+        is all there is until SecAgg+ is wired into the Flower apps)."""
+        if self.executor != "cohort":
+            raise ValueError(f"dp user-distributed with --executor {self.executor}: not supported yet; the "
+                             "per-client Flower simulation needs SecAgg+ wired into the ServerApp/ClientApp (not done). "
+                             "Use --executor cohort with the round driver (fedrec.core.federation.driver.run_federation)")
+        if self.catalogue:
+            raise ValueError("dp user-distributed cannot be deployed yet (fedrec server run): the deployed "
+                             "ServerApp/ClientApp do not run SecAgg+ yet, and without it the server would see each "
+                             "device's vector; use user-central or user-local")
+        if self.model not in MODEL_NAMES and self.model not in FEATURE_MODEL_NAMES:
+            raise ValueError(f"dp user-distributed with model {self.model}: not supported yet; the round driver "
+                             "encodes the updates of the implicit-feedback rankers only "
+                             f"({', '.join([*MODEL_NAMES, *FEATURE_MODEL_NAMES])})")
 
     def _check_personal(self) -> None:
         """Personal parts and validation-based selection exist for the implicit rankers only."""

@@ -100,6 +100,7 @@ def run_federation(config: RunConfig, split: Any | None = None, *, threads: int 
         from fedrec.core.federation.private_rounds import PrivateRounds
 
         private = PrivateRounds(config, family, split.n_users)
+        private.start(split)
     for server_round in range(1, config.rounds + 1):
         started = time.perf_counter()
         if private is not None:

@@ -11,12 +11,20 @@ keeping the server's accountant. Each row reports the round's largest ε
 the refusals; nothing is written to a ledger. Evaluations are counted as the apps count
 them: one release ``(σ_e, 1, 1)`` per evaluated user (client modes) or per evaluation
 round (``user-central``).
+
+Under ``user-distributed`` (:mod:`fedrec.core.privacy.distributed_mode`) the round emulates
+secure aggregation's arithmetic: ``clients-per-round`` users are sampled as without DP,
+each clips the global part of its update and encodes it with its own discrete Gaussian
+noise share (a sampled user with nothing to train encodes the zero vector: its share
+still counts), the server adds the integer vectors mod ``2^bits`` (the only thing it
+would see), decodes and divides by the number sampled. The server's zCDP accountant
+gives ``epsilon_max``; the row carries the mechanism's parameters (``ddg``).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -29,7 +37,17 @@ from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.adaptive_clip import AdaptiveClip
 from fedrec.core.privacy.aggregation import central_noised_mean
 from fedrec.core.privacy.client_round import budgeted, private_train_users
-from fedrec.core.privacy.mechanisms import poisson_sample, secure_generator
+from fedrec.core.privacy.distributed_mode import (
+    RunPlan,
+    decode_mean,
+    encode_update,
+    flatten,
+    plan_for_split,
+    rotation_seed,
+    unflatten,
+)
+from fedrec.core.privacy.mechanisms import clip_update, poisson_sample, secure_generator
+from fedrec.core.privacy.quantisation import modular_sum
 from fedrec.core.training.implicit import needs_evaluation_negatives
 
 
@@ -43,14 +61,28 @@ class PrivateRounds:
         self.histories: dict[int, list[Step]] = {}
         self.server_history: list[Step] = []
         self.adaptive = None
+        self.distributed: RunPlan | None = None
+        self.rounds_done = self.evaluations_done = 0
+        # user-distributed, for tests: called with (client's flat update, its encoded vector)
+        self.observe_encoding: Callable[[np.ndarray, np.ndarray], None] | None = None
+        self.last_modular_sum: np.ndarray | None = None
         if config.dp == "user-central" and config.adaptive_clip:
             self.adaptive = AdaptiveClip.for_round_size(config.clip, config.clip_quantile,
                                                         plan.central_rate(config, n_users) * n_users)
+
+    def start(self, split: Any) -> None:
+        """Plan what needs the data before round 1 (``user-distributed``: γ and σ; refuses
+        a plan that cannot fit, with the reason)."""
+        if self.config.dp == "user-distributed":
+            self.distributed = plan_for_split(self.config, split)
 
     def count_evaluation(self, split: Any) -> float:
         """Add one evaluation release to every evaluated user's (or the server's) history,
         under the apps' budget rule (:func:`~fedrec.core.privacy.client_round.budgeted`: a
         release that would exceed the budget is refused); the largest ε after it."""
+        if self.distributed is not None:  # zCDP: ρ of one Gaussian release added to the server's
+            self.evaluations_done += 1
+            return self.distributed.epsilon(self.rounds_done, self.evaluations_done)
         step = plan.evaluation_step(self.config, self.n_users)
         if self.config.dp == "user-central":
             _, after = budgeted(self.config, 0, self.server_history, step)
@@ -78,6 +110,8 @@ class PrivateRounds:
         from fedrec.core.federation.driver import round_users
 
         config = self.config
+        if config.dp == "user-distributed":
+            return self._distributed_round(split, arrays, local, optimizer, server_round)
         if config.dp == "user-central":
             users = poisson_sample(list(range(self.n_users)), plan.central_rate(config, self.n_users))
         else:
@@ -113,3 +147,48 @@ class PrivateRounds:
         refused = sum(r.refused for r in releases)
         return arrays, {"round": server_round, "clients": len(result.users), "dp_refused": refused,
                         "epsilon_max": eps, "train_loss": None, "clip": config.clip}
+
+    def _distributed_round(self, split: Any, arrays: Arrays, local: dict[int, Arrays], optimizer: Any,
+                           server_round: int) -> tuple[Arrays, dict[str, Any]]:
+        """One ``user-distributed`` round: encode on each client, sum mod 2^bits, decode, step."""
+        from fedrec.core.federation.driver import round_users
+
+        config = self.config
+        if self.distributed is None:
+            self.start(split)
+        run = self.distributed
+        assert run is not None
+        users = round_users(self.family, split, config, server_round)
+        if len(users) < run.n_min:
+            raise ValueError(f"round {server_round} sampled {len(users)} clients, fewer than the n_min = {run.n_min} "
+                             "whose noise the accountant counts: the sum would carry too little noise")
+        names = sorted(arrays)
+        seed = rotation_seed(config.seed, server_round)
+        generator = secure_generator()
+        total: list[np.ndarray] = []  # the running modular sum (the server never holds one client's vector)
+
+        def add(flat: np.ndarray) -> None:
+            encoded = encode_update(flat, run, seed, generator)
+            if self.observe_encoding is not None:
+                self.observe_encoding(flat, encoded)
+            total[:] = [modular_sum([*total, encoded], run.quantiser.bits)]
+
+        def client(update: Arrays) -> Arrays:  # runs on the client: only the encoding leaves
+            clipped, _ = clip_update(update, config.clip)
+            add(flatten(clipped, names))
+            return {name: np.zeros_like(value) for name, value in update.items()}
+
+        result = self.family.train_users(
+            config, arrays, [local.get(u) for u in users],
+            [self.family.user_data(split, u, for_evaluation=needs_evaluation_negatives(config.train_negatives))
+             for u in users], server_round, update_transform=client)
+        local.update((u, v) for u, v in zip(result.users, result.locals) if v)
+        for _ in range(len(users) - int(result.weight)):  # sampled, nothing to train: the noise share alone
+            add(np.zeros(run.quantiser.dim, dtype=np.float64))
+        self.last_modular_sum = total[0]
+        mean = unflatten(decode_mean(total[0], run, seed, len(users)), arrays, names)
+        arrays = optimizer.step(arrays, mean)
+        self.rounds_done += 1
+        eps = run.epsilon(self.rounds_done, self.evaluations_done)
+        return arrays, {"round": server_round, "clients": len(users), "dp_refused": 0, "epsilon_max": eps,
+                        "train_loss": None, "clip": config.clip, "ddg": run.parameters()}

@@ -27,6 +27,14 @@ user-central user   add/remove  each client clips its update to ``C``; the trust
                                 with ``q = clients-per-round / n`` from a CSPRNG (by the
                                 server, or by each node for its own users). Adversary:
                                 whoever sees the released models and files, not the server.
+user-        user   zero-out    every sampled client clips its update to ``C``, quantises
+distributed                     it and adds its own discrete Gaussian noise share; the
+                                server sees only the sum mod ``2^bits`` (secure
+                                aggregation), divided by the number sampled. zCDP
+                                accounting of KLS21, no amplification:
+                                :mod:`fedrec.core.privacy.distributed_mode` (the round
+                                driver only, so far). Adversary: an honest-but-curious
+                                server seeing only the modular sums.
 ============ ====== =========== ======================================================
 
 Evaluation releases. Under every DP mode an evaluation reply releases, per user, the
@@ -70,7 +78,7 @@ if TYPE_CHECKING:  # annotations only: the run config is not imported at run tim
 UNIT = MODE_UNIT  # mode -> the unit it protects (one definition: fedrec.core.privacy.modes)
 RELATION = MODE_RELATION  # mode -> neighbouring relation (one definition: fedrec.core.privacy.modes)
 # who adds the noise (and keeps the accountant) of each mode's releases
-ACCOUNTED_BY = {"record": "client", "user-local": "client", "user-central": "server"}
+ACCOUNTED_BY = {"record": "client", "user-local": "client", "user-central": "server", "user-distributed": "server"}
 EVAL_SHARE = 0.1  # of the budget ε, for the evaluation releases, when σ_e is derived
 
 
@@ -254,6 +262,10 @@ def preflight(config: RunConfig, split: "LeaveOneOutSplit") -> str:
     n_users = split.n_users
     records = [len(split.train_items_of(u)) for u in range(n_users)] if config.dp == "record" else None
     check_against_data(config, n_users, records)
+    if config.dp == "user-distributed":  # γ and σ need the update's length and the round's size
+        from fedrec.core.privacy import distributed_mode
+
+        return distributed_mode.describe(distributed_mode.plan_for_split(config, split), config)
     return describe(config, n_users)
 
 
@@ -261,6 +273,9 @@ def describe(config: RunConfig, n_units: int, records_per_user: Sequence[int] | 
     """What is private, against whom, under which relation: printed at the start of a run."""
     if config.dp == "off":
         return "dp off: nothing is private — updates leave clients unclipped and un-noised"
+    if config.dp == "user-distributed":
+        raise ValueError("dp user-distributed is described with its data (preflight): γ and σ depend on the "
+                         "update's length and the clients per round")
     target = f"budget ε={config.epsilon:g}" if config.epsilon > 0 else "no budget"
     sigma, q, steps = training_step(config, n_units)
     if config.dp == "record":

@@ -263,7 +263,8 @@ def test_a_broken_chain_is_not_continued(ledger_path: Path) -> None:
 # --- schema version 2: relation, sensitivity, release, device signature; signed heads ---------
 
 def test_contract_constants() -> None:
-    assert MODE_RELATION == {"record": "add-remove", "user-local": "replace-one", "user-central": "add-remove"}
+    assert MODE_RELATION == {"record": "add-remove", "user-local": "replace-one", "user-central": "add-remove",
+                             "user-distributed": "zero-out"}
     assert RELEASES == ("train", "evaluate")
 
 

@@ -1,0 +1,265 @@
+"""``dp user-distributed`` in the round driver: the run's DDG plan, the client's encoding,
+the server's decoding, and the run's ε.
+
+The mechanism is the distributed discrete Gaussian (Kairouz, Liu & Steinke 2021) of
+:mod:`fedrec.core.privacy.quantisation` and :mod:`fedrec.core.privacy.distributed_accounting`
+(derivation: ``docs/distributed_dp.md``). Per round, every one of the ``n`` sampled clients
+
+1. trains, and takes the **global part** of its update ``Δ`` (local parts never leave),
+   flattened in the order of the global arrays' names (:func:`flatten`);
+2. encodes it (:func:`encode_update`): clip to ``C``, scale by ``1/γ``, rotate with the
+   round's public seed, round conditionally, add its own noise share
+   ``N_Z(0, σ_share²)`` from a :class:`~fedrec.core.privacy.secure_random.SecureRandom`,
+   reduce mod ``2^bits``. A sampled client with nothing to train still sends the
+   encoding of the zero vector (its noise share), so the noise count does not depend on
+   anyone's data.
+
+The server learns only ``Σᵢ zᵢ mod 2^bits`` (here computed in the clear by
+:func:`~fedrec.core.privacy.quantisation.modular_sum`: the emulation of secure
+aggregation, checked against :func:`fedrec.secure_aggregation.in_process.run_round` by the
+tests), decodes it (:func:`decode_mean`: ``γ·Uᵀz``) and divides by ``n``, the public
+number of clients sampled (every user weighs 1, as under the other user-level modes).
+
+Plan (:func:`run_plan`). ``n_min`` is ``ddg-min-clients`` (the dropout allowance: the
+fewest clients whose noise must reach the sum) or, when 0, every sampled client; each share
+is over-provisioned, ``σ_share² = σ_total²/n_min``, so that **n_min** survivors carry the
+accounted noise (:func:`~fedrec.core.privacy.distributed_accounting.noise_share_std`).
+γ and σ come from :func:`~fedrec.core.privacy.distributed_accounting.plan_distributed_dp`
+for ``n`` clients (the wrap-around bound, at most ``ddg-wrap-probability`` per round) and
+``n_min`` (the privacy bound). In the driver nobody drops out, so all ``n`` shares are in
+the sum and the realised noise exceeds the accounted one when ``n_min < n``.
+
+Accounting. zCDP: a training round is ``ρ``-zCDP (KLS21, see
+:func:`~fedrec.core.privacy.distributed_accounting.round_rho`); ``T`` rounds ``T·ρ`` (no
+amplification by sampling). The evaluation releases are accounted as the other modes'
+are: one Gaussian release with noise multiplier ``σ_e`` per evaluation round
+(:func:`fedrec.core.privacy.plan.eval_noise`), which is ``1/(2σ_e²)``-zCDP; the two add.
+ε is CKS20's conversion of the total ρ at δ
+(:func:`~fedrec.core.privacy.distributed_accounting.zcdp_epsilon`). With a budget ε, the
+evaluation's ρ is taken off the budget's ρ first and the training plan is sized for the
+rest, so a run that trains every round and evaluates as planned ends at ε ≤ the budget.
+The harness's evaluation is exact and never leaves the experimenter's process; the
+accounted release is what the apps would release (the distributed evaluation release is
+not built yet).
+
+Relation and adversary: :mod:`fedrec.core.privacy.modes` (zero-out add/remove of one
+user's data; an honest-but-curious server that sees only each round's modular sum and
+who took part).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from fedrec.core.arrays import Arrays
+from fedrec.core.privacy import plan as gaussian_plan
+from fedrec.core.privacy.distributed_accounting import (
+    DDGPlan,
+    epsilon,
+    plan_distributed_dp,
+    round_rho,
+    sensitivity,
+    zcdp_epsilon,
+)
+from fedrec.core.privacy.quantisation import Quantiser, decode_sum, encode
+from fedrec.core.privacy.secure_random import SecureRandom
+
+if TYPE_CHECKING:  # annotations only: no import cycle with the run config
+    from fedrec.core.config.run_config import RunConfig
+
+MODE = "user-distributed"
+# why the Flower apps refuse the mode (fedrec simulate, the ServerApp): said once, here
+FLOWER_REFUSAL = ("dp user-distributed runs only in the Flower-free round driver (fedrec.core.federation.driver."
+                  "run_federation) for now: the Flower ServerApp/ClientApp do not run SecAgg+ yet, and without it "
+                  "the server would see each client's encoded update (use user-central or user-local with Flower)")
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What a ``user-distributed`` run does, as numbers (all public).
+
+    ``ddg``: γ, the quantiser and each client's σ_share in grid units (``ddg.noise_std``,
+    sized by the accountant for ``n_min`` shares in the sum).
+    """
+
+    ddg: DDGPlan
+    n_clients: int  # clients sampled each round (whose vectors are summed)
+    n_min: int  # the fewest clients whose noise share is counted
+    rounds: int
+    delta: float
+    eval_noise_multiplier: float  # σ_e of one evaluation release (0 when none is planned)
+    eval_releases: int  # evaluation releases planned
+    epsilon_target: float  # the run's budget ε
+
+    @property
+    def quantiser(self) -> Quantiser:
+        return self.ddg.quantiser
+
+    @property
+    def share_std(self) -> float:
+        """σ_share, grid units: each client's own noise share (``n_min`` of them are accounted)."""
+        return self.ddg.noise_std
+
+    @property
+    def total_std(self) -> float:
+        """σ_total = √n_min · σ_share, grid units: the noise the accountant counts in the sum."""
+        return self.ddg.noise_std * math.sqrt(self.n_min)
+
+    @property
+    def round_rho(self) -> float:
+        return round_rho(self.share_std, self.n_min, sensitivity(self.quantiser), self.quantiser.encoded_dim)
+
+    @property
+    def eval_rho(self) -> float:
+        return eval_rho(self.eval_noise_multiplier)
+
+    def epsilon(self, rounds: int, evaluations: int = 0) -> float:
+        """ε at δ after ``rounds`` training rounds and ``evaluations`` evaluation releases."""
+        if evaluations == 0:  # exactly the accountant's number for the training plan
+            return epsilon(self.share_std, n_min=self.n_min, rounds=rounds, delta=self.delta,
+                           quantiser=self.quantiser)
+        return zcdp_epsilon(rounds * self.round_rho + evaluations * self.eval_rho, self.delta)
+
+    def parameters(self) -> dict[str, float | int]:
+        """The mechanism's parameters as ledger and report rows carry them."""
+        q = self.quantiser
+        return {"gamma": q.gamma, "sigma_share": self.share_std, "n_min": self.n_min, "n_clients": self.n_clients,
+                "bits": q.bits, "clip": q.clip, "beta": q.beta, "dim": q.dim, "rotate": int(q.rotate),
+                "rounds": self.rounds, "wrap_probability": self.ddg.wrap_probability}
+
+
+def eval_rho(noise_multiplier: float) -> float:
+    """ρ of one Gaussian release with noise multiplier σ_e (std / sensitivity): ``1/(2σ_e²)``."""
+    if noise_multiplier == 0:
+        return math.inf
+    return 1.0 / (2.0 * noise_multiplier ** 2)
+
+
+def rho_for_epsilon(target: float, delta: float) -> float:
+    """The largest ρ whose CKS20 conversion is ≤ ``target`` at ``delta`` (bisection on ln ρ)."""
+    low, high = 1e-12, 1.0
+    while zcdp_epsilon(high, delta) <= target:
+        high *= 2.0
+    while high / low - 1.0 > 1e-12:
+        middle = math.sqrt(low * high)
+        if zcdp_epsilon(middle, delta) <= target:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def min_clients(config: RunConfig, n_clients: int) -> int:
+    """``n_min``: ``ddg-min-clients`` or every sampled client; refused above ``n_clients``."""
+    if config.ddg_min_clients > n_clients:
+        raise ValueError(f"ddg-min-clients = {config.ddg_min_clients} exceeds the {n_clients} clients sampled per "
+                         "round: the noise split assumes more clients than a round has (lower ddg-min-clients or "
+                         "raise clients-per-round)")
+    return config.ddg_min_clients or n_clients
+
+
+def run_plan(config: RunConfig, dim: int, n_clients: int, n_units: int, evaluations: int | None = None) -> RunPlan:
+    """γ, σ_share and the accounting of a run of ``config.rounds`` rounds of ``n_clients``
+    clients, updates of length ``dim``; ``evaluations`` releases (default: the run's
+    evaluation rounds). Raises ``ValueError`` saying why when no plan fits."""
+    if config.dp != MODE:
+        raise ValueError(f"dp {config.dp} has no distributed plan")
+    if not config.epsilon > 0:
+        raise ValueError("dp user-distributed derives γ and σ from --epsilon: give a budget ε > 0")
+    evaluations = gaussian_plan.evaluation_rounds(config) if evaluations is None else evaluations
+    return _run_plan(config, int(dim), int(n_clients), int(n_units), int(evaluations))
+
+
+@lru_cache(maxsize=16)
+def _run_plan(config: RunConfig, dim: int, n_clients: int, n_units: int, evaluations: int) -> RunPlan:
+    n_min = min_clients(config, n_clients)
+    sigma_e = gaussian_plan.eval_noise(config, n_units) if evaluations else 0.0
+    train_target = config.epsilon
+    if evaluations:
+        rho_train = rho_for_epsilon(config.epsilon, config.delta) - evaluations * eval_rho(sigma_e)
+        if not rho_train > 0:
+            raise ValueError(f"the {evaluations} evaluation releases (σ_e = {sigma_e:.3g}) spend all of ε = "
+                             f"{config.epsilon:g}: raise eval-noise-multiplier or evaluate less often")
+        train_target = zcdp_epsilon(rho_train, config.delta)
+    try:
+        ddg = plan_distributed_dp(train_target, delta=config.delta, rounds=config.rounds, n_min=n_min,
+                                  n_clients=n_clients, clip=config.clip, dim=dim, bits=config.ddg_bits,
+                                  target_wrap_probability=config.ddg_wrap_probability)
+    except ValueError as error:
+        raise ValueError(f"dp user-distributed: ddg-bits = {config.ddg_bits} cannot hold {n_clients} clients' "
+                         f"updates of length {dim} at ε = {config.epsilon:g} with wrap-around ≤ "
+                         f"{config.ddg_wrap_probability:g}: {error}") from error
+    return RunPlan(ddg, n_clients, n_min, config.rounds, config.delta, sigma_e, evaluations, config.epsilon)
+
+
+def rotation_seed(seed: int, server_round: int) -> int:
+    """The round's public rotation seed (a hash of the run seed and the round; fixed before
+    any update of the round exists)."""
+    digest = hashlib.sha256(f"fedrec ddg round {int(seed)} {int(server_round)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def flatten(update: Arrays, names: Sequence[str]) -> np.ndarray:
+    """The global part of an update as one float64 vector, in the order of ``names``."""
+    return np.concatenate([np.asarray(update[name], dtype=np.float64).ravel() for name in names])
+
+
+def unflatten(vector: np.ndarray, like: Arrays, names: Sequence[str]) -> Arrays:
+    """Inverse of :func:`flatten` (float32 arrays shaped like ``like``)."""
+    out: Arrays = {}
+    offset = 0
+    for name in names:
+        shape = np.shape(like[name])
+        size = int(np.prod(shape, dtype=np.int64))
+        out[name] = vector[offset:offset + size].reshape(shape).astype(np.float32)
+        offset += size
+    if offset != vector.size:
+        raise ValueError(f"a vector of length {vector.size} does not fit arrays of {offset} entries")
+    return out
+
+
+def encode_update(update: np.ndarray, run: RunPlan, seed: int, rng: SecureRandom) -> np.ndarray:
+    """What one client hands to secure aggregation: clip, scale, rotate, round, add its
+    noise share ``N_Z(0, σ_share²)`` drawn from ``rng``, reduce mod ``2^bits``."""
+    return encode(update, run.quantiser, run.share_std, rng, seed)
+
+
+def decode_mean(summed: np.ndarray, run: RunPlan, seed: int, count: int) -> np.ndarray:
+    """The server's step on the modular sum: ``γ·Uᵀz / count`` (float64, update units)."""
+    if count < 1:
+        raise ValueError("the mean of no clients is undefined")
+    return decode_sum(summed, run.quantiser, seed) / count
+
+
+def describe(run: RunPlan, config: RunConfig) -> str:
+    """One line for the start of a run: the mechanism, its relation and ε."""
+    q = run.quantiser
+    return (f"dp user-distributed: unit = user, relation = zero-out add/remove, noise by each of the {run.n_clients} "
+            f"sampled clients (distributed discrete Gaussian, σ_share = {run.share_std:.4g} grid units, counted for "
+            f"n_min = {run.n_min}); the server sees only the sum mod 2^{q.bits} (γ = {q.gamma:.4g}, C = {q.clip:g}, "
+            f"β = {q.beta:.3g}, wrap-around ≤ {run.ddg.wrap_probability:.2g} a round); δ={config.delta:g}, budget "
+            f"ε={config.epsilon:g}; ε after {run.rounds} rounds and {run.eval_releases} evaluations ≤ "
+            f"{run.epsilon(run.rounds, run.eval_releases):.4g}")
+
+
+def sampled_per_round(config: RunConfig, family: object, split: object) -> int:
+    """``n``: the clients a round samples (``clients-per-round`` of the family's trainable users)."""
+    eligible = family.trainable_users(split)  # type: ignore[attr-defined]
+    pool = split.n_users if eligible is None else len(eligible)  # type: ignore[attr-defined]
+    return min(config.clients_per_round, pool)
+
+
+def plan_for_split(config: RunConfig, split: object) -> RunPlan:
+    """The run's plan on ``split``: ``dim`` from the family's global arrays, ``n`` from the sampling."""
+    from fedrec.core.families.registry import family_of
+
+    family = family_of(config.model)
+    arrays = family.initial_global(config, split)
+    dim = sum(int(np.size(value)) for value in arrays.values())
+    return run_plan(config, dim, sampled_per_round(config, family, split), split.n_users)  # type: ignore[attr-defined]
