@@ -42,6 +42,7 @@ from fedrec.core.privacy.distributed_mode import (
     decode_mean,
     encode_update,
     flatten,
+    ledger_entries,
     plan_for_split,
     rotation_seed,
     unflatten,
@@ -66,6 +67,9 @@ class PrivateRounds:
         # user-distributed, for tests: called with (client's flat update, its encoded vector)
         self.observe_encoding: Callable[[np.ndarray, np.ndarray], None] | None = None
         self.last_modular_sum: np.ndarray | None = None
+        # user-distributed: the server's ledger rows (train and evaluation releases), in order
+        self.ledger_entries: list[Any] = []
+        self.run_id = f"driver-{config.seed}"
         if config.dp == "user-central" and config.adaptive_clip:
             self.adaptive = AdaptiveClip.for_round_size(config.clip, config.clip_quantile,
                                                         plan.central_rate(config, n_users) * n_users)
@@ -82,6 +86,9 @@ class PrivateRounds:
         release that would exceed the budget is refused); the largest ε after it."""
         if self.distributed is not None:  # zCDP: ρ of one Gaussian release added to the server's
             self.evaluations_done += 1
+            self.ledger_entries += ledger_entries(self.distributed, self.run_id, self.rounds_done, self.rounds_done,
+                                                  self.evaluations_done, "evaluate",
+                                                  plan.eval_sensitivity(self.config.evaluation))
             return self.distributed.epsilon(self.rounds_done, self.evaluations_done)
         step = plan.evaluation_step(self.config, self.n_users)
         if self.config.dp == "user-central":
@@ -190,5 +197,6 @@ class PrivateRounds:
         arrays = optimizer.step(arrays, mean)
         self.rounds_done += 1
         eps = run.epsilon(self.rounds_done, self.evaluations_done)
+        self.ledger_entries += ledger_entries(run, self.run_id, server_round, self.rounds_done, self.evaluations_done)
         return arrays, {"round": server_round, "clients": len(users), "dp_refused": 0, "epsilon_max": eps,
                         "train_loss": None, "clip": config.clip, "ddg": run.parameters()}

@@ -86,6 +86,9 @@ class EpsilonCheck:
             audit = WhoAudit(who=who, unit=unit, mode=members[-1].mode, accountant=members[-1].accountant,
                              delta=members[-1].delta, budget=members[-1].budget, relation=members[-1].relation)
             audits.append(audit)
+            if any(row.mode == "user-distributed" for row in members):
+                self._distributed(audit, members)
+                continue
             pending += self._cheap(audit, members)
         # pass 2: PRV/PLD for the chosen histories, the bracket for the other PRV rows; budgets
         self._exact(pending)
@@ -104,8 +107,8 @@ class EpsilonCheck:
         computed: set[tuple[accounting.Step, ...]] = set()
         for audit in sorted(audits, key=lambda a: -finite_key(a.final_epsilon)):
             members = groups[(audit.who, audit.unit)]
-            if not all(computable(row) for row in members):
-                continue
+            if not all(computable(row) for row in members) or audit.mode == "user-distributed":
+                continue  # (user-distributed: no PLD of the DDG; its ε is the zCDP one above)
             history = merge_history([(r.noise_multiplier, r.sample_rate, r.steps) for r in members])
             known = self.independent.has_pld_epsilon(history, audit.delta) or not history
             if not known and history not in computed:
@@ -113,6 +116,32 @@ class EpsilonCheck:
                     continue
                 computed.add(history)
             audit.pld_epsilon = self.independent.pld_epsilon(history, audit.delta)
+
+    def _distributed(self, audit: WhoAudit, members: list[LedgerRow]) -> None:
+        """user-distributed rows: ε recomputed from each row's DDG parameters (zCDP,
+        :func:`fedrec.core.privacy.distributed_mode.recompute_epsilons`), compared with the
+        recorded ε as tightly as an Opacus rerun; no independent accountant exists for it."""
+        from fedrec.core.privacy.distributed_mode import recompute_epsilons
+
+        if any(row.mode != "user-distributed" for row in members):
+            self.find("invalid", members[-1], f"{members[-1].who} mixes user-distributed rows with other modes' rows")
+        ours = [row for row in members if row.mode == "user-distributed"]
+        recomputed = dict(zip((row.seq for row in ours), recompute_epsilons(ours)))
+        for row in members:
+            audit.seqs.append(row.seq)
+            audit.rounds.append(row.round)
+            audit.recorded.append(row.epsilon)
+            eps, problem = recomputed.get(row.seq, (None, "not a user-distributed row"))
+            audit.opacus.append(eps)
+            audit.independent.append(None)
+            if problem:
+                self.find("invalid", row, problem)
+            if eps is None:
+                continue
+            self.opacus_checked += 1
+            if not self.tolerance.opacus_agrees(row.epsilon, eps):
+                self.find("opacus", row, f"recorded ε={row.epsilon:.6g} but the DDG accountant on the ledger's "
+                                         f"parameters gives {eps:.6g}: the row was altered or under-reported")
 
     def _cheap(self, audit: WhoAudit, members: list[LedgerRow]) -> list[_Pending]:
         history: list[accounting.Step] = []

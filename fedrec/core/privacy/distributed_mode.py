@@ -263,3 +263,88 @@ def plan_for_split(config: RunConfig, split: object) -> RunPlan:
     arrays = family.initial_global(config, split)
     dim = sum(int(np.size(value)) for value in arrays.values())
     return run_plan(config, dim, sampled_per_round(config, family, split), split.n_users)  # type: ignore[attr-defined]
+
+
+def ledger_entries(run: RunPlan, run_id: str, server_round: int, rounds_done: int, evaluations_done: int,
+                   release: str = "train", eval_sensitivity: float = 1.0) -> list:
+    """The server's ledger row for one round's training release (``release="train"``) or one
+    evaluation release (``"evaluate"``); ε is the run's after it.
+
+    A train row carries the DDG parameters in ``mechanism`` (canonical JSON), its
+    ``sensitivity`` is ``B`` (grid units, the conditional rounding's bound) and its
+    ``noise_multiplier`` ``√n_min·σ_share / B`` (the accounted noise over the sensitivity,
+    as for the Gaussian rows; the accountant reads ``mechanism``), ``q = 1``, one step. An
+    evaluation row is the Gaussian release ``(σ_e, 1, 1)``, composed in zCDP."""
+    import json
+
+    from fedrec.core.privacy.ledger_rows import DISTRIBUTED_ACCOUNTANT, SERVER, LedgerEntry
+
+    eps = run.epsilon(rounds_done, evaluations_done)
+    common = dict(run_id=run_id, round=int(server_round), unit="user", mode=MODE, who=SERVER, sample_rate=1.0,
+                  steps=1, clip_norm=run.quantiser.clip, delta=run.delta, accountant=DISTRIBUTED_ACCOUNTANT,
+                  epsilon=eps, budget=run.epsilon_target, relation="zero-out")
+    if release == "evaluate":
+        return [LedgerEntry(**common, noise_multiplier=run.eval_noise_multiplier, sensitivity=eval_sensitivity,
+                            release="evaluate")]
+    bound = run.quantiser.norm_bound
+    mechanism = json.dumps(run.parameters(), sort_keys=True, separators=(",", ":"))
+    return [LedgerEntry(**common, noise_multiplier=run.total_std / bound, sensitivity=bound, release="train",
+                        mechanism=mechanism)]
+
+
+def recompute_epsilons(rows: Sequence) -> list[tuple[float | None, str]]:
+    """The audit's ε after each of one who's user-distributed rows (in order), from the rows'
+    parameters alone: ``(ε, problem)``, ``ε`` ``None`` when a row's parameters make no sense.
+
+    A train row's ρ is :func:`~fedrec.core.privacy.distributed_accounting.round_rho` of the
+    quantiser its ``mechanism`` describes; an evaluation row's ``1/(2σ_e²)``. While every
+    row so far is a train row with the same parameters, ε is
+    :func:`~fedrec.core.privacy.distributed_accounting.epsilon` after that many rounds;
+    otherwise CKS20's conversion of the summed ρ. The row's own ``noise_multiplier`` and
+    ``sensitivity`` must match its ``mechanism``."""
+    from fedrec.core.privacy.ledger_rows import ddg_parameters
+
+    out: list[tuple[float | None, str]] = []
+    rho, same, first, broken = 0.0, True, None, False
+    for index, row in enumerate(rows):
+        if broken:
+            out.append((None, "an earlier row's parameters make no sense"))
+            continue
+        if row.release == "evaluate":
+            if not row.noise_multiplier > 0:
+                broken = True
+                out.append((None, f"evaluation σ_e must be > 0, got {row.noise_multiplier}"))
+                continue
+            rho += eval_rho(row.noise_multiplier)
+            same = False
+            out.append((zcdp_epsilon(rho, row.delta), ""))
+            continue
+        params = ddg_parameters(row)
+        try:
+            assert params is not None
+            quantiser = Quantiser(clip=float(params["clip"]), gamma=float(params["gamma"]), bits=int(params["bits"]),
+                                  dim=int(params["dim"]), beta=float(params["beta"]), rotate=bool(params["rotate"]))
+            sigma, n_min = float(params["sigma_share"]), int(params["n_min"])
+            one = round_rho(sigma, n_min, sensitivity(quantiser), quantiser.encoded_dim)
+        except (AssertionError, KeyError, TypeError, ValueError) as error:
+            broken = True
+            out.append((None, f"the DDG parameters make no sense ({error})"))
+            continue
+        problem = ""
+        bound = quantiser.norm_bound
+        if not math.isclose(row.sensitivity, bound, rel_tol=1e-9):
+            problem = f"sensitivity {row.sensitivity:.6g} is not the rounding bound B = {bound:.6g} of its parameters"
+        elif not math.isclose(row.noise_multiplier, math.sqrt(n_min) * sigma / bound, rel_tol=1e-9):
+            problem = (f"noise_multiplier {row.noise_multiplier:.6g} is not √n_min·σ_share/B = "
+                       f"{math.sqrt(n_min) * sigma / bound:.6g} of its parameters")
+        elif not math.isclose(row.clip_norm, quantiser.clip, rel_tol=1e-12):
+            problem = f"clip_norm {row.clip_norm:.6g} is not the parameters' clip {quantiser.clip:.6g}"
+        first = params if first is None else first
+        same = same and params == first
+        rho += one
+        if same:
+            eps = epsilon(sigma, n_min=n_min, rounds=index + 1, delta=row.delta, quantiser=quantiser)
+        else:
+            eps = zcdp_epsilon(rho, row.delta)
+        out.append((eps, problem))
+    return out

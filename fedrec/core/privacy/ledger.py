@@ -60,7 +60,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from fedrec.core.privacy.ledger_chain import (
     GENESIS,
@@ -93,6 +93,8 @@ FORMAT = "fedrec-privacy-ledger"
 VERSION = "2"
 
 _TABLE = "ledger"
+# columns a version-2 file written before they existed may lack (read as their default)
+_OPTIONAL = {"mechanism": "''"}
 _HEADS = "heads"
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -115,6 +117,7 @@ CREATE TABLE {_TABLE} (
     sensitivity REAL NOT NULL,
     release TEXT NOT NULL,
     device_signature TEXT NOT NULL,
+    mechanism TEXT NOT NULL DEFAULT '',
     prev_hash TEXT NOT NULL,
     hash TEXT NOT NULL
 );
@@ -201,9 +204,15 @@ class PrivacyLedger:
                 head_next = row_hash(head, count, entry)
                 rows.append((count, *(getattr(entry, name) for name in ENTRY_FIELDS), head, head_next))
                 head = head_next
-            columns = ", ".join(ROW_FIELDS)
-            marks = ", ".join("?" * len(ROW_FIELDS))
-            self._db.executemany(f"INSERT INTO {_TABLE} ({columns}) VALUES ({marks})", rows)
+            present = _columns(self._db)
+            names = [name for name in ROW_FIELDS if name in present]
+            if len(names) < len(ROW_FIELDS):
+                if any(entry.mechanism for entry in entries):
+                    raise LedgerError(f"{self.path}: this ledger predates the mechanism column; a "
+                                      "user-distributed row cannot be appended to it")
+                rows = [tuple(v for name, v in zip(ROW_FIELDS, row) if name in present) for row in rows]
+            self._db.executemany(f"INSERT INTO {_TABLE} ({', '.join(names)}) VALUES "
+                                 f"({', '.join('?' * len(names))})", rows)
         return head
 
     def sign_head(self, round: int, final: bool, plan_sha256: str, config_sha256: str,
@@ -301,7 +310,7 @@ def _check_schema(db: sqlite3.Connection, path: Path) -> None:
         raise LedgerError(f"{path}: privacy ledger version {VERSION} without its '{_HEADS}' table")
     for table, wanted in ((_TABLE, ROW_FIELDS), (_HEADS, HEAD_FIELDS)):
         columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
-        missing = [name for name in wanted if name not in columns]
+        missing = [name for name in wanted if name not in columns and name not in _OPTIONAL]
         if missing:
             raise LedgerError(f"{path}: privacy ledger table '{table}' lacks columns {missing}")
 
@@ -313,11 +322,21 @@ def read_ledger(path: Path) -> list[LedgerRow]:
     ledger, or holds a value of the wrong type.
     """
     path = Path(path)
-    raw = _select(path, f"SELECT {', '.join(ROW_FIELDS)} FROM {_TABLE} ORDER BY seq")
+
+    def query(db: sqlite3.Connection) -> str:
+        present = _columns(db)
+        names = [name if name in present else f"{_OPTIONAL[name]} AS {name}" for name in ROW_FIELDS]
+        return f"SELECT {', '.join(names)} FROM {_TABLE} ORDER BY seq"
+
+    raw = _select(path, query)
     return [_to_row(path, values) for values in raw]
 
 
-def _select(path: Path, query: str) -> list[tuple[Any, ...]]:
+def _columns(db: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({_TABLE})")}
+
+
+def _select(path: Path, query: str | Callable[[sqlite3.Connection], str]) -> list[tuple[Any, ...]]:
     if not path.is_file():
         raise LedgerError(f"{path}: no privacy ledger here (file not found)")
     try:
@@ -326,7 +345,7 @@ def _select(path: Path, query: str) -> list[tuple[Any, ...]]:
         raise LedgerError(f"{path}: cannot open the privacy ledger ({error})") from error
     try:
         _check_schema(db, path)
-        return db.execute(query).fetchall()
+        return db.execute(query if isinstance(query, str) else query(db)).fetchall()
     except sqlite3.DatabaseError as error:
         raise LedgerError(f"{path}: not a readable SQLite privacy ledger ({error})") from error
     finally:

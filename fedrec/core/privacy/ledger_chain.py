@@ -36,6 +36,8 @@ def row_hash(prev_hash: str, seq: int, entry: LedgerEntry) -> str:
     payload: dict[str, Any] = {"seq": int(seq)}
     for name in ENTRY_FIELDS:
         value = getattr(entry, name)
+        if name == "mechanism" and value == "":  # rows without one hash as before the field existed
+            continue
         if name in FLOAT_FIELDS:
             payload[name] = None if value is None else repr(float(value))
         elif name in INT_FIELDS:

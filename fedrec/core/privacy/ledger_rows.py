@@ -21,7 +21,12 @@ from fedrec.core.privacy.accounting import ACCOUNTANTS
 from fedrec.core.privacy.modes import MODE_RELATION, MODE_UNIT
 
 UNITS = ("record", "user")
-RELATIONS = ("add-remove", "replace-one")
+RELATIONS = ("add-remove", "replace-one", "zero-out")
+# the accountant of user-distributed rows: zCDP of the distributed discrete Gaussian (KLS21),
+# rows composed by adding ρ (fedrec.core.privacy.distributed_mode)
+DISTRIBUTED_ACCOUNTANT = "ddg-zcdp"
+# the keys a user-distributed train row's ``mechanism`` JSON must hold
+DDG_KEYS = ("gamma", "sigma_share", "n_min", "n_clients", "bits", "clip", "beta", "dim", "rotate", "rounds")
 RELEASES = ("train", "evaluate")
 SERVER = "server"
 CLIENT_PREFIX = "client:"
@@ -53,6 +58,8 @@ class LedgerEntry:
     sensitivity: float  # L2 sensitivity of the released quantity under ``relation``
     release: str = "train"  # "train" or "evaluate"
     device_signature: str = ""  # hex ECDSA signature of the device over release_statement, "" when none
+    # user-distributed: the mechanism's parameters as canonical JSON (DDG_KEYS; "" for every other mode)
+    mechanism: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,7 +80,7 @@ ROW_FIELDS = ("seq", *ENTRY_FIELDS, "prev_hash", "hash")
 FLOAT_FIELDS = ("noise_multiplier", "sample_rate", "clip_norm", "delta", "epsilon", "budget", "sensitivity")
 INT_FIELDS = ("seq", "round", "steps")
 TEXT_FIELDS = ("run_id", "unit", "mode", "who", "accountant", "relation", "release", "device_signature",
-               "prev_hash", "hash")
+               "mechanism", "prev_hash", "hash")
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,11 @@ def check_entry(entry: LedgerEntry) -> None:
         fail(f"mode must be one of {tuple(MODE_UNIT)}, got {entry.mode!r}")
     if entry.unit != MODE_UNIT[entry.mode]:
         fail(f"mode {entry.mode!r} protects unit {MODE_UNIT[entry.mode]!r}, got unit {entry.unit!r}")
-    if entry.mode == "user-central" and entry.release == "train":
+    if entry.mode == "user-distributed" and entry.who != SERVER:
+        fail(f"user-distributed rows are the server's accountant's: who must be {SERVER!r}, got {entry.who!r}")
+    if entry.mode == "user-distributed":
+        pass
+    elif entry.mode == "user-central" and entry.release == "train":
         if entry.who != SERVER:
             fail(f"user-central train rows are the server's: who must be {SERVER!r}, got {entry.who!r}")
     elif entry.mode == "user-central" and entry.who == SERVER:
@@ -124,8 +135,16 @@ def check_entry(entry: LedgerEntry) -> None:
     elif not (isinstance(entry.who, str) and entry.who.startswith(CLIENT_PREFIX)
               and len(entry.who) > len(CLIENT_PREFIX)):
         fail(f"{entry.mode} rows are a client's: who must be 'client:<id>', got {entry.who!r}")
-    if entry.accountant not in ACCOUNTANTS:
+    if entry.mode == "user-distributed":
+        if entry.accountant != DISTRIBUTED_ACCOUNTANT:
+            fail(f"user-distributed rows are accounted by {DISTRIBUTED_ACCOUNTANT!r}, got {entry.accountant!r}")
+        problem = ddg_parameters_problem(entry)
+        if problem:
+            fail(problem)
+    elif entry.accountant not in ACCOUNTANTS:
         fail(f"accountant must be one of {ACCOUNTANTS}, got {entry.accountant!r}")
+    elif entry.mechanism != "":
+        fail(f"only user-distributed rows carry mechanism parameters, got {entry.mechanism!r}")
     if not is_real(entry.noise_multiplier) or not (math.isfinite(entry.noise_multiplier)
                                                     and entry.noise_multiplier >= 0):
         fail(f"noise_multiplier must be finite and ≥ 0, got {entry.noise_multiplier!r}")
@@ -152,6 +171,28 @@ def check_entry(entry: LedgerEntry) -> None:
     if not isinstance(entry.device_signature, str) or not all(c in "0123456789abcdef"
                                                               for c in entry.device_signature):
         fail(f"device_signature must be lower-case hex or '', got {entry.device_signature!r}")
+
+
+def ddg_parameters(entry: LedgerEntry) -> dict[str, Any] | None:
+    """A user-distributed train row's mechanism parameters, ``None`` when unreadable."""
+    try:
+        value = json.loads(entry.mechanism)
+    except (TypeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def ddg_parameters_problem(entry: LedgerEntry) -> str:
+    """What is wrong with a user-distributed row's ``mechanism`` ("" when nothing)."""
+    if entry.release == "evaluate":
+        return "" if entry.mechanism == "" else "user-distributed evaluation rows carry no DDG parameters"
+    params = ddg_parameters(entry)
+    if params is None:
+        return f"mechanism must be a JSON object of the DDG parameters, got {entry.mechanism!r}"
+    missing = [key for key in DDG_KEYS if not is_real(params.get(key))]
+    if missing:
+        return f"mechanism lacks the DDG parameters {missing} (numbers)"
+    return ""
 
 
 def is_int(value: Any) -> bool:

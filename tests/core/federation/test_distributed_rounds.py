@@ -194,3 +194,124 @@ def test_a_dropout_allowance_over_provisions_each_share(split) -> None:
     assert allowance.share_std * allowance.quantiser.gamma > full.share_std * full.quantiser.gamma
     assert allowance.epsilon(3, 1) <= 4.0 * (1 + 1e-9)
     assert replace(config(), ddg_min_clients=0).ddg_min_clients == 0
+
+
+# --- ledger rows and the audit's recompute --------------------------------------------------
+
+def _ledger_rows(split, tmp_path: Path, entries) -> list:
+    from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, read_ledger
+
+    path = tmp_path / LEDGER_FILE
+    with PrivacyLedger(path, run_id="driver-0") as ledger:
+        ledger.append(entries)
+    return read_ledger(path)
+
+
+def _audit(rows):
+    from fedrec.core.privacy.audit_accounting import DEFAULT_TOLERANCE
+    from fedrec.core.privacy.audit_epsilon import EpsilonCheck
+
+    check = EpsilonCheck(None, DEFAULT_TOLERANCE, None)
+    whos = check.run(rows)
+    check.pld_finals(whos, rows)
+    return check, whos
+
+
+@pytest.fixture(scope="module")
+def driven(split):
+    """A 3-round run with one evaluation: its ledger entries (rows of the server's accountant)."""
+    c = config()
+    family = family_of(c.model)
+    private = PrivateRounds(c, family, split.n_users)
+    private.start(split)
+    arrays, optimizer = initial_global(c, split), server_optimizer(c, split.n_items)
+    for server_round in (1, 2, 3):
+        arrays, row = private.round(split, arrays, {}, optimizer, server_round)
+    final = private.count_evaluation(split)
+    return c, private.ledger_entries, row, final
+
+
+def test_ledger_rows_carry_the_mechanism_and_the_audit_recomputes_their_epsilon(split, driven, tmp_path) -> None:
+    import json
+
+    c, entries, row, final = driven
+    rows = _ledger_rows(split, tmp_path, entries)
+    assert [(r.release, r.round) for r in rows] == [("train", 1), ("train", 2), ("train", 3), ("evaluate", 3)]
+    params = json.loads(rows[0].mechanism)
+    for key in ("gamma", "sigma_share", "n_min", "bits", "clip", "beta", "rounds"):
+        assert params[key] == row["ddg"][key]
+    assert all(r.who == "server" and r.relation == "zero-out" and r.accountant == "ddg-zcdp" for r in rows)
+    assert rows[2].epsilon == row["epsilon_max"] and rows[-1].epsilon == final <= c.epsilon * (1 + 1e-9)
+    check, whos = _audit(rows)
+    assert check.findings == [] and check.opacus_checked == 4
+    # the train rows' ε is distributed_accounting.epsilon of their parameters
+    q = Quantiser(clip=params["clip"], gamma=params["gamma"], bits=params["bits"], dim=params["dim"],
+                  beta=params["beta"], rotate=bool(params["rotate"]))
+    assert whos[0].opacus[:3] == [ddg_epsilon(params["sigma_share"], n_min=params["n_min"], rounds=t, delta=c.delta,
+                                              quantiser=q) for t in (1, 2, 3)]
+
+
+def _forged(entries, index: int, **changes):
+    return [replace(e, **changes) if i == index else e for i, e in enumerate(entries)]
+
+
+def test_an_audit_of_a_tampered_sigma_fails(split, driven, tmp_path) -> None:
+    """A forger who re-chains the ledger with a larger σ_share (more noise claimed) is caught
+    by the recompute, whether or not the row's noise multiplier was changed to match."""
+    import json
+    import math
+
+    _, entries, _, _ = driven
+    params = json.loads(entries[1].mechanism)
+    params["sigma_share"] *= 1.5
+    claimed = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    alone = _forged(entries, 1, mechanism=claimed)
+    matched = _forged(entries, 1, mechanism=claimed,
+                      noise_multiplier=math.sqrt(params["n_min"]) * params["sigma_share"] / entries[1].sensitivity)
+    for number, forged in enumerate((alone, matched)):
+        folder = tmp_path / str(number)
+        folder.mkdir()
+        check, _ = _audit(_ledger_rows(split, folder, forged))
+        kinds = {(f.kind, f.seq) for f in check.findings}
+        assert ("opacus", 2) in kinds, check.findings
+
+
+def test_an_audit_of_a_tampered_noise_multiplier_fails(split, driven, tmp_path) -> None:
+    _, entries, _, _ = driven
+    check, _ = _audit(_ledger_rows(split, tmp_path, _forged(entries, 0, noise_multiplier=entries[0].noise_multiplier * 2)))
+    assert any(f.kind == "invalid" and f.seq == 1 and "noise_multiplier" in f.message for f in check.findings)
+
+
+def test_a_row_without_its_parameters_is_invalid(split, driven) -> None:
+    from fedrec.core.privacy.ledger_rows import check_entry
+
+    _, entries, _, _ = driven
+    with pytest.raises(ValueError, match="mechanism must be a JSON object"):
+        check_entry(replace(entries[0], mechanism=""))
+    with pytest.raises(ValueError, match="accounted by 'ddg-zcdp'"):
+        check_entry(replace(entries[0], accountant="rdp"))
+    with pytest.raises(ValueError, match="only user-distributed rows carry"):
+        check_entry(replace(entries[0], mode="user-central", relation="add-remove", accountant="rdp"))
+
+
+def test_a_ledger_written_before_the_mechanism_column_reads_verifies_and_refuses_ddg_rows(driven, tmp_path) -> None:
+    import sqlite3
+
+    from fedrec.core.privacy import ledger as ledger_file
+    from fedrec.core.privacy.ledger_chain import verify_chain
+
+    path = tmp_path / ledger_file.LEDGER_FILE
+    db = sqlite3.connect(path)
+    db.executescript(ledger_file._SCHEMA.replace("    mechanism TEXT NOT NULL DEFAULT '',\n", ""))
+    db.executemany("INSERT INTO meta VALUES (?, ?)", [("format", ledger_file.FORMAT), ("version", ledger_file.VERSION)])
+    db.commit()
+    db.close()
+    _, entries, _, _ = driven
+    central = replace(entries[0], mode="user-central", relation="add-remove", accountant="rdp", mechanism="",
+                      budget=None)
+    with ledger_file.PrivacyLedger(path, run_id="driver-0") as ledger:
+        ledger.append([central])
+        with pytest.raises(ledger_file.LedgerError, match="predates the mechanism column"):
+            ledger.append(entries[:1])
+    rows = ledger_file.read_ledger(path)
+    assert [r.mechanism for r in rows] == [""] and verify_chain(rows) == []
