@@ -67,7 +67,7 @@ from fedrec.core.privacy.distributed_accounting import (
     sensitivity,
     zcdp_epsilon,
 )
-from fedrec.core.privacy.quantisation import Quantiser, decode_sum, encode
+from fedrec.core.privacy.quantisation import Quantiser, decode_sum, encode, encode_batch
 from fedrec.core.privacy.secure_random import SecureRandom
 
 if TYPE_CHECKING:  # annotations only: no import cycle with the run config
@@ -228,6 +228,14 @@ def encode_update(update: np.ndarray, run: RunPlan, seed: int, rng: SecureRandom
     """What one client hands to secure aggregation: clip, scale, rotate, round, add its
     noise share ``N_Z(0, σ_share²)`` drawn from ``rng``, reduce mod ``2^bits``."""
     return encode(update, run.quantiser, run.share_std, rng, seed)
+
+
+def encode_updates(updates: np.ndarray, run: RunPlan, seed: int, rngs: Sequence[SecureRandom]) -> np.ndarray:
+    """:func:`encode_update` for ``k`` clients at once (the round driver's emulation): row
+    ``i`` of ``updates`` (shape ``(k, dim)``) encoded with client ``i``'s own generator
+    ``rngs[i]`` — the same output as ``encode_update(updates[i], run, seed, rngs[i])``
+    (:func:`~fedrec.core.privacy.quantisation.quantise_batch`)."""
+    return encode_batch(updates, run.quantiser, run.share_std, rngs, seed)
 
 
 def decode_mean(summed: np.ndarray, run: RunPlan, seed: int, count: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from fedrec.core.privacy.distributed_accounting import epsilon as ddg_epsilon
 from fedrec.core.privacy.distributed_accounting import plan_distributed_dp, zcdp_epsilon
 from fedrec.core.privacy.distributed_mode import FLOWER_REFUSAL, plan_for_split, rho_for_epsilon
 from fedrec.core.privacy.plan import eval_noise, evaluation_rounds
-from fedrec.core.privacy.quantisation import Quantiser, clip_to_norm, quantise, reduce_modulo, rotate
+from fedrec.core.privacy.quantisation import Quantiser, clip_to_norm, quantise, quantise_batch, reduce_modulo, rotate
 from fedrec.core.privacy.secure_random import SecureRandom
 from fedrec.secure_aggregation.config import SecAggConfig
 from fedrec.secure_aggregation.in_process import run_round
@@ -121,10 +121,10 @@ def test_nothing_unnoised_leaves_a_client(split) -> None:
 
 def test_the_noise_check_fails_without_the_noise_share(split, monkeypatch) -> None:
     """The check above is not vacuous: an encoding without its share fails it."""
-    def noiseless(update, run, seed, rng):
-        return reduce_modulo(quantise(update, run.quantiser, 0.0, rng, seed), run.quantiser.bits)
+    def noiseless(updates, run, seed, rngs):
+        return reduce_modulo(quantise_batch(updates, run.quantiser, 0.0, rngs, seed), run.quantiser.bits)
 
-    monkeypatch.setattr("fedrec.core.federation.private_rounds.encode_update", noiseless)
+    monkeypatch.setattr("fedrec.core.federation.private_rounds.encode_updates", noiseless)
     c = config(clients_per_round=8, dim=2)
     private, seen = _one_round(split, c)
     seed = distributed_mode.rotation_seed(c.seed, 1)
