@@ -14,7 +14,8 @@ global part frozen — the cold-start path.
 
 Where the users, their state and the model come from is the node's business
 (:mod:`fedrec.client.node`: a simulated node or a deployed device, one interface); under
-a DP mode the replies come from the DP layer (:mod:`fedrec.client.private_replies`).
+a DP mode the replies come from the DP layer (:mod:`fedrec.client.private_replies`; under
+``user-distributed``, :mod:`fedrec.client.secure_replies`: SecAgg+ stages).
 No reply contains a local parameter: it is packed by
 :func:`~fedrec.client.model_arrays.global_only`, which refuses anything not declared global.
 """
@@ -29,11 +30,13 @@ from flwr.clientapp import ClientApp
 from fedrec.client.model_arrays import global_only, zero_update
 from fedrec.client.node import open_node, server_round
 from fedrec.client.private_replies import private_evaluate_reply, private_train_reply
+from fedrec.client.secure_replies import secure_evaluate_reply, secure_train_reply
 from fedrec.core.evaluation.protocols import metric_keys
 from fedrec.core.families.registry import family_of
 from fedrec.core.federation.server_step import reply_update
 from fedrec.core.training.device import resolve_device
 from fedrec.core.training.implicit import needs_evaluation_negatives
+from fedrec.protocol.secagg_records import is_secagg
 from fedrec.protocol.wire import (
     ARRAYS,
     METRICS,
@@ -50,7 +53,10 @@ app = ClientApp()
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Local training of this node's users; replies with the global-part update."""
+    """Local training of this node's users; replies with the global-part update (under
+    ``dp user-distributed``, one SecAgg+ stage: :mod:`fedrec.client.secure_replies`)."""
+    if is_secagg(msg.content):
+        return Message(content=secure_train_reply(msg, context), reply_to=msg)
     started = time.perf_counter()
     node = open_node(msg, context)
     config, split, family, round_ = node.config, node.split, family_of(node.config.model), server_round(msg)
@@ -79,6 +85,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     config, split, family = node.config, node.split, family_of(node.config.model)
     evaluated = set(family.evaluated_users(split))
     data = [family.user_data(split, user) for user in node.users_this_round(msg) if user in evaluated]
+    if config.dp == "user-distributed":
+        return Message(content=secure_evaluate_reply(node, data, server_round(msg)), reply_to=msg)
     if config.dp != "off":
         return Message(content=private_evaluate_reply(msg, node, data, server_round(msg)), reply_to=msg)
     stored = node.store.load_many([d.user for d in data])

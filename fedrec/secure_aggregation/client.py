@@ -61,7 +61,15 @@ from flwr.common.secure_aggregation.secaggplus_utils import (
 from . import messages as msg
 from .config import SecAggConfig
 from .errors import ProtocolViolation, UnmaskRequestRefused
-from .keys import channel_key, load_public_key, new_key_pair, pairwise_mask_seed, private_key_to_secret
+from .keys import (
+    channel_key,
+    load_public_key,
+    new_key_pair,
+    pairwise_mask_seed,
+    private_key_to_secret,
+    public_key_bytes_of,
+    secret_to_private_key,
+)
 from .masks import SEED_BYTES, check_vector, prg_mask, reduce_mod, wire_dtype
 
 
@@ -262,3 +270,70 @@ class SecAggClient:
         self._seed_shares.clear()
         self._key_shares.clear()
         return reply
+
+    # -- keeping the state between messages --------------------------------------------
+    def export_state(self) -> msg.Message:
+        """Everything this client holds, as a flat dict of ints, strings, bytes and lists
+        (a Flower ``ConfigRecord``'s shape): a ClientApp keeps it in the node's own state
+        between the stages (it holds private keys and shares: it never leaves the node).
+        :meth:`restore` rebuilds an equal client."""
+        def ids_and_values(mapping: dict[int, bytes]) -> tuple[list[int], list[bytes]]:
+            ids = sorted(mapping)
+            return ids, [mapping[i] for i in ids]
+
+        state: msg.Message = {
+            "node_id": self.node_id,
+            "last_stage": self._last_stage or "",
+            "neighbours": sorted(self._neighbours),
+            "mask_public_key": self._mask_public_key,
+            "encryption_public_key": self._encryption_public_key,
+        }
+        if self._config is not None:
+            state.update({f"config.{name}": value for name, value in self._config.to_record().items()})
+        for name, key in (("mask_private_key", self._mask_private_key),
+                          ("encryption_private_key", self._encryption_private_key)):
+            if key is not None:
+                state[name] = private_key_to_secret(key)
+        if self._self_mask_seed is not None:
+            state["self_mask_seed"] = self._self_mask_seed
+        state["peer_ids"], peer_keys = ids_and_values(
+            {node: public_key_bytes_of(key) for node, key in self._peer_mask_keys.items()})
+        state["peer_mask_keys"] = peer_keys
+        state["channel_ids"], state["channel_keys"] = ids_and_values(self._channel_keys)
+        state["seed_share_ids"], state["seed_shares"] = ids_and_values(self._seed_shares)
+        state["key_share_ids"], state["key_shares"] = ids_and_values(self._key_shares)
+        return state
+
+    @classmethod
+    def restore(cls, state: msg.Message) -> "SecAggClient":
+        """The client :meth:`export_state` described; ``ProtocolViolation`` for a malformed state."""
+        try:
+            client = cls(int(state["node_id"]))
+            client._last_stage = str(state["last_stage"]) or None
+            if client._last_stage is not None and client._last_stage not in msg.STAGES:
+                raise ValueError(f"unknown stage {client._last_stage!r}")
+            config = {key[len("config."):]: value for key, value in state.items() if key.startswith("config.")}
+            client._config = SecAggConfig(**config) if config else None
+            client._neighbours = frozenset(int(v) for v in state["neighbours"])
+            client._mask_public_key = bytes(state["mask_public_key"])
+            client._encryption_public_key = bytes(state["encryption_public_key"])
+            if "mask_private_key" in state:
+                client._mask_private_key = secret_to_private_key(state["mask_private_key"])
+            if "encryption_private_key" in state:
+                client._encryption_private_key = secret_to_private_key(state["encryption_private_key"])
+            client._self_mask_seed = state.get("self_mask_seed")
+            client._peer_mask_keys = {int(node): load_public_key(key, int(node))
+                                      for node, key in _pairs(state, "peer_ids", "peer_mask_keys")}
+            client._channel_keys = dict(_pairs(state, "channel_ids", "channel_keys"))
+            client._seed_shares = dict(_pairs(state, "seed_share_ids", "seed_shares"))
+            client._key_shares = dict(_pairs(state, "key_share_ids", "key_shares"))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ProtocolViolation(f"a stored SecAgg+ client state is malformed: {error}") from None
+        return client
+
+
+def _pairs(state: msg.Message, ids_key: str, values_key: str) -> list[tuple[int, bytes]]:
+    ids, values = list(state[ids_key]), list(state[values_key])
+    if len(ids) != len(values) or not all(isinstance(v, bytes) for v in values):
+        raise ValueError(f"'{ids_key}' and '{values_key}' do not pair up")
+    return [(int(i), v) for i, v in zip(ids, values)]

@@ -72,3 +72,8 @@ def secret_to_private_key(secret: bytes) -> ec.EllipticCurvePrivateKey:
 def public_key_bytes(private_key: ec.EllipticCurvePrivateKey) -> bytes:
     """PEM bytes of the public key that belongs to ``private_key``."""
     return public_key_to_bytes(private_key.public_key())
+
+
+def public_key_bytes_of(public_key: ec.EllipticCurvePublicKey) -> bytes:
+    """A public key's wire bytes (what :func:`load_public_key` reads back)."""
+    return public_key_to_bytes(public_key)

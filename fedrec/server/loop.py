@@ -20,6 +20,14 @@ timing at all. The operational numbers (``clients``, ``nodes``, ``nodes_asked``,
 timings that the DP mechanisms do not cover.** At the start of a DP run the server writes
 ``privacy_plan.json`` and, after each round's ledger rows, signs the ledger head
 (:mod:`fedrec.server.privacy`).
+
+Under ``dp user-distributed`` (per-client simulation: one user per node) a round's
+training is SecAgg+ over the sampled nodes (:mod:`fedrec.server.secure_rounds`): the
+server only ever holds masked vectors and the unmasked sum, decodes it, divides by the
+survivors and steps; a round with fewer survivors than the noise split's ``n_min`` (or
+whose secrets lost their ``t`` holders) is skipped (``skipped`` in the shared row, the
+reason as ``skip_reason`` and the per-stage ``secagg_bytes_up``/``secagg_bytes_down``/
+``secagg_seconds`` in ``server_internal.jsonl``, and a warning).
 """
 
 from __future__ import annotations
@@ -44,10 +52,11 @@ from fedrec.core.families.registry import family_of
 from fedrec.core.federation.driver import round_users
 from fedrec.core.federation.sampling import sample_users
 from fedrec.core.federation.server_step import initial_global, server_optimizer
-from fedrec.core.privacy.distributed_mode import FLOWER_REFUSAL
+from fedrec.core.privacy.distributed_mode import FLOWER_REFUSAL, RunPlan, rotation_seed, unflatten
 from fedrec.core.privacy.ledger import LEDGER_FILE
 from fedrec.core.privacy.plan import private_metric_keys
 from fedrec.core.run_files import METRICS_FILE, append_jsonl, read_jsonl
+from fedrec.protocol.distributed_plan import flower_run_plan
 from fedrec.protocol.wire import (
     CATALOGUE,
     DP_CLIP,
@@ -70,6 +79,7 @@ from fedrec.server.checkpoint import (
     save_checkpoint,
 )
 from fedrec.server.privacy import ServerPrivacy, committed_plan
+from fedrec.server.secure_rounds import run_secure_round
 from fedrec.server.strategy.fedopt_updates import FedOptOnUpdates, arrays_to_numpy, numpy_to_arrays
 
 logger = logging.getLogger("fedrec.server")
@@ -268,7 +278,8 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
             run_id = str(committed.get("run_id") or run_id)
             if catalogue is not None and isinstance(committed.get("n_units"), int):
                 n_units = int(committed["n_units"])
-        privacy = ServerPrivacy.open(config, n_units, run_dir, run_id or run_dir.name)
+        distributed = flower_run_plan(config, arrays, n_nodes) if config.dp == "user-distributed" else None
+        privacy = ServerPrivacy.open(config, n_units, run_dir, run_id or run_dir.name, distributed=distributed)
         # deployed devices number their users locally: a ledger row names the device too
         privacy.per_node_users = catalogue is not None
     strategy = make_strategy(config, n_nodes, n_items, privacy, deployed=catalogue is not None)
@@ -311,7 +322,11 @@ def _check_private_setup(config: RunConfig, run_dir: Path, first_round: int, n_n
     if config.dp == "off":
         return
     if config.dp == "user-distributed":
-        raise ValueError(FLOWER_REFUSAL)
+        if config.executor == "cohort" or deployed:
+            raise ValueError(FLOWER_REFUSAL)
+        if n_users is not None and n_nodes != n_users:
+            raise ValueError(f"dp user-distributed samples nodes as users: {n_nodes} nodes for {n_users} users "
+                             "would encode several users together; run one node per user")
     if first_round > 1 and config.dp in ("record", "user-local") and not deployed:
         raise ValueError(f"cannot resume a dp {config.dp} run: each client's accountant lives in its node's "
                          "state, which a new run does not have; every ε would restart from zero")
@@ -322,6 +337,58 @@ def _check_private_setup(config: RunConfig, run_dir: Path, first_round: int, n_n
             and n_nodes != n_users):
         raise ValueError(f"user-central samples nodes as users: {n_nodes} nodes for {n_users} users would "
                          "sample users together; use one node per user or --executor cohort")
+
+
+def _plain_train(grid: Grid, config: RunConfig, arrays: dict[str, np.ndarray], strategy: FedOptOnUpdates,
+                 privacy: ServerPrivacy | None, instructions: list[Message],
+                 server_round: int) -> tuple[dict[str, np.ndarray], dict[str, Any], int, int]:
+    """A round's training with the updates in the clear: (arrays, row, bytes down, bytes up);
+    under a DP mode its ledger rows are committed before the row is written."""
+    bytes_down = _content_bytes(instructions)
+    replies = send_and_receive(grid, instructions, config.round_timeout)
+    bytes_up = _content_bytes(replies)
+    new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
+    if new_arrays is not None:
+        arrays = arrays_to_numpy(new_arrays)
+    row: dict[str, Any] = {
+        "round": server_round,
+        "clients": int(train_metrics[USERS_TRAINED]) if train_metrics and USERS_TRAINED in train_metrics else 0,
+        "nodes": sum(1 for m in replies if m.has_content()),
+        "nodes_asked": len(instructions),  # deployed: every device connected at the round's start
+        # the slowest node's own compute time: train_seconds minus this is the round's overhead
+        "node_seconds_max": _slowest_node_seconds(replies),
+        "train_loss": float(train_metrics[TRAIN_LOSS]) if train_metrics and TRAIN_LOSS in train_metrics else None,
+        "examples": int(train_metrics[NUM_EXAMPLES]) if train_metrics else 0,
+    }
+    if server_round in strategy.skipped_rounds:
+        row["skipped"] = True  # fewer valid updates than min-valid-updates: model unchanged
+    if privacy is not None:  # committed to privacy.db before this row is written
+        privacy.record_round(server_round, replies)
+    return arrays, row, bytes_down, bytes_up
+
+
+def _secure_train(grid: Grid, config: RunConfig, arrays: dict[str, np.ndarray], strategy: FedOptOnUpdates,
+                  run: RunPlan, instructions: list[Message],
+                  server_round: int) -> tuple[dict[str, np.ndarray], dict[str, Any], int, int]:
+    """A ``user-distributed`` round's training over SecAgg+ (:mod:`fedrec.server.secure_rounds`):
+    (arrays, row, bytes down, bytes up). The row says ``skipped`` when nothing was released."""
+    secure = run_secure_round(grid, instructions, run, server_round, rotation_seed(config.seed, server_round),
+                              config.round_timeout, send_and_receive)
+    if secure.mean is not None:
+        names = sorted(arrays)
+        arrays = strategy.optimizer.step(arrays, unflatten(secure.mean, arrays, names))
+    else:
+        logger.warning("round %d skipped, the model is unchanged: %s", server_round, secure.skipped)
+    row: dict[str, Any] = {
+        "round": server_round, "clients": len(secure.survivors), "nodes": len(secure.survivors),
+        "nodes_asked": secure.sampled, "node_seconds_max": 0.0, "train_loss": None, "examples": 0,
+        "secagg_bytes_down": secure.bytes_down, "secagg_bytes_up": secure.bytes_up,
+        "secagg_seconds": {stage: round(seconds, 4) for stage, seconds in secure.seconds.items()},
+        "secagg_dropped": {stage: len(nodes) for stage, nodes in secure.dropped.items() if nodes},
+    }
+    if secure.mean is None:
+        row.update({"skipped": True, "skip_reason": secure.skipped})
+    return arrays, row, sum(secure.bytes_down.values()), sum(secure.bytes_up.values())
 
 
 def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str, np.ndarray],
@@ -339,31 +406,18 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
         started = time.perf_counter()
         if privacy is not None:
             privacy.begin_round()
-        record = numpy_to_arrays(arrays)
         instructions = list(strategy.configure_train(
-            server_round, record, round_config(config, n_users, server_round, "train", privacy, catalogue,
-                                               privacy.run_id if privacy is not None else "", split), grid))
-        bytes_down = _content_bytes(instructions)
-        replies = send_and_receive(grid, instructions, config.round_timeout)
-        bytes_up = _content_bytes(replies)
-        new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
-        if new_arrays is not None:
-            arrays = arrays_to_numpy(new_arrays)
+            server_round, numpy_to_arrays(arrays),
+            round_config(config, n_users, server_round, "train", privacy, catalogue,
+                         privacy.run_id if privacy is not None else "", split), grid))
+        if privacy is not None and privacy.distributed is not None:
+            arrays, row, bytes_down, bytes_up = _secure_train(grid, config, arrays, strategy, privacy.distributed,
+                                                              instructions, server_round)
+            privacy.record_distributed_round(server_round, not row.get("skipped"))
+        else:
+            arrays, row, bytes_down, bytes_up = _plain_train(grid, config, arrays, strategy, privacy, instructions,
+                                                             server_round)
         train_seconds = time.perf_counter() - started
-        row: dict[str, Any] = {
-            "round": server_round,
-            "clients": int(train_metrics[USERS_TRAINED]) if train_metrics and USERS_TRAINED in train_metrics else 0,
-            "nodes": sum(1 for m in replies if m.has_content()),
-            "nodes_asked": len(instructions),  # deployed: every device connected at the round's start
-            # the slowest node's own compute time: train_seconds minus this is the round's overhead
-            "node_seconds_max": _slowest_node_seconds(replies),
-            "train_loss": float(train_metrics[TRAIN_LOSS]) if train_metrics and TRAIN_LOSS in train_metrics else None,
-            "examples": int(train_metrics[NUM_EXAMPLES]) if train_metrics else 0,
-        }
-        if server_round in strategy.skipped_rounds:
-            row["skipped"] = True  # fewer valid updates than min-valid-updates: model unchanged
-        if privacy is not None:  # committed to privacy.db before this row is written
-            privacy.record_round(server_round, replies)
         evaluate = server_round % config.eval_every == 0 or server_round == config.rounds
         if evaluate and privacy is not None and not privacy.evaluation_allowed():
             logger.warning("round %d not evaluated: the release would take the server's ε past the budget %g",

@@ -17,6 +17,16 @@ evaluate`` row (a round whose evaluation would exceed the budget is not evaluate
 ``record`` / ``user-local``: each user's device noised and accounted its own vector, and
 the server writes one ``evaluate`` row per user from the reply's report.
 
+``user-distributed`` (over SecAgg+, :mod:`fedrec.server.secure_rounds`): the server keeps
+the DDG accountant of the run's plan (:class:`~fedrec.core.privacy.distributed_mode.RunPlan`):
+after each round whose sum was released, one ``who = server`` train row
+(:func:`~fedrec.core.privacy.distributed_mode.ledger_entries`: accountant ``ddg-zcdp``,
+relation zero-out, the DDG parameters in ``mechanism``); a skipped round (too few
+survivors) releases nothing and writes no row. Each evaluation round's release — the mean
+of the users' vectors, each noised on its device with the plan's ``σ_e`` — is one server
+``evaluate`` row, composed in zCDP. ``privacy_plan.json`` then describes the DDG plan
+(:func:`distributed_plan_document`).
+
 Rows are appended (and committed) as soon as a round is aggregated, before its line in
 ``metrics.jsonl``; that line then carries the ledger's size and head hash as an
 anchor, so deleting the newest rows is detectable too. After each round's rows the
@@ -44,10 +54,11 @@ from fedrec.core.config.run_config import RunConfig
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.adaptive_clip import AdaptiveClip
+from fedrec.core.privacy.distributed_mode import RunPlan, ledger_entries
 from fedrec.core.privacy.evaluation import central_release, local_release
 from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, read_ledger
 from fedrec.core.privacy.ledger_chain import anchor
-from fedrec.core.privacy.ledger_rows import LedgerEntry
+from fedrec.core.privacy.ledger_rows import DISTRIBUTED_ACCOUNTANT, LedgerEntry
 from fedrec.core.privacy.mechanisms import secure_generator
 from fedrec.core.privacy.signing import LedgerSigner, default_signing_key_path, write_public_key
 from fedrec.protocol.wire import (
@@ -78,9 +89,31 @@ CONFIG_FILE = "run_config.json"  # written by the simulation CLI (fedrec.simulat
 PUBLIC_KEY_FILE = "ledger-signing.pub"
 
 
-def write_plan(config: RunConfig, n_units: int, run_dir: Path, run_id: str) -> str:
+def distributed_plan_document(config: RunConfig, run: RunPlan, n_units: int) -> dict:
+    """``privacy_plan.json`` of a ``user-distributed`` run: the numbers its ledger rows carry
+    (train: ``√n_min·σ_share / B`` over sensitivity ``B``, grid units, and the DDG
+    parameters; evaluate: ``σ_e`` over ``√K``), the accountant and the planned ε."""
+    bound = run.quantiser.norm_bound
+    return {
+        "mode": config.dp, "unit": plan.UNIT[config.dp], "relation": plan.RELATION[config.dp],
+        "accountant": DISTRIBUTED_ACCOUNTANT, "delta": run.delta, "budget": run.epsilon_target,
+        "n_units": int(n_units), "rounds": config.rounds,
+        "train": {"noise_multiplier": run.total_std / bound, "sensitivity": bound, "clip": run.quantiser.clip,
+                  "sample_rate": 1.0, "steps": 1, "who": SERVER, "noise_std": run.total_std,
+                  "adaptive_clip": False, "mechanism": run.parameters()},
+        "evaluate": {"noise_multiplier": run.eval_noise_multiplier,
+                     "sensitivity": plan.eval_sensitivity(config.evaluation),
+                     "metrics": list(plan.private_metric_keys(config.eval_k)), "sample_rate": 1.0, "steps": 1,
+                     "releases": run.eval_releases, "who": SERVER},
+        "planned_epsilon": run.epsilon(run.rounds, run.eval_releases),
+    }
+
+
+def write_plan(config: RunConfig, n_units: int, run_dir: Path, run_id: str, distributed: RunPlan | None = None) -> str:
     """Write ``privacy_plan.json`` (or, resuming, check that it is unchanged); its sha256."""
-    document = {**plan.privacy_plan(config, n_units), "run_id": run_id}
+    planned = (distributed_plan_document(config, distributed, n_units) if distributed is not None
+               else plan.privacy_plan(config, n_units))
+    document = {**planned, "run_id": run_id}
     text = json.dumps(document, sort_keys=True, indent=2).encode("utf-8")
     path = run_dir / PLAN_FILE
     if config.resume:
@@ -131,24 +164,31 @@ class ServerPrivacy:
     signer: LedgerSigner | None = None  # signs a head after each round's rows (None: no heads, tests)
     plan_sha256: str = ""
     config_sha256: str = ""
+    distributed: RunPlan | None = None  # user-distributed: the run's DDG plan (the server's accountant)
+    rounds_released: int = 0  # user-distributed: train releases so far (ledger rows)
+    evaluations_released: int = 0  # user-distributed: evaluation releases so far
     _steps_by_who: dict[str, dict[tuple[float, float], int]] | None = None
     _fields: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def open(cls, config: RunConfig, n_units: int, run_dir: Path, run_id: str,
-             signer: LedgerSigner | None = None, sign: bool = True) -> "ServerPrivacy":
+             signer: LedgerSigner | None = None, sign: bool = True,
+             distributed: RunPlan | None = None) -> "ServerPrivacy":
         """Open (or create) ``privacy.db``; a resumed run reloads the server's history
         (and, with adaptive clipping, the last clip norm) from it.
 
         ``sign``: write ``privacy_plan.json`` and the public key and sign each round's head
         with ``signer`` (default: the key at ``default_signing_key_path()``, created when missing).
+        ``distributed``: the DDG plan of a ``user-distributed`` run (required for that mode).
         """
+        if (config.dp == "user-distributed") != (distributed is not None):
+            raise ValueError("a user-distributed run needs its DDG plan, and only it has one")
         path = run_dir / LEDGER_FILE
         history: list[Step] = []
         clip = config.clip
         plan_sha = config_sha = ""
         if sign:
-            plan_sha = write_plan(config, n_units, run_dir, run_id)
+            plan_sha = write_plan(config, n_units, run_dir, run_id, distributed)
             config_sha = file_sha256(run_dir / CONFIG_FILE)
             signer = signer if signer is not None else LedgerSigner.load_or_create(default_signing_key_path())
             write_public_key(run_dir / PUBLIC_KEY_FILE, signer.public_key_hex())
@@ -160,7 +200,11 @@ class ServerPrivacy:
             train_rows = [r for r in server_rows if r.release == RELEASE_TRAIN]
             clip = train_rows[-1].clip_norm if train_rows else clip
         privacy = cls(config, n_units, run_id, PrivacyLedger(path, run_id=run_id), history, round_clip=clip,
-                      signer=signer, plan_sha256=plan_sha, config_sha256=config_sha)
+                      signer=signer, plan_sha256=plan_sha, config_sha256=config_sha, distributed=distributed)
+        if distributed is not None and config.resume and path.exists():
+            rows = [r for r in read_ledger(path) if r.who == SERVER]
+            privacy.rounds_released = sum(r.release == RELEASE_TRAIN for r in rows)
+            privacy.evaluations_released = sum(r.release == RELEASE_EVALUATE for r in rows)
         if config.adaptive_clip:
             privacy.adaptive = AdaptiveClip.for_round_size(clip, config.clip_quantile, privacy.expected_units)
             privacy.adaptive.update_noise_multiplier(privacy.noise_multiplier)  # refuse 2σ_b ≤ σ now
@@ -234,6 +278,21 @@ class ServerPrivacy:
         self._fields = {"dp_refused": refused, "epsilon_max": max((e.epsilon for e in entries), default=None)}
         return self.round_fields()
 
+    def record_distributed_round(self, server_round: int, released: bool) -> dict[str, object]:
+        """user-distributed: the round's train row when its sum was released (none when the
+        round was skipped); the metrics-row fields."""
+        run = self.distributed
+        if run is None:
+            raise RuntimeError("record_distributed_round outside a user-distributed run")
+        if released:
+            self.rounds_released += 1
+            self.ledger.append(ledger_entries(run, self.run_id, server_round, self.rounds_released,
+                                              self.evaluations_released))
+        self._fields = {"dp_refused": 0,
+                        "epsilon_max": run.epsilon(self.rounds_released, self.evaluations_released) if released
+                        else None}
+        return self.round_fields()
+
     def round_fields(self) -> dict[str, object]:
         """The metrics-row fields of the round so far: ledger anchor, refusals, largest ε written."""
         return {**anchor(self.ledger.head()), "dp_refused": self._fields.get("dp_refused", 0),
@@ -262,7 +321,18 @@ class ServerPrivacy:
                                message.metadata.src_node_id, problem)
                 continue
             usable.append(message)
-        if self.central:
+        if self.distributed is not None:  # each user's vector noised on its device with the plan's σ_e
+            for message in usable:
+                metrics = message.content.metric_records[METRICS]
+                total += np.array([float(metrics[k]) for k in keys])
+                count += int(metrics[USERS_EVALUATED])
+            released = local_release(self.config.evaluation, total, count)
+            if released is not None:
+                self.evaluations_released += 1
+                entries += ledger_entries(self.distributed, self.run_id, server_round, self.rounds_released,
+                                          self.evaluations_released, RELEASE_EVALUATE,
+                                          plan.eval_sensitivity(self.config.evaluation))
+        elif self.central:
             for message in usable:
                 metrics = message.content.metric_records[METRICS]
                 total += np.array([float(metrics[k]) for k in keys])
@@ -311,7 +381,7 @@ class ServerPrivacy:
                 return f"{key}={value!r} is not a finite sum"
             if self.central and not -1e-6 <= value <= count * (1 + 1e-6) + 1e-6:
                 return f"{key}={value!r} is not a sum of {count} metrics in [0, 1]"
-        if self.central:
+        if self.central or self.distributed is not None:
             return None
         record = message.content.config_records.get(PRIVACY)
         if record is None:

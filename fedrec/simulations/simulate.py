@@ -85,7 +85,7 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
     Raises ``ValueError`` before anything is written or started when the run cannot work
     (a bad ``out_dir``, data nobody can be evaluated on, a meaningless DP set-up).
     """
-    if config.dp == "user-distributed":
+    if config.dp == "user-distributed" and config.executor == "cohort":
         raise ValueError(FLOWER_REFUSAL)
     if ray_address:
         _check_ray_address(ray_address)

@@ -335,12 +335,11 @@ class RunConfig:
             self._check_distributed()
 
     def _check_distributed(self) -> None:
-        """What ``dp user-distributed`` cannot run yet (the round driver's cohort arithmetic
-        is all there is until SecAgg+ is wired into the Flower apps)."""
-        if self.executor != "cohort":
-            raise ValueError(f"dp user-distributed with --executor {self.executor}: not supported yet; the "
-                             "per-client Flower simulation needs SecAgg+ wired into the ServerApp/ClientApp (not done). "
-                             "Use --executor cohort with the round driver (fedrec.core.federation.driver.run_federation)")
+        """What ``dp user-distributed`` cannot run yet. It runs in the round driver (cohort
+        executor: the SecAgg+ arithmetic emulated) and in the per-client Flower simulation
+        (SecAgg+ over the ServerApp/ClientApp, :mod:`fedrec.server.secure_rounds`); the
+        Flower simulation with the cohort executor (a node holds many users) is refused by
+        ``fedrec simulate`` and deployment below."""
         if self.catalogue:
             raise ValueError("dp user-distributed cannot be deployed yet (fedrec server run): the deployed "
                              "ServerApp/ClientApp do not run SecAgg+ yet, and without it the server would see each "

@@ -240,7 +240,9 @@ def _check_rows(files: RunFiles, rows: Sequence[LedgerRow], problems: list[str])
                 said.append(f"who='server' but the plan's {row.release} releases are the clients'")
             if row.release == "train":
                 factor = TRAIN_SENSITIVITY_FACTOR.get(row.mode, 1.0)
-                if not same(row.sensitivity, factor * row.clip_norm):
+                # (user-distributed: the sensitivity is the quantiser's bound B in grid units,
+                # checked against the row's DDG parameters by ledger_rows.ddg_parameters_problem)
+                if row.mode != "user-distributed" and not same(row.sensitivity, factor * row.clip_norm):
                     said.append(f"sensitivity={row.sensitivity!r} but a {row.mode} train release of clip norm "
                                 f"{row.clip_norm!r} has sensitivity {factor * row.clip_norm!r}")
                 if not adaptive:
@@ -304,7 +306,9 @@ def _check_config(files: RunFiles, problems: list[str], notes: list[str]) -> Non
         notes.append(f"no {CONFIG_FILE} (a deployed server writes none): the plan was not checked against "
                      "the run config")
         return
-    checks = [("dp", plan["mode"]), ("accountant", plan["accountant"]), ("rounds", plan["rounds"])]
+    checks = [("dp", plan["mode"]), ("rounds", plan["rounds"])]
+    if plan["mode"] != "user-distributed":  # (its accountant is ddg-zcdp whatever the config's says)
+        checks.append(("accountant", plan["accountant"]))
     if "epsilon" in config:
         checks.append(("epsilon", plan["budget"] if plan["budget"] is not None else 0.0))
     for key, planned in checks:

@@ -75,9 +75,11 @@ if TYPE_CHECKING:  # annotations only: no import cycle with the run config
 
 MODE = "user-distributed"
 # why the Flower apps refuse the mode (fedrec simulate, the ServerApp): said once, here
-FLOWER_REFUSAL = ("dp user-distributed runs only in the Flower-free round driver (fedrec.core.federation.driver."
-                  "run_federation) for now: the Flower ServerApp/ClientApp do not run SecAgg+ yet, and without it "
-                  "the server would see each client's encoded update (use user-central or user-local with Flower)")
+FLOWER_REFUSAL = ("dp user-distributed with --executor cohort runs only in the Flower-free round driver "
+                  "(fedrec.core.federation.driver.run_federation): a Flower cohort node holds many users, and the SecAgg+ "
+                  "path treats a node as one user (one clipped, noised encoding); over Flower use --executor "
+                  "per-client (one user per node, SecAgg+ in the ServerApp/ClientApp). Deployment (fedrec server "
+                  "run) does not run it yet")
 
 
 @dataclass(frozen=True)

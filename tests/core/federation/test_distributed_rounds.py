@@ -145,7 +145,6 @@ def test_the_encoding_is_the_noiseless_one_plus_a_discrete_gaussian_draw(split) 
 # --- refusals -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("overrides, match", [
-    ({"executor": "per-client"}, "executor per-client: not supported yet"),
     ({"model": "item-knn"}, "model item-knn: not supported yet"),
     ({"model": "sasrec", "dim": 32}, "model sasrec: not supported yet"),
     ({"noise_multiplier": 1.0}, "--noise-multiplier is not supported"),
