@@ -24,6 +24,7 @@ gives ``epsilon_max``; the row carries the mechanism's parameters (``ddg``).
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -40,7 +41,8 @@ from fedrec.core.privacy.aggregation import central_noised_mean
 from fedrec.core.privacy.client_round import budgeted, private_train_users
 from fedrec.core.privacy.distributed_mode import (
     RunPlan,
-    decode_mean,
+    SumOutOfBound,
+    check_sum,
     encode_updates,
     flatten,
     ledger_entries,
@@ -49,7 +51,7 @@ from fedrec.core.privacy.distributed_mode import (
     unflatten,
 )
 from fedrec.core.privacy.mechanisms import clip_update, poisson_sample, secure_generator
-from fedrec.core.privacy.quantisation import reduce_modulo
+from fedrec.core.privacy.quantisation import decode_sum, reduce_modulo
 from fedrec.core.privacy.secure_random import SecureRandom
 from fedrec.core.training.implicit import needs_evaluation_negatives
 
@@ -219,10 +221,19 @@ class PrivateRounds:
             add(np.zeros(run.quantiser.dim, dtype=np.float64))
         encode_pending()
         self.last_modular_sum = total
-        mean = unflatten(decode_mean(total, run, seed, len(users)), arrays, names)
-        arrays = optimizer.step(arrays, mean)
-        self.rounds_done += 1
+        summed = decode_sum(total, run.quantiser, seed)
+        refused = ""
+        try:  # the server's check: no sum outside what honest clients can make (model unchanged if so)
+            check_sum(summed, run, len(users))
+        except SumOutOfBound as error:
+            refused = str(error)
+            warnings.warn(f"round {server_round} refused, the model is unchanged (the round is still accounted: "
+                          f"the server saw the sum): {refused}", RuntimeWarning, stacklevel=2)
+        if not refused:
+            arrays = optimizer.step(arrays, unflatten(summed / len(users), arrays, names))
+        self.rounds_done += 1  # refused or not, the sum was released to the server
         eps = run.epsilon(self.rounds_done, self.evaluations_done)
         self.ledger_entries += ledger_entries(run, self.run_id, server_round, self.rounds_done, self.evaluations_done)
-        return arrays, {"round": server_round, "clients": len(users), "dp_refused": 0, "epsilon_max": eps,
-                        "train_loss": None, "clip": config.clip, "ddg": run.parameters()}
+        return arrays, {"round": server_round, "clients": len(users), "dp_refused": int(bool(refused)),
+                        "epsilon_max": eps, "train_loss": None, "clip": config.clip, "ddg": run.parameters(),
+                        "sum_refused": refused}

@@ -247,6 +247,68 @@ def decode_mean(summed: np.ndarray, run: RunPlan, seed: int, count: int) -> np.n
     return decode_sum(summed, run.quantiser, seed) / count
 
 
+# --- the server's check of the sum ---------------------------------------------------------
+
+# P[an honest round is refused] ≤ this (plus the wrap-around bound): the noise-norm tail below
+SUM_CHECK_FAILURE = 1e-12
+
+
+class SumOutOfBound(ValueError):
+    """The decoded sum is longer than any sum of ``count`` honest encodings can be (except
+    with probability ``SUM_CHECK_FAILURE``): some client sent a vector it could not have
+    made by the protocol (or the sum wrapped around). The round's sum must not be used."""
+
+
+def sum_norm_bound(run: RunPlan, count: int, failure: float = SUM_CHECK_FAILURE) -> float:
+    """The largest L2 norm an honest decoded sum of ``count`` clients has, except with
+    probability ``failure`` (update units, the sum before dividing by ``count``).
+
+    An honest client's rounded vector has ``‖x̃ᵢ‖₂ ≤ B`` always (the conditional rounding
+    redraws until it does), so ``‖Σ x̃ᵢ‖₂ ≤ count·B``. The noise ``N = Σ yᵢ`` has ``d'``
+    independent coordinates, each a sum of ``count`` draws of N_Z(0, σ_share²), hence
+    ``count·σ_share²``-subgaussian (CKS20); Hsu, Kakade & Zhang 2012 (Thm. 1, A = I) give
+    ``‖N‖₂² ≤ count·σ_share²·(d' + 2√(d'·t) + 2t)`` with probability ≥ 1 − e^{−t}, here
+    ``t = ln(1/failure)``. When nothing wraps the centred modular sum is ``Σ x̃ᵢ + N``, and
+    decoding (``γ·Uᵀ``, ``U`` orthogonal, then dropping the padding) does not lengthen it:
+    the bound is ``γ·(count·B + √count·σ_share·√(d' + 2√(d'·t) + 2t))``.
+    """
+    if count < 1:
+        raise ValueError("a sum of no clients has no bound")
+    if not 0 < failure < 1:
+        raise ValueError(f"the failure probability must be in (0, 1), got {failure}")
+    q = run.quantiser
+    t = math.log(1.0 / failure)
+    length = q.encoded_dim
+    noise = math.sqrt(count) * run.share_std * math.sqrt(length + 2.0 * math.sqrt(length * t) + 2.0 * t)
+    return q.gamma * (count * q.norm_bound + noise)
+
+
+def check_sum(decoded_sum: np.ndarray, run: RunPlan, count: int) -> float:
+    """The server's check before it uses a round's decoded sum (``γ·Uᵀz``, the output of
+    :func:`~fedrec.core.privacy.quantisation.decode_sum`, not yet divided by ``count``):
+    returns its L2 norm, or raises :class:`SumOutOfBound` when the norm exceeds
+    :func:`sum_norm_bound` (an honest round is refused with probability at most
+    ``SUM_CHECK_FAILURE`` plus the wrap-around bound).
+
+    What it bounds: the norm of what the round can add to the model, ``≤ γ·B + noise/count``
+    per client on average — a client sending garbage from ``Z_m`` (norm ≈ ``m·√(d'/12)``
+    grid units) is caught. What it does not: a malicious client can still add any vector
+    that keeps the sum inside the bound — up to the slack between the honest sum's actual
+    norm and the worst case ``count·B`` plus the noise's tail, which can be several times
+    one client's clip when the honest updates are not aligned. Bounding each client's own
+    contribution needs a proof of its norm (zero-knowledge range proofs), not built here.
+    """
+    x = np.asarray(decoded_sum, dtype=np.float64)
+    norm = float(np.linalg.norm(x)) if np.all(np.isfinite(x)) else math.inf
+    bound = sum_norm_bound(run, count)
+    if not norm <= bound * (1 + 1e-9):  # 1e-9: float rounding of the decoding, never an honest excess
+        raise SumOutOfBound(f"the decoded sum of {count} clients has norm {norm:.6g} > {bound:.6g}, the most "
+                            f"{count} honest encodings reach except with probability {SUM_CHECK_FAILURE:g} "
+                            f"(count·γ·B = {count * run.quantiser.gamma * run.quantiser.norm_bound:.6g} plus the "
+                            "noise's tail): a client sent a vector outside the protocol, or the sum wrapped around")
+    return norm
+
+
 def describe(run: RunPlan, config: RunConfig) -> str:
     """One line for the start of a run: the mechanism, its relation and ε."""
     q = run.quantiser
