@@ -71,8 +71,8 @@ class DeployedDevice(Node):
         device = str(node_config.get(NODE_DEVICE, "")) or config.device
         config = replace(config, device=device)
         local = load_local_data(str(node_config[NODE_DATA_FILE]), catalogue, config.seed, config.eval_negatives)
-        if config.dp == "user-central" and local.split.n_users > 1:
-            raise ValueError(f"dp user-central samples devices as users, but this device holds "
+        if config.dp in ("user-central", "user-distributed") and local.split.n_users > 1:
+            raise ValueError(f"dp {config.dp} samples devices as users, but this device holds "
                              f"{local.split.n_users} users: run one user per device")
         arrays = received_arrays(msg, config, len(catalogue))
         state_dir = Path(str(node_config[NODE_STATE_DIR])).expanduser()

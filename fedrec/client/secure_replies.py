@@ -92,7 +92,7 @@ def _setup(message: Message, context: Context, request: dict[str, Any], server_r
     if len(users) > 1:
         raise ProtocolViolation(f"this node holds {len(users)} users; dp user-distributed samples nodes as users "
                                 "(one user per node: its encoding would otherwise carry several users)")
-    run = flower_run_plan(config, node.global_arrays, node.split.n_users)
+    run = flower_run_plan(config, node.global_arrays, node.split.n_users, deployed=node.deployed)
     try:
         offered = SecAggConfig.from_record(request)
     except ValueError as error:

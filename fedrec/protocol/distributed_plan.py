@@ -1,7 +1,8 @@
 """What the ServerApp and every ClientApp derive alike for ``dp user-distributed`` over Flower.
 
 Both sides compute the run's DDG plan (:func:`flower_run_plan`) from the run config and
-public sizes, so a client never takes γ, σ_share or the modulus from the server: a server
+public sizes (simulation: the number of nodes, one per user; deployment: ``min-nodes``,
+the devices every round samples), so a client never takes γ, σ_share or the modulus from the server: a server
 that asked for less noise would have to change the run config every client reads.
 :func:`secagg_config` gives the SecAgg+ parameters of a round of ``n`` sampled nodes.
 
@@ -30,17 +31,23 @@ if TYPE_CHECKING:
 MAX_DEGREE = 32
 
 
-def clients_per_round(config: RunConfig, n_nodes: int) -> int:
-    """``n``: the nodes a round samples (every sampled node is one user)."""
+def clients_per_round(config: RunConfig, n_nodes: int, deployed: bool = False) -> int:
+    """``n``: the nodes a round samples (every sampled node is one user): simulated,
+    ``clients-per-round`` of the ``n_nodes``; deployed, ``min-nodes`` of the connected devices."""
+    if deployed:
+        return int(config.min_nodes)
     return min(int(config.clients_per_round), int(n_nodes))
 
 
-def flower_run_plan(config: RunConfig, global_arrays: Arrays, n_nodes: int) -> RunPlan:
+def flower_run_plan(config: RunConfig, global_arrays: Arrays, n_nodes: int, deployed: bool = False) -> RunPlan:
     """The run's plan (:func:`fedrec.core.privacy.distributed_mode.run_plan`) for updates of
-    the global arrays' size, ``n`` = :func:`clients_per_round` clients a round and
-    ``n_nodes`` units (one user per node). ``ValueError`` when no plan fits."""
+    the global arrays' size, ``n`` = :func:`clients_per_round` clients a round and (simulated)
+    ``n_nodes`` units, one user per node; deployed, the units are counted as ``min-nodes``
+    (a device cannot know how many others exist; with ``--epsilon`` the plan does not depend
+    on the units). ``ValueError`` when no plan fits."""
     dim = sum(int(np.size(value)) for value in global_arrays.values())
-    return run_plan(config, dim, clients_per_round(config, n_nodes), int(n_nodes))
+    n = clients_per_round(config, n_nodes, deployed)
+    return run_plan(config, dim, n, n if deployed else int(n_nodes))
 
 
 def secagg_config(run: RunPlan, n_sampled: int) -> SecAggConfig:

@@ -21,7 +21,7 @@ timings that the DP mechanisms do not cover.** At the start of a DP run the serv
 ``privacy_plan.json`` and, after each round's ledger rows, signs the ledger head
 (:mod:`fedrec.server.privacy`).
 
-Under ``dp user-distributed`` (per-client simulation: one user per node) a round's
+Under ``dp user-distributed`` (per-client simulation or deployment: one user per node) a round's
 training is SecAgg+ over the sampled nodes (:mod:`fedrec.server.secure_rounds`): the
 server only ever holds masked vectors and the unmasked sum, decodes it, divides by the
 survivors and steps; a round with fewer survivors than the noise split's ``n_min`` (or
@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import random
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -278,7 +279,8 @@ def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
             run_id = str(committed.get("run_id") or run_id)
             if catalogue is not None and isinstance(committed.get("n_units"), int):
                 n_units = int(committed["n_units"])
-        distributed = flower_run_plan(config, arrays, n_nodes) if config.dp == "user-distributed" else None
+        distributed = (flower_run_plan(config, arrays, n_nodes, deployed=catalogue is not None)
+                       if config.dp == "user-distributed" else None)
         privacy = ServerPrivacy.open(config, n_units, run_dir, run_id or run_dir.name, distributed=distributed)
         # deployed devices number their users locally: a ledger row names the device too
         privacy.per_node_users = catalogue is not None
@@ -322,9 +324,9 @@ def _check_private_setup(config: RunConfig, run_dir: Path, first_round: int, n_n
     if config.dp == "off":
         return
     if config.dp == "user-distributed":
-        if config.executor == "cohort" or deployed:
+        if config.executor == "cohort" and not deployed:
             raise ValueError(FLOWER_REFUSAL)
-        if n_users is not None and n_nodes != n_users:
+        if not deployed and n_users is not None and n_nodes != n_users:
             raise ValueError(f"dp user-distributed samples nodes as users: {n_nodes} nodes for {n_users} users "
                              "would encode several users together; run one node per user")
     if first_round > 1 and config.dp in ("record", "user-local") and not deployed:
@@ -371,7 +373,11 @@ def _secure_train(grid: Grid, config: RunConfig, arrays: dict[str, np.ndarray], 
                   run: RunPlan, instructions: list[Message],
                   server_round: int) -> tuple[dict[str, np.ndarray], dict[str, Any], int, int]:
     """A ``user-distributed`` round's training over SecAgg+ (:mod:`fedrec.server.secure_rounds`):
-    (arrays, row, bytes down, bytes up). The row says ``skipped`` when nothing was released."""
+    (arrays, row, bytes down, bytes up). The row says ``skipped`` when nothing was released.
+    Deployed, every connected device gets an instruction: ``min-nodes`` of them (the plan's
+    ``n``, a uniform sample) take part."""
+    if len(instructions) > run.n_clients:  # deployed: min-nodes of the connected devices, the plan's n
+        instructions = secrets.SystemRandom().sample(instructions, run.n_clients)
     secure = run_secure_round(grid, instructions, run, server_round, rotation_seed(config.seed, server_round),
                               config.round_timeout, send_and_receive)
     if secure.mean is not None:

@@ -337,13 +337,12 @@ class RunConfig:
     def _check_distributed(self) -> None:
         """What ``dp user-distributed`` cannot run yet. It runs in the round driver (cohort
         executor: the SecAgg+ arithmetic emulated) and in the per-client Flower simulation
-        (SecAgg+ over the ServerApp/ClientApp, :mod:`fedrec.server.secure_rounds`); the
-        Flower simulation with the cohort executor (a node holds many users) is refused by
-        ``fedrec simulate`` and deployment below."""
-        if self.catalogue:
-            raise ValueError("dp user-distributed cannot be deployed yet (fedrec server run): the deployed "
-                             "ServerApp/ClientApp do not run SecAgg+ yet, and without it the server would see each "
-                             "device's vector; use user-central or user-local")
+        (SecAgg+ over the ServerApp/ClientApp, :mod:`fedrec.server.secure_rounds`) and
+        deployed (one user per device, ``min-nodes`` devices a round); the Flower simulation
+        with the cohort executor (a node holds many users) is refused by ``fedrec simulate``."""
+        if self.catalogue and self.min_nodes < 2:
+            raise ValueError(f"dp user-distributed deployed needs min-nodes ≥ 2 (the devices each round sums "
+                             f"securely), got {self.min_nodes}")
         if self.model not in MODEL_NAMES and self.model not in FEATURE_MODEL_NAMES:
             raise ValueError(f"dp user-distributed with model {self.model}: not supported yet; the round driver "
                              "encodes the updates of the implicit-feedback rankers only "

@@ -78,8 +78,8 @@ MODE = "user-distributed"
 FLOWER_REFUSAL = ("dp user-distributed with --executor cohort runs only in the Flower-free round driver "
                   "(fedrec.core.federation.driver.run_federation): a Flower cohort node holds many users, and the SecAgg+ "
                   "path treats a node as one user (one clipped, noised encoding); over Flower use --executor "
-                  "per-client (one user per node, SecAgg+ in the ServerApp/ClientApp). Deployment (fedrec server "
-                  "run) does not run it yet")
+                  "per-client (one user per node, SecAgg+ in the ServerApp/ClientApp), or deploy it (one user per "
+                  "device)")
 
 
 @dataclass(frozen=True)

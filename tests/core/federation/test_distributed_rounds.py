@@ -149,7 +149,7 @@ def test_the_encoding_is_the_noiseless_one_plus_a_discrete_gaussian_draw(split) 
     ({"model": "sasrec", "dim": 32}, "model sasrec: not supported yet"),
     ({"noise_multiplier": 1.0}, "--noise-multiplier is not supported"),
     ({"epsilon": 0.0}, "user-distributed needs --epsilon"),
-    ({"catalogue": "items.txt", "dataset": "deployment"}, "cannot be deployed yet"),
+    ({"catalogue": "items.txt", "dataset": "deployment", "min_nodes": 1}, "needs min-nodes ≥ 2"),
     ({"ddg_bits": 3}, "ddg-bits must be in 4..48"),
     ({"ddg_min_clients": -1}, "ddg-min-clients must be ≥ 0"),
     ({"ddg_wrap_probability": 0.0}, "ddg-wrap-probability must be in"),
