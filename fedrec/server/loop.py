@@ -24,7 +24,8 @@ timings that the DP mechanisms do not cover.** At the start of a DP run the serv
 Under ``dp user-distributed`` (per-client simulation or deployment: one user per node) a round's
 training is SecAgg+ over the sampled nodes (:mod:`fedrec.server.secure_rounds`): the
 server only ever holds masked vectors and the unmasked sum, decodes it, divides by the
-survivors and steps; a round with fewer survivors than the noise split's ``n_min`` (or
+survivors and steps (unless the sum fails the sum check: ``sum_refused``, still
+accounted, ``dp_refused`` 1); a round with fewer survivors than the noise split's ``n_min`` (or
 whose secrets lost their ``t`` holders) is skipped (``skipped`` in the shared row, the
 reason as ``skip_reason`` and the per-stage ``secagg_bytes_up``/``secagg_bytes_down``/
 ``secagg_seconds`` in ``server_internal.jsonl``, and a warning).
@@ -383,6 +384,9 @@ def _secure_train(grid: Grid, config: RunConfig, arrays: dict[str, np.ndarray], 
     if secure.mean is not None:
         names = sorted(arrays)
         arrays = strategy.optimizer.step(arrays, unflatten(secure.mean, arrays, names))
+    elif secure.refused:
+        logger.warning("round %d refused, the model is unchanged (the round is still accounted: the server saw "
+                       "the sum): %s", server_round, secure.refused)
     else:
         logger.warning("round %d skipped, the model is unchanged: %s", server_round, secure.skipped)
     row: dict[str, Any] = {
@@ -392,7 +396,9 @@ def _secure_train(grid: Grid, config: RunConfig, arrays: dict[str, np.ndarray], 
         "secagg_seconds": {stage: round(seconds, 4) for stage, seconds in secure.seconds.items()},
         "secagg_dropped": {stage: len(nodes) for stage, nodes in secure.dropped.items() if nodes},
     }
-    if secure.mean is None:
+    if secure.refused:
+        row["sum_refused"] = secure.refused
+    elif not secure.released:
         row.update({"skipped": True, "skip_reason": secure.skipped})
     return arrays, row, sum(secure.bytes_down.values()), sum(secure.bytes_up.values())
 
@@ -419,7 +425,8 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
         if privacy is not None and privacy.distributed is not None:
             arrays, row, bytes_down, bytes_up = _secure_train(grid, config, arrays, strategy, privacy.distributed,
                                                               instructions, server_round)
-            privacy.record_distributed_round(server_round, not row.get("skipped"))
+            privacy.record_distributed_round(server_round, released=not row.get("skipped"),
+                                             refused=bool(row.get("sum_refused")))
         else:
             arrays, row, bytes_down, bytes_up = _plain_train(grid, config, arrays, strategy, privacy, instructions,
                                                              server_round)

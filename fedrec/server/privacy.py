@@ -278,9 +278,10 @@ class ServerPrivacy:
         self._fields = {"dp_refused": refused, "epsilon_max": max((e.epsilon for e in entries), default=None)}
         return self.round_fields()
 
-    def record_distributed_round(self, server_round: int, released: bool) -> dict[str, object]:
+    def record_distributed_round(self, server_round: int, released: bool, refused: bool = False) -> dict[str, object]:
         """user-distributed: the round's train row when its sum was released (none when the
-        round was skipped); the metrics-row fields."""
+        round was skipped; a sum refused by the sum check was released, so it has its row and
+        counts in ``dp_refused``); the metrics-row fields."""
         run = self.distributed
         if run is None:
             raise RuntimeError("record_distributed_round outside a user-distributed run")
@@ -288,7 +289,7 @@ class ServerPrivacy:
             self.rounds_released += 1
             self.ledger.append(ledger_entries(run, self.run_id, server_round, self.rounds_released,
                                               self.evaluations_released))
-        self._fields = {"dp_refused": 0,
+        self._fields = {"dp_refused": int(refused),
                         "epsilon_max": run.epsilon(self.rounds_released, self.evaluations_released) if released
                         else None}
         return self.round_fields()

@@ -26,6 +26,11 @@ client): the sum is released only when ``|U_3| ≥ n_min``, so that the survivor
 secret loses its ``t`` holders — the round is **skipped**: the unmask stage is never
 asked (below ``n_min``) or the sum cannot be rebuilt, the model stays as it was, nothing is
 released and no ledger row is written. The reason is in :attr:`SecureRound.skipped`.
+
+The sum check (:func:`~fedrec.core.privacy.distributed_mode.check_sum`, as in the round
+driver): a decoded sum longer than any sum of ``|U_3|`` honest encodings can be (a client
+sent garbage) is **refused**: the model stays as it was, but the sum was released to the
+server, so the round is still accounted (:attr:`SecureRound.refused` says why).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import numpy as np
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
-from fedrec.core.privacy.distributed_mode import RunPlan, decode_mean
+from fedrec.core.privacy.distributed_mode import RunPlan, SumOutOfBound, check_sum, decode_mean
 from fedrec.protocol.distributed_plan import secagg_config
 from fedrec.protocol.secagg_records import from_content, to_content
 from fedrec.protocol.wire import ARRAYS, CONFIG
@@ -59,12 +64,18 @@ class SecureRound:
     sampled: int
     survivors: tuple[int, ...] = ()
     skipped: str = ""  # why nothing was released ("" when the sum was)
+    refused: str = ""  # why a released sum is not used (the sum check), "" when it is
     modular_sum: np.ndarray | None = None  # the unmasked Σ z_u mod 2^bits (uint64), for the tests
     dropped: dict[str, list[int]] = field(default_factory=dict)
     #: stage → payload bytes sent to / received from all nodes (setup down includes the model)
     bytes_down: dict[str, int] = field(default_factory=dict)
     bytes_up: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def released(self) -> bool:
+        """Whether the server learnt the round's sum (then the round is accounted)."""
+        return self.modular_sum is not None
 
 
 def _record_bytes(content: RecordDict) -> int:
@@ -124,7 +135,13 @@ def run_secure_round(grid: Grid, instructions: Sequence[Message], run: RunPlan, 
         return result
     result.dropped = {stage: list(nodes) for stage, nodes in server.dropped.items()}
     result.modular_sum = total
-    result.mean = decode_mean(total.astype(np.int64), run, rotation, len(server.survivors))
+    summed = decode_mean(total.astype(np.int64), run, rotation, 1)
+    try:
+        check_sum(summed, run, len(server.survivors))
+    except SumOutOfBound as error:
+        result.refused = str(error)
+        return result
+    result.mean = summed / len(server.survivors)
     return result
 
 

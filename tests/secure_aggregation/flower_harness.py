@@ -67,6 +67,8 @@ class FakeFlower:
     replies: list[tuple[str, int, RecordDict]] = field(default_factory=list)
     encoded: dict[int, np.ndarray] = field(default_factory=dict)
     stages_sent: list[str] = field(default_factory=list)
+    #: called with (node, its context) after its setup reply: a test can make a node misbehave
+    after_setup: Any = None
 
     def context(self, node: int) -> Context:
         if node not in self.contexts:
@@ -91,6 +93,8 @@ class FakeFlower:
             content = secure_train_reply(message, self.context(node))
             if stage == msg.SETUP:
                 self.encoded[node] = self.contexts[node].state.array_records[INPUT_KEY][INPUT].numpy().copy()
+                if self.after_setup is not None:
+                    self.after_setup(node, self.contexts[node])
             self.replies.append((stage, node, content))
             out.append(_Reply(node, content))
         self.stages_sent.append(stage)

@@ -149,10 +149,39 @@ def test_a_skipped_round_writes_no_ledger_row_and_a_released_one_does(tmp_path: 
     privacy = ServerPrivacy.open(config, 8, tmp_path, "run", sign=False, distributed=run)
     skipped = privacy.record_distributed_round(1, released=False)
     released = privacy.record_distributed_round(2, released=True)
+    refused = privacy.record_distributed_round(3, released=True, refused=True)  # seen by the server, not used
     privacy.close()
     rows = read_ledger(tmp_path / "privacy.db")
-    assert [(r.round, r.release, r.accountant) for r in rows] == [(2, "train", "ddg-zcdp")]
+    assert [(r.round, r.release, r.accountant) for r in rows] == [(2, "train", "ddg-zcdp"), (3, "train", "ddg-zcdp")]
     assert skipped["epsilon_max"] is None and released["epsilon_max"] == pytest.approx(run.epsilon(1, 0))
+    assert (released["dp_refused"], refused["dp_refused"]) == (0, 1)
+    assert refused["epsilon_max"] == pytest.approx(run.epsilon(2, 0))
+
+
+# --- a client sending garbage ---------------------------------------------------------------------
+
+def test_a_node_masking_garbage_gets_the_released_sum_refused_and_the_model_unchanged() -> None:
+    from flwr.app import Array, ArrayRecord
+
+    from fedrec.client.secure_replies import INPUT, INPUT_KEY
+    from fedrec.core.privacy.secure_random import SecureRandom
+
+    config = small_config()
+    bits = None
+
+    def garbage(node, context) -> None:  # node 1002 masks a uniform vector of Z_m instead of its encoding
+        nonlocal bits
+        if node == NODE_BASE + 2:
+            z = context.state.array_records[INPUT_KEY][INPUT].numpy()
+            bits = 20
+            uniform = np.asarray(SecureRandom().integers(0, 1 << bits, size=z.size), dtype=np.uint64)
+            context.state[INPUT_KEY] = ArrayRecord({INPUT: Array(uniform)})
+
+    fake = FakeFlower(config, after_setup=garbage)
+    result, run, _ = one_round(config, fake)
+    assert run.quantiser.bits == bits
+    assert result.released and result.mean is None and not result.skipped
+    assert "the decoded sum of 8 clients has norm" in result.refused
 
 
 # --- refusals by the node ------------------------------------------------------------------------
