@@ -12,7 +12,15 @@ framing come on top).
 Settings run interleaved (TLS, insecure, TLS, …) so that load drifts hit both; ratios
 TLS/insecure are taken within one invocation.
 
+``--dp user-distributed`` measures the cost of secure aggregation instead: every setting is
+TLS with node authentication, one user per device (SecAgg+ needs a device per user), and a
+plain round (``dp off``) alternates with a ``user-distributed`` round (ε = 8, every device
+in every round); the ratios user-distributed/plain of seconds per round and of bytes per
+client-round (all four SecAgg+ stages included) are printed. Under DP the operational
+numbers are in ``server_internal.jsonl``, which this reads.
+
     python -m fedrec.simulations.benchmarks.deploy_rounds --clients 2 4 --rounds 4 --out D
+    python -m fedrec.simulations.benchmarks.deploy_rounds --clients 8 --rounds 5 --dp user-distributed --out D
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ from fedrec.runtime.processes import free_listening_port
 from fedrec.server.superlink import register_client, start_server, stop_server, submit_run
 
 
-def run_setting(root: Path, data: Path, clients: int, tls: bool, rounds: int, executor: str) -> dict:
+def run_setting(root: Path, data: Path, clients: int, tls: bool, rounds: int, executor: str,
+                dp: str = "off") -> dict:
     certs = root / "certs"
     ports = [free_listening_port() for _ in range(3)]
     server = root / "server"
@@ -53,11 +62,12 @@ def run_setting(root: Path, data: Path, clients: int, tls: bool, rounds: int, ex
         run_dir = server / "runs" / "bench"
         config = RunConfig(dataset="deployment", catalogue=str(data / CATALOGUE_FILE), out_dir=str(run_dir),
                            rounds=rounds, eval_every=rounds + 1 if rounds > 1 else 1, checkpoint_every=rounds,
-                           min_nodes=clients, round_timeout=300.0, executor=executor)
+                           min_nodes=clients, round_timeout=300.0, executor=executor, dp=dp,
+                           **({"epsilon": 8.0} if dp != "off" else {}))
         code = submit_run(server, config.to_user_config(), root / "run.log", timeout_s=1800)
         if code != 0:
             raise RuntimeError(f"run failed (flwr exit {code}); see {root / 'run.log'}")
-        rows = read_jsonl(run_dir / "metrics.jsonl")
+        rows = operational_rows(run_dir)
     finally:
         for state in devices:
             stop_client(state, grace_s=5)
@@ -65,7 +75,7 @@ def run_setting(root: Path, data: Path, clients: int, tls: bool, rounds: int, ex
     later = [r for r in rows if r["round"] > 1] or rows
     per_client = [r for r in rows if r["nodes"]]
     return {
-        "clients": clients, "tls": tls, "rounds": len(rows),
+        "clients": clients, "tls": tls, "dp": dp, "rounds": len(rows),
         "round_seconds_median": statistics.median(r["wall_seconds"] for r in later),
         "train_seconds_median": statistics.median(r["train_seconds"] for r in later),
         "node_seconds_max_median": statistics.median(r["node_seconds_max"] for r in later),
@@ -76,6 +86,20 @@ def run_setting(root: Path, data: Path, clients: int, tls: bool, rounds: int, ex
     }
 
 
+def operational_rows(run_dir: Path) -> list[dict]:
+    """Per round, the timings and byte counts: ``metrics.jsonl``, or under DP (where the shared
+    file holds none) ``server_internal.jsonl``, keyed by round."""
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    internal = run_dir / "server_internal.jsonl"
+    if internal.exists():
+        extra = {r["round"]: r for r in read_jsonl(internal)}
+        rows = [{**r, **extra.get(r["round"], {})} for r in rows]
+    missing = [r["round"] for r in rows if "wall_seconds" not in r or "bytes_up" not in r]
+    if missing:
+        raise RuntimeError(f"rounds {missing} of {run_dir} have no timings or byte counts")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[2, 4])
@@ -83,8 +107,13 @@ def main() -> None:
     parser.add_argument("--devices-files", type=int, default=50, help="split the synthetic users into this many "
                         "device files (50: 20 users per device)")
     parser.add_argument("--executor", default="cohort", help="how each device trains its users")
+    parser.add_argument("--dp", choices=["off", "user-distributed"], default="off",
+                        help="user-distributed: plain vs SecAgg+ rounds (TLS, one user per device)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if args.dp != "off":
+        secure_aggregation_cost(args)
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="fr-deploy-") as tmp:
@@ -108,6 +137,34 @@ def main() -> None:
               f"{tls['bytes_down_per_client_round']:.0f} B down, {tls['bytes_up_per_client_round']:.0f} B up "
               "per client-round")
     (args.out / "deploy_rounds.json").write_text(json.dumps(results, indent=2))
+
+
+def secure_aggregation_cost(args: argparse.Namespace) -> None:
+    """Plain (dp off) vs user-distributed rounds on the same single-user devices over TLS."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fr-deploy-") as tmp:
+        data = Path(tmp) / "data"
+        most = max(args.clients)
+        export_for_devices(load_dataset(f"synthetic-{most}", "", 0), most, data)  # one user per device
+        for clients in args.clients:
+            for dp in ("off", args.dp):
+                root = Path(tmp) / f"c{clients}-{dp}"
+                root.mkdir()
+                init_certs(root / "certs", ["127.0.0.1", "localhost"])
+                result = run_setting(root, data, clients, True, args.rounds, "per-client", dp)
+                results.append(result)
+                print(json.dumps(result), flush=True)
+    for clients in args.clients:
+        plain = next(r for r in results if r["clients"] == clients and r["dp"] == "off")
+        secure = next(r for r in results if r["clients"] == clients and r["dp"] != "off")
+        bytes_plain = plain["bytes_down_per_client_round"] + plain["bytes_up_per_client_round"]
+        bytes_secure = secure["bytes_down_per_client_round"] + secure["bytes_up_per_client_round"]
+        print(f"{clients} devices (TLS + node auth, one user each): {secure['round_seconds_median']:.2f} s/round "
+              f"{args.dp} vs {plain['round_seconds_median']:.2f} s plain (ratio "
+              f"{secure['round_seconds_median'] / plain['round_seconds_median']:.2f}); bytes per client-round "
+              f"{bytes_secure:.0f} vs {bytes_plain:.0f} (ratio {bytes_secure / bytes_plain:.2f}; up "
+              f"{secure['bytes_up_per_client_round']:.0f} vs {plain['bytes_up_per_client_round']:.0f})")
+    (args.out / "deploy_rounds_secure_aggregation.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
