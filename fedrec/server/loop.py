@@ -80,6 +80,7 @@ from fedrec.server.checkpoint import (
     save_arrays,
     save_checkpoint,
 )
+from fedrec.server.payload import content_bytes
 from fedrec.server.privacy import ServerPrivacy, committed_plan
 from fedrec.server.secure_rounds import run_secure_round
 from fedrec.server.strategy.fedopt_updates import FedOptOnUpdates, arrays_to_numpy, numpy_to_arrays
@@ -219,23 +220,6 @@ def _drop_rows_after(path: Path, last_round: int) -> None:
     os.replace(tmp, path)
 
 
-def _content_bytes(messages: list[Message]) -> int:
-    """Payload bytes of the records carried by ``messages`` (arrays, metrics, configs)."""
-    return sum(
-        _record_bytes(record)
-        for m in messages if m.has_content()
-        for record in m.content.values()
-    )
-
-
-def _record_bytes(record: Any) -> int:
-    """Bytes of a record; Flower's ``count_bytes`` fails on an empty list in a ConfigRecord."""
-    try:
-        return record.count_bytes()
-    except IndexError:
-        return sum(len(key) + (len(v) * 8 if isinstance(v, list) else 8) for key, v in record.items())
-
-
 def run_rounds(grid: Grid, config: RunConfig, run_dir: Path, n_items: int,
                n_users: int | None = None, run_id: str = "",
                catalogue: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
@@ -347,9 +331,9 @@ def _plain_train(grid: Grid, config: RunConfig, arrays: dict[str, np.ndarray], s
                  server_round: int) -> tuple[dict[str, np.ndarray], dict[str, Any], int, int]:
     """A round's training with the updates in the clear: (arrays, row, bytes down, bytes up);
     under a DP mode its ledger rows are committed before the row is written."""
-    bytes_down = _content_bytes(instructions)
+    bytes_down = content_bytes(instructions)
     replies = send_and_receive(grid, instructions, config.round_timeout)
-    bytes_up = _content_bytes(replies)
+    bytes_up = content_bytes(replies)
     new_arrays, train_metrics = strategy.aggregate_train(server_round, replies)
     if new_arrays is not None:
         arrays = arrays_to_numpy(new_arrays)
@@ -441,9 +425,9 @@ def _train_rounds(grid: Grid, config: RunConfig, run_dir: Path, arrays: dict[str
             eval_messages = list(strategy.configure_evaluate(
                 server_round, record, round_config(config, n_users, server_round, "evaluate", catalogue=catalogue,
                              run_id=privacy.run_id if privacy is not None else ""), grid))
-            bytes_down += _content_bytes(eval_messages)
+            bytes_down += content_bytes(eval_messages)
             eval_replies = send_and_receive(grid, eval_messages, config.round_timeout)
-            bytes_up += _content_bytes(eval_replies)
+            bytes_up += content_bytes(eval_replies)
             eval_metrics = strategy.aggregate_evaluate(server_round, eval_replies)
             if eval_metrics is not None:
                 counts = {key: int(value) for key, value in eval_metrics.items() if key in COUNT_KEYS}

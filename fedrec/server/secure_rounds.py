@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from flwr.app import Message, MessageType, RecordDict
+from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
 from fedrec.core.privacy.distributed_mode import RunPlan, SumOutOfBound, check_sum, decode_mean
@@ -51,6 +51,7 @@ from fedrec.protocol.wire import ARRAYS, CONFIG
 from fedrec.secure_aggregation import messages as msg
 from fedrec.secure_aggregation.errors import RoundCannotBeUnmasked
 from fedrec.secure_aggregation.server import SecAggServer, VectorObserver
+from fedrec.server.payload import content_bytes
 
 logger = logging.getLogger("fedrec.server")
 Send = Callable[[Grid, list[Message], float], list[Message]]
@@ -78,16 +79,6 @@ class SecureRound:
         return self.modular_sum is not None
 
 
-def _record_bytes(content: RecordDict) -> int:
-    total = 0
-    for record in content.values():
-        try:
-            total += record.count_bytes()
-        except (IndexError, ValueError):  # (Flower cannot size empty lists)
-            total += 0
-    return total
-
-
 def run_secure_round(grid: Grid, instructions: Sequence[Message], run: RunPlan, server_round: int,
                      rotation: int, timeout: float, send: Send,
                      observe_vector: VectorObserver | None = None) -> SecureRound:
@@ -113,9 +104,9 @@ def run_secure_round(grid: Grid, instructions: Sequence[Message], run: RunPlan, 
                 content[CONFIG] = by_node[node].content.config_records[CONFIG]
             messages.append(Message(content=content, dst_node_id=node, message_type=MessageType.TRAIN,
                                     group_id=str(server_round)))
-        result.bytes_down[stage] = sum(_record_bytes(m.content) for m in messages)
+        result.bytes_down[stage] = content_bytes(messages)
         replies = send(grid, messages, timeout)
-        result.bytes_up[stage] = sum(_record_bytes(m.content) for m in replies if m.has_content())
+        result.bytes_up[stage] = content_bytes(replies)
         result.seconds[stage] = time.perf_counter() - started
         return _read_replies(stage, replies, requests, server_round)
 

@@ -166,9 +166,9 @@ def test_private_setups_with_wrong_accounting_are_refused(tmp_path: Path) -> Non
 
 
 def test_payload_bytes_of_records_with_empty_lists() -> None:
-    from fedrec.server.loop import _record_bytes
+    from fedrec.server.payload import record_bytes
 
-    assert _record_bytes(ConfigRecord({"users": [], "rate": 0.5})) > 0
+    assert record_bytes(ConfigRecord({"users": [], "rate": 0.5})) > 0
 
 
 # --- evaluation releases, ledger v2 fields, plan and signed heads ------------------------------
