@@ -44,7 +44,7 @@ import numpy as np
 from flwr.app import Message, MessageType
 from flwr.serverapp import Grid
 
-from fedrec.core.privacy.distributed_mode import RunPlan, SumOutOfBound, check_sum, decode_mean
+from fedrec.core.privacy.distributed_mode import RunPlan, SumOutOfBound, checked_mean
 from fedrec.protocol.distributed_plan import secagg_config
 from fedrec.protocol.secagg_records import from_content, to_content
 from fedrec.protocol.wire import ARRAYS, CONFIG
@@ -126,13 +126,10 @@ def run_secure_round(grid: Grid, instructions: Sequence[Message], run: RunPlan, 
         return result
     result.dropped = {stage: list(nodes) for stage, nodes in server.dropped.items()}
     result.modular_sum = total
-    summed = decode_mean(total.astype(np.int64), run, rotation, 1)
     try:
-        check_sum(summed, run, len(server.survivors))
+        result.mean = checked_mean(total.astype(np.int64), run, rotation, len(server.survivors))
     except SumOutOfBound as error:
         result.refused = str(error)
-        return result
-    result.mean = summed / len(server.survivors)
     return result
 
 

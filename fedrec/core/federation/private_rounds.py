@@ -42,7 +42,7 @@ from fedrec.core.privacy.client_round import budgeted, private_train_users
 from fedrec.core.privacy.distributed_mode import (
     RunPlan,
     SumOutOfBound,
-    check_sum,
+    checked_mean,
     encode_updates,
     flatten,
     ledger_entries,
@@ -51,7 +51,7 @@ from fedrec.core.privacy.distributed_mode import (
     unflatten,
 )
 from fedrec.core.privacy.mechanisms import clip_update, poisson_sample, secure_generator
-from fedrec.core.privacy.quantisation import decode_sum, reduce_modulo
+from fedrec.core.privacy.quantisation import reduce_modulo
 from fedrec.core.privacy.secure_random import SecureRandom
 from fedrec.core.training.implicit import needs_evaluation_negatives
 
@@ -221,16 +221,15 @@ class PrivateRounds:
             add(np.zeros(run.quantiser.dim, dtype=np.float64))
         encode_pending()
         self.last_modular_sum = total
-        summed = decode_sum(total, run.quantiser, seed)
         refused = ""
         try:  # the server's check: no sum outside what honest clients can make (model unchanged if so)
-            check_sum(summed, run, len(users))
+            mean = checked_mean(total, run, seed, len(users))
         except SumOutOfBound as error:
             refused = str(error)
             warnings.warn(f"round {server_round} refused, the model is unchanged (the round is still accounted: "
                           f"the server saw the sum): {refused}", RuntimeWarning, stacklevel=2)
         if not refused:
-            arrays = optimizer.step(arrays, unflatten(summed / len(users), arrays, names))
+            arrays = optimizer.step(arrays, unflatten(mean, arrays, names))
         self.rounds_done += 1  # refused or not, the sum was released to the server
         eps = run.epsilon(self.rounds_done, self.evaluations_done)
         self.ledger_entries += ledger_entries(run, self.run_id, server_round, self.rounds_done, self.evaluations_done)

@@ -309,6 +309,16 @@ def check_sum(decoded_sum: np.ndarray, run: RunPlan, count: int) -> float:
     return norm
 
 
+def checked_mean(summed: np.ndarray, run: RunPlan, seed: int, count: int) -> np.ndarray:
+    """The server's whole step on a round's modular sum of ``count`` encodings: decode it,
+    :func:`check_sum` it (raises :class:`SumOutOfBound`), and divide by ``count``."""
+    if count < 1:
+        raise ValueError("a mean over no clients")
+    decoded = decode_sum(summed, run.quantiser, seed)
+    check_sum(decoded, run, count)
+    return decoded / count
+
+
 def describe(run: RunPlan, config: RunConfig) -> str:
     """One line for the start of a run: the mechanism, its relation and ε."""
     q = run.quantiser

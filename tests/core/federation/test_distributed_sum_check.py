@@ -89,7 +89,7 @@ def test_without_the_check_the_garbage_would_move_the_model_far(split, monkeypat
     """The refusal above is the check's doing: with it switched off the garbage is applied."""
     honest = one_round(split, config())
     garbage_client(monkeypatch)
-    monkeypatch.setattr("fedrec.core.federation.private_rounds.check_sum", lambda summed, run, count: 0.0)
+    monkeypatch.setattr("fedrec.core.privacy.distributed_mode.check_sum", lambda summed, run, count: 0.0)
     _, before, after, row, warned = one_round(split, config())
     assert row["dp_refused"] == 0 and not warned
     moved = math.sqrt(sum(float(np.sum((after[k] - before[k]) ** 2)) for k in before))
