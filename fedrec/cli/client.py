@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from fedrec.cli.common import fail, warn
+from fedrec.client.round_in_progress import BUSY_POLL_S
 
 client_app = typer.Typer(no_args_is_help=True, help="A device (a Flower SuperNode) and its offline recommendations.")
 DEFAULT_CLIENT_STATE = Path("~/.fedrec/client")
@@ -30,6 +31,9 @@ def client_start(
     keep_retrying: bool = typer.Option(False, help="if the server has not admitted this device within "
                                        "--connect-timeout, leave the SuperNode retrying in the background "
                                        "(e.g. when the server starts later) instead of failing"),
+    busy_poll: float = typer.Option(BUSY_POLL_S, min=0.01, max=60.0, help="seconds between looks for the next message "
+                                    "while a secure-aggregation round (--dp user-distributed) runs on this device; "
+                                    "otherwise Flower's 3 s. 3 keeps Flower's interval throughout"),
 ) -> None:
     """Start this device's SuperNode (background; stop with fedrec client stop).
 
@@ -44,7 +48,8 @@ def client_start(
         warn("--insecure: the connection is not encrypted and the server cannot tell this device from another")
     try:
         info = start_client(server, ca, key, data, state_dir, device, insecure, foreground,
-                            connect_wait_s=connect_timeout, stop_unconnected=not keep_retrying)
+                            connect_wait_s=connect_timeout, stop_unconnected=not keep_retrying,
+                            busy_poll=busy_poll)
     except (ClientError, OSError) as err:
         fail(str(err))
     if foreground and info.pid != 0:  # start_client reports a failed foreground SuperNode as -exit code

@@ -11,9 +11,10 @@ is one stage of :mod:`fedrec.server.secure_rounds`; :func:`secure_train_reply` a
   discrete Gaussian noise share drawn from a fresh :class:`~fedrec.core.privacy.secure_random.SecureRandom`
   — (a user with nothing to train encodes the zero vector: its noise share still counts),
   keeps the encoding ``z_u`` in the node's state, and replies with its public keys only.
-* **share keys / collect masked / unmask**: the :class:`~fedrec.secure_aggregation.SecAggClient`
-  kept in the node's state between messages answers; the only vector that leaves is the
-  masked ``y_u = z_u + masks``. ``z_u`` is deleted from the state once masked, the client's
+* **share keys / collect masked / unmask** (:mod:`fedrec.client.secagg_stages`, which
+  imports no torch): the :class:`~fedrec.secure_aggregation.SecAggClient` kept in the
+  node's state between messages answers; the only vector that leaves is the masked
+  ``y_u = z_u + masks``. ``z_u`` is deleted from the state once masked, the client's
   secrets after the unmask stage.
 
 What never leaves the node: the local parts (user vector, personal head), the un-noised
@@ -34,9 +35,17 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message, MetricRecord, RecordDict
 
 from fedrec.client.node import Node, open_node
+from fedrec.client.secagg_stages import (
+    forget_round,
+    is_setup,
+    mark_next_stage,
+    save_client,
+    stage_reply,
+    store_input,
+)
 from fedrec.core.families.registry import family_of
 from fedrec.core.privacy import plan
 from fedrec.core.privacy.distributed_mode import encode_update, flatten, rotation_seed
@@ -45,45 +54,23 @@ from fedrec.core.privacy.mechanisms import clip_update, secure_generator
 from fedrec.core.training.device import resolve_device
 from fedrec.core.training.implicit import needs_evaluation_negatives
 from fedrec.protocol.distributed_plan import flower_run_plan
-from fedrec.protocol.secagg_records import SECAGG, from_content, to_content
+from fedrec.protocol.secagg_records import from_content, to_content
 from fedrec.protocol.wire import METRICS, USERS_EVALUATED
-from fedrec.secure_aggregation import messages as msg
 from fedrec.secure_aggregation.client import SecAggClient
 from fedrec.secure_aggregation.config import SecAggConfig
 from fedrec.secure_aggregation.errors import ProtocolViolation
 
-STATE_KEY = "fedrec.secagg.client"  # context.state: the SecAggClient of the running round
-INPUT_KEY = "fedrec.secagg.input"  # context.state: z_u until it is masked
-INPUT = "z"
-
 
 def secure_train_reply(message: Message, context: Context) -> RecordDict:
     """The reply to one SecAgg+ stage (see the module docstring)."""
+    if not is_setup(message):
+        return stage_reply(message, context)
     request, server_round = from_content(message.content)
-    stage = request.get(msg.STAGE)
-    if stage == msg.SETUP:
-        return to_content(_setup(message, context, request, server_round), server_round)
-    client = _load_client(context, server_round)
-    if stage == msg.SHARE_KEYS:
-        reply = client.share_keys(request)
-    elif stage == msg.COLLECT_MASKED:
-        reply = client.collect_masked(request, _load_input(context))
-        del context.state[INPUT_KEY]
-    elif stage == msg.UNMASK:
-        reply = client.unmask(request)
-    else:
-        raise ProtocolViolation(f"unknown SecAgg+ stage {stage!r}")
-    if stage == msg.UNMASK:
-        del context.state[STATE_KEY]
-    else:
-        _save_client(context, client, server_round)
-    return to_content(reply, server_round)
+    return to_content(_setup(message, context, request, server_round), server_round)
 
 
 def _setup(message: Message, context: Context, request: dict[str, Any], server_round: int) -> dict[str, Any]:
-    for key in (STATE_KEY, INPUT_KEY):  # an earlier round that never finished
-        if key in context.state:
-            del context.state[key]
+    forget_round(context)
     node = open_node(message, context)
     config = node.config
     if config.dp != "user-distributed":
@@ -107,8 +94,9 @@ def _setup(message: Message, context: Context, request: dict[str, Any], server_r
     client = SecAggClient(context.node_id)
     reply = client.setup(request)  # refuses a request not naming this node before any training
     encoded = _train_and_encode(node, message, users, run, server_round)
-    context.state[INPUT_KEY] = ArrayRecord({INPUT: Array(np.mod(encoded, q.modulus).astype(np.uint64))})
-    _save_client(context, client, server_round)
+    store_input(context, encoded, q.modulus)
+    save_client(context, client, server_round)
+    mark_next_stage(context, expected=True)
     return reply
 
 
@@ -140,27 +128,6 @@ def _train_and_encode(node: Node, message: Message, users: list[int], run: Any, 
     if not encoded:
         encoded.append(encode_update(np.zeros(run.quantiser.dim, dtype=np.float64), run, seed, generator))
     return encoded[0]
-
-
-def _save_client(context: Context, client: SecAggClient, server_round: int) -> None:
-    context.state[STATE_KEY] = to_content(client.export_state(), server_round)[SECAGG]
-
-
-def _load_client(context: Context, server_round: int) -> SecAggClient:
-    record = context.state.config_records.get(STATE_KEY)
-    if record is None:
-        raise ProtocolViolation("no SecAgg+ round is running on this node (setup never arrived, or the round ended)")
-    state, round_ = from_content(RecordDict({SECAGG: record}))
-    if round_ != server_round:
-        raise ProtocolViolation(f"a SecAgg+ request for round {server_round} while round {round_} is running")
-    return SecAggClient.restore(state)
-
-
-def _load_input(context: Context) -> np.ndarray:
-    record = context.state.array_records.get(INPUT_KEY)
-    if record is None or INPUT not in record:
-        raise ProtocolViolation("this node's encoded update is gone (it was masked already)")
-    return record[INPUT].numpy()
 
 
 def secure_evaluate_reply(node: Node, data: list, server_round: int) -> RecordDict:

@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from fedrec.client.encrypted_file import KeySource, prepare_key
+from fedrec.client.round_in_progress import BUSY_POLL_S
 from fedrec.core.data.csv_file import load_csv
 from fedrec.core.training.device import DEVICES
 from fedrec.protocol.wire import NODE_AUTH_KEY, NODE_DATA_FILE, NODE_DEVICE, NODE_STATE_DIR
 from fedrec.runtime.app_package import toml_value
 from fedrec.runtime.processes import (
-    console_script,
     flower_environment,
     free_port,
     read_pid_file,
@@ -71,21 +72,26 @@ def running_pid(state_dir: Path) -> int | None:
 
 
 def supernode_command(server: str, ca: Path | None, key: Path | None, data: Path, state_dir: Path,
-                      device: str, insecure: bool, clientappio_port: int) -> list[str]:
+                      device: str, insecure: bool, clientappio_port: int,
+                      busy_poll: float = BUSY_POLL_S) -> list[str]:
+    """Flower's SuperNode, run by :mod:`fedrec.client.supernode_process` (fast polling during
+    a SecAgg+ round: every ``busy_poll`` seconds instead of Flower's 3 s)."""
     entries = [(NODE_DATA_FILE, data), (NODE_STATE_DIR, state_dir), (NODE_DEVICE, device)]
     if key is not None and not insecure:  # the device countersigns its ledger rows with this key
         entries.append((NODE_AUTH_KEY, key))
     node_config = " ".join(f"{k}={toml_value(str(v))}" for k, v in entries)
     security = ["--insecure"] if insecure else [
         "--root-certificates", str(ca), "--auth-supernode-private-key", str(key)]
-    return [console_script("flower-supernode"), "--superlink", server, *security,
+    return [sys.executable, "-m", "fedrec.client.supernode_process", "--state-dir", str(state_dir),
+            "--busy-poll", repr(float(busy_poll)), "--", "--superlink", server, *security,
             "--node-config", node_config, "--isolation", "subprocess",
             "--clientappio-api-address", f"127.0.0.1:{clientappio_port}"]
 
 
 def start_client(server: str, ca: Path | None, key: Path | None, data: Path, state_dir: Path,
                  device: str = "auto", insecure: bool = False, foreground: bool = False,
-                 connect_wait_s: float = CONNECT_WAIT_S, stop_unconnected: bool = False) -> ClientInfo:
+                 connect_wait_s: float = CONNECT_WAIT_S, stop_unconnected: bool = False,
+                 busy_poll: float = BUSY_POLL_S) -> ClientInfo:
     """Check the inputs, prepare the state directory and start the SuperNode.
 
     Detached by default (PID in ``STATE/supernode.pid``; ``fedrec client stop``);
@@ -95,6 +101,8 @@ def start_client(server: str, ca: Path | None, key: Path | None, data: Path, sta
     """
     if connect_wait_s <= 0:
         raise ClientError(f"the connect timeout must be positive, got {connect_wait_s}")
+    if not 0 < busy_poll <= 60:
+        raise ClientError(f"--busy-poll must be in (0, 60] seconds, got {busy_poll}")
     parse_server_address(server)
     if device not in DEVICES:
         raise ClientError(f"unknown device {device!r}: choose one of {DEVICES}")
@@ -119,7 +127,7 @@ def start_client(server: str, ca: Path | None, key: Path | None, data: Path, sta
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     state_dir.chmod(0o700)
     prepare_key(KeySource.for_state_dir(state_dir))  # state.key (0600) on first start, unless a passphrase
-    command = supernode_command(server, ca, key, data, state_dir, device, insecure, free_port())
+    command = supernode_command(server, ca, key, data, state_dir, device, insecure, free_port(), busy_poll)
     env = flower_environment(state_dir / "flwr", state_dir / "ray")
     (state_dir / "flwr").mkdir(exist_ok=True, mode=0o700)
     log_path = state_dir / LOG_FILE

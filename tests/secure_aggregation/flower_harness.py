@@ -17,7 +17,8 @@ from typing import Any, Collection, Mapping
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 
-from fedrec.client.secure_replies import INPUT, INPUT_KEY, secure_train_reply
+from fedrec.client.secagg_stages import INPUT, INPUT_KEY
+from fedrec.client.secure_replies import secure_train_reply
 from fedrec.core.config.run_config import RunConfig
 from fedrec.core.families.registry import family_of
 from fedrec.core.federation.server_step import initial_global

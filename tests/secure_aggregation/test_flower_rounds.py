@@ -70,7 +70,7 @@ def test_the_server_only_ever_holds_masked_vectors_and_the_sums() -> None:
 
 
 def test_a_node_keeps_its_encoding_only_until_it_is_masked_and_its_secrets_until_unmasking() -> None:
-    from fedrec.client.secure_replies import INPUT_KEY, STATE_KEY
+    from fedrec.client.secagg_stages import INPUT_KEY, STATE_KEY
 
     config = small_config()
     fake = FakeFlower(config)
@@ -163,7 +163,7 @@ def test_a_skipped_round_writes_no_ledger_row_and_a_released_one_does(tmp_path: 
 def test_a_node_masking_garbage_gets_the_released_sum_refused_and_the_model_unchanged() -> None:
     from flwr.app import Array, ArrayRecord
 
-    from fedrec.client.secure_replies import INPUT, INPUT_KEY
+    from fedrec.client.secagg_stages import INPUT, INPUT_KEY
     from fedrec.core.privacy.secure_random import SecureRandom
 
     config = small_config()

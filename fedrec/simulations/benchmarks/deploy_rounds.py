@@ -9,6 +9,11 @@ device's own compute (``node_seconds_max``), and payload bytes down/up per clien
 (the arrays and configs in the messages, as the ServerApp counts them; TLS and gRPC
 framing come on top).
 
+The last round also evaluates; ``training_round_seconds_median`` is the median over the
+rounds after the first that do not (what a round costs between evaluations, which
+``--eval-every`` spaces 5 rounds apart by default), ``evaluation_seconds_last_round`` the
+evaluation exchange of the last round.
+
 Settings run interleaved (TLS, insecure, TLS, …) so that load drifts hit both; ratios
 TLS/insecure are taken within one invocation.
 
@@ -16,11 +21,14 @@ TLS/insecure are taken within one invocation.
 TLS with node authentication, one user per device (SecAgg+ needs a device per user), and a
 plain round (``dp off``) alternates with a ``user-distributed`` round (ε = 8, every device
 in every round); the ratios user-distributed/plain of seconds per round and of bytes per
-client-round (all four SecAgg+ stages included) are printed. Under DP the operational
-numbers are in ``server_internal.jsonl``, which this reads.
+client-round (all four SecAgg+ stages included) are printed, with the median seconds of each
+stage. ``--busy-poll`` lists the devices' poll intervals during a SecAgg+ round to compare
+(:mod:`fedrec.client.supernode_process`; 3 is Flower's own interval). Under DP the
+operational numbers are in ``server_internal.jsonl``, which this reads.
 
     python -m fedrec.simulations.benchmarks.deploy_rounds --clients 2 4 --rounds 4 --out D
-    python -m fedrec.simulations.benchmarks.deploy_rounds --clients 8 --rounds 5 --dp user-distributed --out D
+    python -m fedrec.simulations.benchmarks.deploy_rounds --clients 8 --rounds 5 --dp user-distributed \
+        --busy-poll 0.25 3 --out D
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from fedrec.client.round_in_progress import BUSY_POLL_S
 from fedrec.client.supernode import start_client, stop_client
 from fedrec.core.config.run_config import RunConfig
 from fedrec.core.data.export import CATALOGUE_FILE, client_file, export_for_devices
@@ -43,7 +52,7 @@ from fedrec.server.superlink import register_client, start_server, stop_server, 
 
 
 def run_setting(root: Path, data: Path, clients: int, tls: bool, rounds: int, executor: str,
-                dp: str = "off") -> dict:
+                dp: str = "off", busy_poll: float = BUSY_POLL_S) -> dict:
     certs = root / "certs"
     ports = [free_listening_port() for _ in range(3)]
     server = root / "server"
@@ -58,7 +67,8 @@ def run_setting(root: Path, data: Path, clients: int, tls: bool, rounds: int, ex
                 register_client(server, keys.public_key)
                 key = keys.private_key
             start_client(f"127.0.0.1:{ports[0]}", certs / "ca.crt" if tls else None, key, client_file(data, k),
-                         state, device="cpu", insecure=not tls, connect_wait_s=5 if not tls else 90)
+                         state, device="cpu", insecure=not tls, connect_wait_s=5 if not tls else 90,
+                         busy_poll=busy_poll)
         run_dir = server / "runs" / "bench"
         config = RunConfig(dataset="deployment", catalogue=str(data / CATALOGUE_FILE), out_dir=str(run_dir),
                            rounds=rounds, eval_every=rounds + 1 if rounds > 1 else 1, checkpoint_every=rounds,
@@ -73,10 +83,17 @@ def run_setting(root: Path, data: Path, clients: int, tls: bool, rounds: int, ex
             stop_client(state, grace_s=5)
         stop_server(server, grace_s=5)
     later = [r for r in rows if r["round"] > 1] or rows
+    training_only = [r for r in later if r["round"] < len(rows)] or later  # the last round also evaluates
     per_client = [r for r in rows if r["nodes"]]
+    stages = sorted({stage for r in training_only for stage in r.get("secagg_seconds", {})})
     return {
-        "clients": clients, "tls": tls, "dp": dp, "rounds": len(rows),
+        "clients": clients, "tls": tls, "dp": dp, "busy_poll": busy_poll, "rounds": len(rows),
         "round_seconds_median": statistics.median(r["wall_seconds"] for r in later),
+        "training_round_seconds_median": statistics.median(r["wall_seconds"] for r in training_only),
+        "evaluation_seconds_last_round": rows[-1]["wall_seconds"] - rows[-1]["train_seconds"],
+        "stage_seconds_median": {stage: statistics.median(r["secagg_seconds"][stage] for r in training_only
+                                                          if stage in r.get("secagg_seconds", {}))
+                                 for stage in stages},
         "train_seconds_median": statistics.median(r["train_seconds"] for r in later),
         "node_seconds_max_median": statistics.median(r["node_seconds_max"] for r in later),
         "first_round_seconds": rows[0]["wall_seconds"],
@@ -109,12 +126,14 @@ def main() -> None:
     parser.add_argument("--executor", default="cohort", help="how each device trains its users")
     parser.add_argument("--dp", choices=["off", "user-distributed"], default="off",
                         help="user-distributed: plain vs SecAgg+ rounds (TLS, one user per device)")
+    parser.add_argument("--busy-poll", type=float, nargs="+", default=[BUSY_POLL_S],
+                        help="with --dp user-distributed: the devices' poll intervals (s) during a round to compare")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.dp != "off":
         secure_aggregation_cost(args)
         return
-    args.out.mkdir(parents=True, exist_ok=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="fr-deploy-") as tmp:
         data = Path(tmp) / "data"
@@ -147,23 +166,29 @@ def secure_aggregation_cost(args: argparse.Namespace) -> None:
         most = max(args.clients)
         export_for_devices(load_dataset(f"synthetic-{most}", "", 0), most, data)  # one user per device
         for clients in args.clients:
-            for dp in ("off", args.dp):
-                root = Path(tmp) / f"c{clients}-{dp}"
+            settings = [("off", BUSY_POLL_S)] + [(args.dp, poll) for poll in args.busy_poll]
+            for k, (dp, poll) in enumerate(settings):
+                root = Path(tmp) / f"c{clients}-{k}-{dp}"
                 root.mkdir()
                 init_certs(root / "certs", ["127.0.0.1", "localhost"])
-                result = run_setting(root, data, clients, True, args.rounds, "per-client", dp)
+                result = run_setting(root, data, clients, True, args.rounds, "per-client", dp, poll)
                 results.append(result)
                 print(json.dumps(result), flush=True)
     for clients in args.clients:
         plain = next(r for r in results if r["clients"] == clients and r["dp"] == "off")
-        secure = next(r for r in results if r["clients"] == clients and r["dp"] != "off")
         bytes_plain = plain["bytes_down_per_client_round"] + plain["bytes_up_per_client_round"]
-        bytes_secure = secure["bytes_down_per_client_round"] + secure["bytes_up_per_client_round"]
-        print(f"{clients} devices (TLS + node auth, one user each): {secure['round_seconds_median']:.2f} s/round "
-              f"{args.dp} vs {plain['round_seconds_median']:.2f} s plain (ratio "
-              f"{secure['round_seconds_median'] / plain['round_seconds_median']:.2f}); bytes per client-round "
-              f"{bytes_secure:.0f} vs {bytes_plain:.0f} (ratio {bytes_secure / bytes_plain:.2f}; up "
-              f"{secure['bytes_up_per_client_round']:.0f} vs {plain['bytes_up_per_client_round']:.0f})")
+        for secure in (r for r in results if r["clients"] == clients and r["dp"] != "off"):
+            bytes_secure = secure["bytes_down_per_client_round"] + secure["bytes_up_per_client_round"]
+            print(f"{clients} devices (TLS + node auth, one user each), busy poll {secure['busy_poll']:g} s: "
+                  f"training round {secure['training_round_seconds_median']:.2f} s {args.dp} vs "
+                  f"{plain['training_round_seconds_median']:.2f} s plain (ratio "
+                  f"{secure['training_round_seconds_median'] / plain['training_round_seconds_median']:.2f}); "
+                  f"evaluation {secure['evaluation_seconds_last_round']:.2f} s vs "
+                  f"{plain['evaluation_seconds_last_round']:.2f} s; stages "
+                  + ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in secure["stage_seconds_median"].items())
+                  + f"; bytes per client-round {bytes_secure:.0f} vs {bytes_plain:.0f} (ratio "
+                  f"{bytes_secure / bytes_plain:.2f}; up {secure['bytes_up_per_client_round']:.0f} vs "
+                  f"{plain['bytes_up_per_client_round']:.0f})")
     (args.out / "deploy_rounds_secure_aggregation.json").write_text(json.dumps(results, indent=2))
 
 
