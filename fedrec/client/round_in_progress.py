@@ -3,7 +3,8 @@
 A SecAgg+ round is four message exchanges (:mod:`fedrec.server.secure_rounds`): after
 answering one stage the device waits for the next, which the server sends as soon as the
 last device has answered. Flower 1.32's SuperNode looks for a new message every 3 s when it
-has none, so each later stage would wait up to 3 s for the slowest device to look again.
+has none (and two more local loops add up to 1.5 s), so each later stage would wait for
+the slowest device to look again.
 The ClientApp marks the round on the device (``STATE/secagg-round``, holding the time after
 which the mark no longer counts) at setup and removes it after unmasking; the SuperNode
 process (:mod:`fedrec.client.supernode_process`) polls every ``--busy-poll`` seconds while the
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 MARK_FILE = "secagg-round"
-BUSY_POLL_S = 0.25  # the default seconds between a device's looks for a message during a round
+BUSY_POLL_S = 0.2  # the default seconds between a device's looks for a message during a round
 
 
 def mark_round(state_dir: str | os.PathLike[str], seconds: float) -> None:

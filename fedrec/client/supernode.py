@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedrec.client import supernode_process
 from fedrec.client.encrypted_file import KeySource, prepare_key
 from fedrec.client.round_in_progress import BUSY_POLL_S
 from fedrec.core.data.csv_file import load_csv
@@ -82,7 +83,7 @@ def supernode_command(server: str, ca: Path | None, key: Path | None, data: Path
     node_config = " ".join(f"{k}={toml_value(str(v))}" for k, v in entries)
     security = ["--insecure"] if insecure else [
         "--root-certificates", str(ca), "--auth-supernode-private-key", str(key)]
-    return [sys.executable, "-m", "fedrec.client.supernode_process", "--state-dir", str(state_dir),
+    return [sys.executable, "-m", supernode_process.MODULE, "--state-dir", str(state_dir),
             "--busy-poll", repr(float(busy_poll)), "--", "--superlink", server, *security,
             "--node-config", node_config, "--isolation", "subprocess",
             "--clientappio-api-address", f"127.0.0.1:{clientappio_port}"]
