@@ -308,6 +308,9 @@ def _check_private_setup(config: RunConfig, run_dir: Path, first_round: int, n_n
     record/user-local run can resume there; simulated nodes lose theirs with the run."""
     if config.dp == "off":
         return
+    if config.dp_groups > 0:
+        raise ValueError("dp-groups (cyclic groups, noise correlated across rounds) runs in the round driver only "
+                         "so far (fedrec.core.federation.driver); the Flower server samples by Poisson")
     if config.dp == "user-distributed":
         if config.executor == "cohort" and not deployed:
             raise ValueError(FLOWER_REFUSAL)

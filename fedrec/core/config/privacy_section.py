@@ -23,6 +23,8 @@ from dataclasses import dataclass
 DP_MODES = ("off", "record", "user-local", "user-central", "user-distributed")
 # the Opacus accountants fedrec.core.privacy.accounting composes a history with
 ACCOUNTANTS = ("rdp", "prv")
+# the server's noise across rounds under dp-groups (fedrec.core.privacy.correlated_noise.MECHANISMS)
+NOISE_MECHANISMS = ("gaussian", "banded-mf")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,11 @@ class PrivacyConfig:
     ddg_bits: int = 20
     ddg_wrap_probability: float = 1e-9
     ddg_min_clients: int = 0
+    # user-central, the round driver: users train in dp-groups cyclic groups (group t mod g in
+    # round t; 0: Poisson sampling) and the server's noise is dp-mechanism's, correlated
+    # across rounds (fedrec.core.privacy.correlated_noise; gaussian: independent)
+    dp_mechanism: str = "gaussian"
+    dp_groups: int = 0
 
     def __post_init__(self) -> None:
         if self.dp not in DP_MODES:
@@ -100,6 +107,23 @@ class PrivacyConfig:
             raise ValueError(f"ddg-wrap-probability must be in (0, 1), got {self.ddg_wrap_probability}")
         if self.ddg_min_clients < 0:
             raise ValueError(f"ddg-min-clients must be ≥ 0 (0: every sampled client), got {self.ddg_min_clients}")
+        self._check_correlated()
+
+    def _check_correlated(self) -> None:
+        """``dp-mechanism`` and ``dp-groups``: what the correlated-noise path supports."""
+        if self.dp_mechanism not in NOISE_MECHANISMS:
+            raise ValueError(f"unknown dp-mechanism {self.dp_mechanism!r}: choose one of {NOISE_MECHANISMS}")
+        if self.dp_groups < 0:
+            raise ValueError(f"dp-groups must be ≥ 0 (0: Poisson sampling), got {self.dp_groups}")
+        if (self.dp_groups > 0 or self.dp_mechanism != "gaussian") and self.dp != "user-central":
+            raise ValueError(f"dp-groups and dp-mechanism {self.dp_mechanism} work with dp user-central only "
+                             f"(the server adds the correlated noise), not dp {self.dp}")
+        if self.dp_mechanism == "banded-mf" and self.dp_groups < 2:
+            raise ValueError("dp-mechanism banded-mf needs dp-groups ≥ 2: its band is the number of rounds between "
+                             "a user's participations, which Poisson sampling does not bound")
+        if self.dp_groups > 0 and (self.adaptive_clip or self.noise_multiplier > 0 or self.epsilon == 0):
+            raise ValueError("dp-groups plans its noise for --epsilon (the whole run is one Gaussian mechanism); "
+                             "--noise-multiplier and --adaptive-clip are not supported with it")
 
     @property
     def enabled(self) -> bool:

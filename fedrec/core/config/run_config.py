@@ -55,7 +55,7 @@ from fedrec.core.config.choices import (
 )
 from fedrec.core.config.deployment_section import DEPLOYMENT_DEFAULTS, DeploymentConfig
 from fedrec.core.config.evaluation_section import EVALUATION_DEFAULTS, EvaluationConfig
-from fedrec.core.config.privacy_section import ACCOUNTANTS, DP_MODES, PRIVACY_DEFAULTS, PrivacyConfig
+from fedrec.core.config.privacy_section import ACCOUNTANTS, DP_MODES, NOISE_MECHANISMS, PRIVACY_DEFAULTS, PrivacyConfig
 from fedrec.core.config.protocols import PROTOCOLS
 from fedrec.core.config.training_section import TrainingConfig
 from fedrec.core.evaluation.selection import MODEL_SELECTIONS
@@ -250,6 +250,12 @@ class RunConfig:
                                        "a round's sum that the grid step γ is chosen for")
     ddg_min_clients: int = knob(_P.ddg_min_clients, "user-distributed: the fewest clients whose noise share is "
                                 "counted (dropout allowance; 0: every sampled client)")
+    # user-central in the round driver: cyclic groups and noise correlated across rounds
+    dp_mechanism: str = knob(_P.dp_mechanism, "user-central with dp-groups: the server's noise across rounds "
+                             "(gaussian: independent; banded-mf: banded matrix factorisation)",
+                             choices=NOISE_MECHANISMS)
+    dp_groups: int = knob(_P.dp_groups, "user-central: users train in this many cyclic groups, one a round "
+                          "(0: Poisson sampling); the round driver only, so far")
     # deployment (fedrec server run): the item catalogue file on the server (one raw item id
     # per line; empty in simulation), the fewest connected nodes a round waits for, and the
     # fewest valid updates a round needs to be aggregated (fewer: the round is skipped)

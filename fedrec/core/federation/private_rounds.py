@@ -12,6 +12,11 @@ the refusals; nothing is written to a ledger. Evaluations are counted as the app
 them: one release ``(σ_e, 1, 1)`` per evaluated user (client modes) or per evaluation
 round (``user-central``).
 
+Under ``user-central`` with ``dp-groups`` (:mod:`fedrec.core.privacy.correlated_rounds`)
+round ``t`` trains cyclic group ``(t − 1) mod g`` and the server adds noise correlated
+across rounds (``dp-mechanism``); one GDP accountant covers the training and evaluation
+releases, and each row carries the plan (``correlated``).
+
 Under ``user-distributed`` (:mod:`fedrec.core.privacy.distributed_mode`) the round emulates
 secure aggregation's arithmetic: ``clients-per-round`` users are sampled as without DP,
 each clips the global part of its update and encodes it with its own discrete Gaussian
@@ -39,6 +44,8 @@ from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.adaptive_clip import AdaptiveClip
 from fedrec.core.privacy.aggregation import central_noised_mean
 from fedrec.core.privacy.client_round import budgeted, private_train_users
+from fedrec.core.privacy.correlated_noise import NoiseStream
+from fedrec.core.privacy.correlated_rounds import CorrelatedPlan, plan_correlated
 from fedrec.core.privacy.distributed_mode import (
     RunPlan,
     SumOutOfBound,
@@ -79,6 +86,9 @@ class PrivateRounds:
         # user-distributed: the server's ledger rows (train and evaluation releases), in order
         self.ledger_entries: list[Any] = []
         self.run_id = f"driver-{config.seed}"
+        # user-central with dp-groups: the plan and the server's noise stream (secret state)
+        self.correlated: CorrelatedPlan | None = None
+        self.noise_stream: NoiseStream | None = None
         if config.dp == "user-central" and config.adaptive_clip:
             self.adaptive = AdaptiveClip.for_round_size(config.clip, config.clip_quantile,
                                                         plan.central_rate(config, n_users) * n_users)
@@ -88,6 +98,8 @@ class PrivateRounds:
         a plan that cannot fit, with the reason)."""
         if self.config.dp == "user-distributed":
             self.distributed = plan_for_split(self.config, split)
+        if self.config.dp == "user-central" and self.config.dp_groups > 0:
+            self.correlated = plan_correlated(self.config, self.n_users)
 
     def count_evaluation(self, split: Any) -> float:
         """Add one evaluation release to every evaluated user's (or the server's) history,
@@ -99,6 +111,10 @@ class PrivateRounds:
                                                   self.evaluations_done, "evaluate",
                                                   plan.eval_sensitivity(self.config.evaluation))
             return self.distributed.epsilon(self.rounds_done, self.evaluations_done)
+        if self.correlated is not None:  # GDP: μ² grows by 1/σ_e² a release
+            if self.correlated.epsilon(self.rounds_done, self.evaluations_done + 1) <= self.config.epsilon * (1 + 1e-9):
+                self.evaluations_done += 1
+            return self.correlated.epsilon(self.rounds_done, self.evaluations_done)
         step = plan.evaluation_step(self.config, self.n_users)
         if self.config.dp == "user-central":
             _, after = budgeted(self.config, 0, self.server_history, step)
@@ -116,6 +132,8 @@ class PrivateRounds:
         """Whether the server's next ``user-central`` round fits the budget (always, otherwise)."""
         if self.config.dp != "user-central" or plan.budget(self.config.privacy) is None:
             return True
+        if self.correlated is not None:  # planned for config.rounds rounds: never past them
+            return self.rounds_done < self.correlated.noise.participation.rounds
         step = (plan.central_noise(self.config, self.n_users), plan.central_rate(self.config, self.n_users), 1)
         spent = epsilon([*self.server_history, step], self.config.delta, self.config.accountant)
         return spent <= self.config.epsilon * (1 + 1e-9)
@@ -128,6 +146,8 @@ class PrivateRounds:
         config = self.config
         if config.dp == "user-distributed":
             return self._distributed_round(split, arrays, local, optimizer, server_round)
+        if self.correlated is not None:
+            return self._correlated_round(split, arrays, local, optimizer, server_round)
         if config.dp == "user-central":
             users = poisson_sample(list(range(self.n_users)), plan.central_rate(config, self.n_users))
         else:
@@ -163,6 +183,34 @@ class PrivateRounds:
         refused = sum(r.refused for r in releases)
         return arrays, {"round": server_round, "clients": len(result.users), "dp_refused": refused,
                         "epsilon_max": eps, "train_loss": None, "clip": config.clip}
+
+    def _correlated_round(self, split: Any, arrays: Arrays, local: dict[int, Arrays], optimizer: Any,
+                          server_round: int) -> tuple[Arrays, dict[str, Any]]:
+        """One ``dp-groups`` round: the round's group trains and clips, the server adds ``w_t``
+        to the sum, divides by ``n/g`` and steps."""
+        config, correlated = self.config, self.correlated
+        assert correlated is not None
+        users = correlated.users(server_round)
+        result, releases, _, _ = private_train_users(
+            config, arrays, [local.get(u) for u in users],
+            [self.family.user_data(split, u, for_evaluation=needs_evaluation_negatives(config.train_negatives))
+             for u in users],
+            server_round, [[] for _ in users])
+        local.update((u, v) for u, v in zip(result.users, result.locals) if v)
+        names = sorted(arrays)
+        total = (flatten(result.update_sum, names) if result.weight > 0
+                 else np.zeros(sum(np.size(arrays[n]) for n in names)))
+        if self.noise_stream is None:
+            self.noise_stream = NoiseStream(correlated.noise, total.size, secure_generator())
+        noised = (total + self.noise_stream.next()) / correlated.divisor
+        if self.family.releases_sum:  # the noised sum itself
+            noised = noised * correlated.divisor
+        arrays = optimizer.step(arrays, unflatten(noised, arrays, names))
+        self.rounds_done += 1
+        eps = correlated.epsilon(self.rounds_done, self.evaluations_done)
+        return arrays, {"round": server_round, "clients": len(result.users),
+                        "dp_refused": sum(r.refused for r in releases), "epsilon_max": eps, "train_loss": None,
+                        "clip": config.clip, "correlated": correlated.parameters()}
 
     def _distributed_round(self, split: Any, arrays: Arrays, local: dict[int, Arrays], optimizer: Any,
                            server_round: int) -> tuple[Arrays, dict[str, Any]]:

@@ -55,9 +55,10 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import log_ndtr
 
+from fedrec.core.config.privacy_section import NOISE_MECHANISMS
 from fedrec.core.privacy.secure_random import SecureRandom
 
-MECHANISMS = ("gaussian", "banded-mf")
+MECHANISMS = NOISE_MECHANISMS  # ("gaussian", "banded-mf"), owned by the run config's privacy section
 
 
 @dataclass(frozen=True)
