@@ -7,7 +7,7 @@ A setting is ``poisson:T`` (today's user-central: every user by Poisson with rat
 ``clients-per-round/n``, independent Gaussian noise, ``T`` rounds) or ``MECHANISM:g:T``
 (``dp-groups g``: cyclic groups, ``T`` rounds, the server's noise from ``MECHANISM``,
 :mod:`fedrec.core.privacy.correlated_rounds`). Everything else is the distributed-DP
-benchmark's (MF, SGD lr 2, server lr 20, C = 1, δ = 10⁻⁵, the round driver with the cohort
+benchmark's (MF unless --model/--personal say otherwise, SGD lr 2, server lr 20, C = 1, δ = 10⁻⁵, the round driver with the cohort
 executor, one evaluation at the last round, which the ε includes). Printed per run: HR@10,
 NDCG@10, the ε spent, the noise std on a round's sum (``σ·C`` for Poisson rounds; for the
 correlated ones the std of ``w_t``'s first entry, ``σ·sqrt((C^{-1}C^{-T})_{00})``, and its
@@ -76,6 +76,8 @@ def main(
     settings: str = typer.Option("poisson:30,gaussian:4:120,banded-mf:4:120"),
     epsilon: float = typer.Option(8.0),
     seeds: str = typer.Option("0"),
+    model: str = typer.Option("mf", help="the model (mf, gmf, …)"),
+    personal: str = typer.Option("none", help="personal parts kept on the device (e.g. head: never released)"),
     lr: float = typer.Option(2.0),
     server_lr: float = typer.Option(20.0),
     threads: int = typer.Option(1, help="torch threads"),
@@ -84,7 +86,7 @@ def main(
 
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
-    base = RunConfig(dataset="ml-100k", data_dir=data_dir, model="mf", rounds=30, clients_per_round=943,
+    base = RunConfig(dataset="ml-100k", data_dir=data_dir, model=model, personal=personal, rounds=30, clients_per_round=943,
                      batch_size=16, client_optimizer="sgd", lr=lr, server_lr=server_lr, clip=1.0, delta=1e-5,
                      executor="cohort")
     path = out / "results.json"
@@ -92,15 +94,16 @@ def main(
     for text in settings.split(","):
         setting = parse_setting(text)
         for seed in (int(s) for s in seeds.split(",")):
-            key = (setting["mechanism"], setting["groups"], setting["rounds"], epsilon, seed)
-            if any((r["mechanism"], r["groups"], r["rounds"], r["epsilon_target"], r["seed"]) == key for r in results):
+            key = (setting["mechanism"], setting["groups"], setting["rounds"], epsilon, seed, model, personal)
+            if any((r["mechanism"], r["groups"], r["rounds"], r["epsilon_target"], r["seed"], r.get("model", "mf"),
+                    r.get("personal", "none")) == key for r in results):
                 continue
-            row = run_one(base, setting, epsilon, seed)
+            row = {**run_one(base, setting, epsilon, seed), "model": model, "personal": personal}
             results.append(row)
             path.write_text(json.dumps(results, indent=2))
             print(json.dumps(row), flush=True)
     for r in results:
-        print(f"{r['mechanism']:>9} g={r['groups']:<2} T={r['rounds']:<4} ε={r['epsilon_target']:g} seed {r['seed']}: "
+        print(f"{r.get('model', 'mf')}/{r.get('personal', 'none')} {r['mechanism']:>9} g={r['groups']:<2} T={r['rounds']:<4} ε={r['epsilon_target']:g} seed {r['seed']}: "
               f"HR@10 {r['hr@10']:.4f} NDCG@10 {r['ndcg@10']:.4f} ε spent {r['epsilon_spent']:.3f} noise std "
               f"{r['noise_std_first']:.3f}..{r['noise_std_largest']:.3f} ({r['seconds']:.0f} s)")
 
