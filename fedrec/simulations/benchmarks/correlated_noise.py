@@ -56,7 +56,7 @@ def run_one(base: RunConfig, setting: dict[str, Any], epsilon: float, seed: int)
 
     rounds = setting["rounds"]
     config = replace(base, dp="user-central", epsilon=epsilon, seed=seed, rounds=rounds, eval_every=rounds,
-                     dp_groups=setting["groups"],
+                     dp_groups=setting["groups"], adaptive_clip=base.adaptive_clip and not setting["groups"],
                      dp_mechanism="gaussian" if setting["mechanism"] == "poisson" else setting["mechanism"])
     started = time.perf_counter()
     result = run_federation(config)
@@ -78,6 +78,8 @@ def main(
     seeds: str = typer.Option("0"),
     model: str = typer.Option("mf", help="the model (mf, gmf, …)"),
     personal: str = typer.Option("none", help="personal parts kept on the device (e.g. head: never released)"),
+    clip: float = typer.Option(1.0, help="C of a user's update (the start, with --adaptive-clip)"),
+    adaptive_clip: bool = typer.Option(False, help="Poisson settings: C follows the median update norm"),
     lr: float = typer.Option(2.0),
     server_lr: float = typer.Option(20.0),
     threads: int = typer.Option(1, help="torch threads"),
@@ -86,24 +88,28 @@ def main(
 
     torch.set_num_threads(threads)
     out.mkdir(parents=True, exist_ok=True)
-    base = RunConfig(dataset="ml-100k", data_dir=data_dir, model=model, personal=personal, rounds=30, clients_per_round=943,
-                     batch_size=16, client_optimizer="sgd", lr=lr, server_lr=server_lr, clip=1.0, delta=1e-5,
+    base = RunConfig(dataset="ml-100k", data_dir=data_dir, model=model, personal=personal, rounds=30, adaptive_clip=adaptive_clip, clients_per_round=943,
+                     batch_size=16, client_optimizer="sgd", lr=lr, server_lr=server_lr, clip=clip, delta=1e-5,
                      executor="cohort")
     path = out / "results.json"
     results: list[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []
     for text in settings.split(","):
         setting = parse_setting(text)
         for seed in (int(s) for s in seeds.split(",")):
-            key = (setting["mechanism"], setting["groups"], setting["rounds"], epsilon, seed, model, personal)
+            key = (setting["mechanism"], setting["groups"], setting["rounds"], epsilon, seed, model, personal, clip,
+                   adaptive_clip)
             if any((r["mechanism"], r["groups"], r["rounds"], r["epsilon_target"], r["seed"], r.get("model", "mf"),
-                    r.get("personal", "none")) == key for r in results):
+                    r.get("personal", "none"), r.get("clip", 1.0), r.get("adaptive_clip", False)) == key
+                   for r in results):
                 continue
-            row = {**run_one(base, setting, epsilon, seed), "model": model, "personal": personal}
+            row = {**run_one(base, setting, epsilon, seed), "model": model, "personal": personal, "clip": clip,
+                   "adaptive_clip": adaptive_clip}
             results.append(row)
             path.write_text(json.dumps(results, indent=2))
             print(json.dumps(row), flush=True)
     for r in results:
-        print(f"{r.get('model', 'mf')}/{r.get('personal', 'none')} {r['mechanism']:>9} g={r['groups']:<2} T={r['rounds']:<4} ε={r['epsilon_target']:g} seed {r['seed']}: "
+        print(f"{r.get('model', 'mf')}/{r.get('personal', 'none')} C={r.get('clip', 1.0):g}"
+              f"{' adaptive' if r.get('adaptive_clip') else ''} {r['mechanism']:>9} g={r['groups']:<2} T={r['rounds']:<4} ε={r['epsilon_target']:g} seed {r['seed']}: "
               f"HR@10 {r['hr@10']:.4f} NDCG@10 {r['ndcg@10']:.4f} ε spent {r['epsilon_spent']:.3f} noise std "
               f"{r['noise_std_first']:.3f}..{r['noise_std_largest']:.3f} ({r['seconds']:.0f} s)")
 
