@@ -10,11 +10,13 @@ four times a round under ``dp user-distributed``. :class:`ForkedClientApps` stan
 ``multiprocessing`` fork server that has imported Flower, the fedrec ClientApp and its model
 code once (:data:`PRELOAD`). Each message still gets its own process (what Flower's process
 isolation promises: nothing of one message's run survives into the next); the fork server
-holds no secret and no connection, only imported modules.
+holds no secret and no connection, only imported modules. Should the fork server be
+unavailable, the command runs as Flower would run it (a new process), with one warning.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import subprocess
@@ -22,6 +24,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
+logger = logging.getLogger("fedrec.client")
 CLIENTAPP = "flwr-clientapp"
 # what the handlers import, some of it lazily (the accountants import opacus when first used)
 PRELOAD = ["flwr.supernode.cli", "fedrec.client.app", "fedrec.client.handlers", "opacus"]
@@ -44,13 +47,21 @@ class ForkedClientApps:
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(PRELOAD)
         self._module = module
+        self._warned = False
 
     def Popen(self, command: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 (subprocess's name)
         if not (isinstance(command, list) and command[:1] == [CLIENTAPP]):
             return self._module.Popen(command, *args, **kwargs)
         multiprocessing.active_children()  # forget the finished ones (and their pipes)
         process = self._context.Process(target=run_flower_clientapp, args=(list(command[1:]),), daemon=True)
-        process.start()
+        try:
+            process.start()
+        except (OSError, EOFError, RuntimeError) as error:  # no fork server: Flower's own way, slower
+            if not self._warned:
+                logger.warning("cannot fork the ClientApp (%s); starting %s as a new process instead", error,
+                               CLIENTAPP)
+                self._warned = True
+            return self._module.Popen(command, *args, **kwargs)
         return process
 
     def __getattr__(self, name: str) -> Any:

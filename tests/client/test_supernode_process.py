@@ -135,3 +135,26 @@ def test_a_forked_clientapp_runs_flowers_entry_point_with_the_arguments() -> Non
     assert (helped.exitcode, refused.exitcode) == (0, 2)
     forked.Popen(["flwr-serverapp", "--x"])
     assert launched == [["flwr-serverapp", "--x"]]
+
+
+def test_without_a_fork_server_the_clientapp_starts_as_flower_starts_it() -> None:
+    from fedrec.client.forked_clientapp import ForkedClientApps
+
+    launched: list[list[str]] = []
+
+    class RecordingSubprocess:
+        def Popen(self, command: list[str]) -> str:  # noqa: N802
+            launched.append(command)
+            return "started"
+
+    class BrokenContext:
+        def Process(self, **kwargs):  # noqa: N802
+            class Unstartable:
+                def start(self) -> None:
+                    raise OSError("fork server gone")
+            return Unstartable()
+
+    forked = ForkedClientApps(RecordingSubprocess())  # type: ignore[arg-type]
+    forked._context = BrokenContext()  # type: ignore[assignment]
+    assert forked.Popen(["flwr-clientapp", "--token", "t"]) == "started"
+    assert launched == [["flwr-clientapp", "--token", "t"]]
