@@ -158,3 +158,13 @@ def test_without_a_fork_server_the_clientapp_starts_as_flower_starts_it() -> Non
     forked._context = BrokenContext()  # type: ignore[assignment]
     assert forked.Popen(["flwr-clientapp", "--token", "t"]) == "started"
     assert launched == [["flwr-clientapp", "--token", "t"]]
+
+
+def test_a_bad_busy_poll_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    from fedrec.client.supernode import ClientError, start_client
+
+    for bad in (0.0, -1.0, 61.0):
+        with pytest.raises(ClientError, match="busy-poll"):
+            start_client("127.0.0.1:9092", None, None, tmp_path / "d.csv", tmp_path / "state", insecure=True,
+                         busy_poll=bad)
+    assert not (tmp_path / "state").exists()
