@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,10 +82,9 @@ def supernode_command(server: str, ca: Path | None, key: Path | None, data: Path
     node_config = " ".join(f"{k}={toml_value(str(v))}" for k, v in entries)
     security = ["--insecure"] if insecure else [
         "--root-certificates", str(ca), "--auth-supernode-private-key", str(key)]
-    return [sys.executable, "-m", supernode_process.MODULE, "--state-dir", str(state_dir),
-            "--busy-poll", repr(float(busy_poll)), "--", "--superlink", server, *security,
-            "--node-config", node_config, "--isolation", "subprocess",
-            "--clientappio-api-address", f"127.0.0.1:{clientappio_port}"]
+    return supernode_process.process_command(state_dir, busy_poll, [
+        "--superlink", server, *security, "--node-config", node_config, "--isolation", "subprocess",
+        "--clientappio-api-address", f"127.0.0.1:{clientappio_port}"])
 
 
 def start_client(server: str, ca: Path | None, key: Path | None, data: Path, state_dir: Path,

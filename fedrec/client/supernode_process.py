@@ -39,6 +39,13 @@ SUPEREXEC = "flower-superexec"
 MODULE = "fedrec.client.supernode_process"  # not __name__: that is "__main__" when run with -m
 
 
+def process_command(state_dir: Path, busy_poll: float, flower_args: list[str], superexec: bool = False) -> list[str]:
+    """The command line that runs Flower's SuperNode (or, ``superexec``, its superexec child)
+    through this module with ``flower_args``."""
+    return [sys.executable, "-m", MODULE, *(["--superexec"] if superexec else []), "--state-dir", str(state_dir),
+            "--busy-poll", repr(float(busy_poll)), "--", *flower_args]
+
+
 class RoundAwareClock:
     """Stands in for the ``time`` module inside a Flower polling loop: every attribute is
     ``time``'s, except that a ``sleep`` longer than ``busy_poll`` seconds is shortened to
@@ -71,8 +78,7 @@ class SuperexecThroughUs:
 
     def Popen(self, command: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 (subprocess's name)
         if isinstance(command, list) and command[:1] == [SUPEREXEC]:
-            command = [sys.executable, "-m", MODULE, "--superexec", "--state-dir", str(self._state_dir),
-                       "--busy-poll", repr(self._busy_poll), "--", *command[1:]]
+            command = process_command(self._state_dir, self._busy_poll, command[1:], superexec=True)
         return self._module.Popen(command, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
@@ -88,15 +94,14 @@ def install(state_dir: Path, busy_poll: float) -> None:
     start_client_internal.subprocess = SuperexecThroughUs(state_dir, busy_poll)  # type: ignore[assignment]
 
 
-def install_superexec(state_dir: Path, busy_poll: float, fork: bool = True) -> None:
-    """Make Flower's superexec loop wait through a :class:`RoundAwareClock` and (``fork``)
-    start each ClientApp process from a fork server (:mod:`fedrec.client.forked_clientapp`)."""
+def install_superexec(state_dir: Path, busy_poll: float) -> None:
+    """Make Flower's superexec loop wait through a :class:`RoundAwareClock` and start each
+    ClientApp process from a fork server (:mod:`fedrec.client.forked_clientapp`)."""
     from flwr.supercore.superexec import run_superexec
     from flwr.supercore.superexec.executor import subprocess_executor
 
     run_superexec.time = RoundAwareClock(state_dir, busy_poll)  # type: ignore[assignment]
-    if fork:
-        subprocess_executor.subprocess = ForkedClientApps()  # type: ignore[assignment]
+    subprocess_executor.subprocess = ForkedClientApps()  # type: ignore[assignment]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -202,9 +202,9 @@ class PrivateRounds:
                  else np.zeros(sum(np.size(arrays[n]) for n in names)))
         if self.noise_stream is None:
             self.noise_stream = NoiseStream(correlated.noise, total.size, secure_generator())
-        noised = (total + self.noise_stream.next()) / correlated.divisor
-        if self.family.releases_sum:  # the noised sum itself
-            noised = noised * correlated.divisor
+        noised = total + self.noise_stream.next()
+        if not self.family.releases_sum:  # a family that releases sums steps with the noised sum itself
+            noised = noised / correlated.divisor
         arrays = optimizer.step(arrays, unflatten(noised, arrays, names))
         self.rounds_done += 1
         eps = correlated.epsilon(self.rounds_done, self.evaluations_done)

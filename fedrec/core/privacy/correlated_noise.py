@@ -166,15 +166,16 @@ def coefficients_for(mechanism: str, participation: Participation, band: int | N
     if width > participation.separation:
         raise ValueError(f"band {width} is wider than the separation {participation.separation} between a user's "
                          "rounds: refused (the sensitivity would not hold)")
-    return _optimised(width, participation.rounds, participation.separation, participation.participations)
+    return np.array(_optimised(width, participation.rounds, participation.separation, participation.participations))
 
 
 @lru_cache(maxsize=64)
-def _optimised(band: int, rounds: int, separation: int, participations: int) -> np.ndarray:
+def _optimised(band: int, rounds: int, separation: int, participations: int) -> tuple[float, ...]:
+    """The optimised coefficients, cached as a tuple (a cached array could be changed in place)."""
     participation = Participation(rounds, separation, participations)
     start = sqrt_coefficients(band)
     if band == 1:
-        return start
+        return tuple(start)
 
     def objective(free: np.ndarray) -> float:
         c = np.concatenate(([1.0], free))
@@ -182,7 +183,8 @@ def _optimised(band: int, rounds: int, separation: int, participations: int) -> 
 
     found = minimize(objective, start[1:], method="L-BFGS-B")
     best = np.concatenate(([1.0], found.x))
-    return best if total_error(best, participation) <= total_error(start, participation) else start
+    return tuple(float(c) for c in (best if total_error(best, participation) <= total_error(start, participation)
+                                    else start))
 
 
 def gaussian_delta(mu: float, eps: float) -> float:

@@ -82,7 +82,7 @@ class CorrelatedPlan:
 
 def cyclic_groups(n_users: int, groups: int, seed: int) -> tuple[tuple[int, ...], ...]:
     """``groups`` near-equal groups of ``range(n_users)`` from a permutation seeded by ``seed``."""
-    if not 2 <= groups <= n_users and groups != 1:
+    if not 1 <= groups <= n_users:
         raise ValueError(f"dp-groups {groups} for {n_users} users: every group needs a user")
     order = np.random.default_rng([seed, n_users, groups]).permutation(n_users)
     return tuple(tuple(int(u) for u in part) for part in np.array_split(order, groups))
