@@ -308,6 +308,10 @@ def _check_private_setup(config: RunConfig, run_dir: Path, first_round: int, n_n
     record/user-local run can resume there; simulated nodes lose theirs with the run."""
     if config.dp == "off":
         return
+    if config.dp == "record-distributed":
+        from fedrec.core.federation.record_rounds import FLOWER_REFUSAL as RECORD_REFUSAL
+
+        raise ValueError(RECORD_REFUSAL)
     if config.dp_groups > 0:
         raise ValueError("dp-groups (cyclic groups, noise correlated across rounds) runs in the round driver only "
                          "so far (fedrec.core.federation.driver); the Flower server samples by Poisson")

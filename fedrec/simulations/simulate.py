@@ -87,6 +87,10 @@ def simulate(config: RunConfig, out_dir: Path, cpus_per_client: int = 1, show_pr
     """
     if config.dp == "user-distributed" and config.executor == "cohort":
         raise ValueError(FLOWER_REFUSAL)
+    if config.dp == "record-distributed":
+        from fedrec.core.federation.record_rounds import FLOWER_REFUSAL as RECORD_REFUSAL
+
+        raise ValueError(RECORD_REFUSAL)
     if ray_address:
         _check_ray_address(ray_address)
     out_dir = out_dir.expanduser().resolve()

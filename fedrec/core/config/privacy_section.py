@@ -20,7 +20,10 @@ from dataclasses import dataclass
 # the server noises the sum (fedrec.core.privacy.plan has the details). user-distributed:
 # clients clip, quantise and add their share of discrete Gaussian noise; the server sees
 # only the modular sum (fedrec.core.privacy.distributed_mode; the round driver only, so far).
-DP_MODES = ("off", "record", "user-local", "user-central", "user-distributed")
+# record-distributed: one DP gradient step of every record a round, each record's clipped
+# gradient rounded and summed under secure aggregation with discrete noise shares
+# (fedrec.core.privacy.record_distributed; the round driver only, so far).
+DP_MODES = ("off", "record", "user-local", "user-central", "user-distributed", "record-distributed")
 # the Opacus accountants fedrec.core.privacy.accounting composes a history with
 ACCOUNTANTS = ("rdp", "prv")
 # the server's noise across rounds under dp-groups (fedrec.core.privacy.correlated_noise.MECHANISMS)
@@ -78,12 +81,12 @@ class PrivacyConfig:
             raise ValueError(f"epsilon must be > 0, got {self.epsilon}: ε is the privacy budget")
         if not self.noise_multiplier >= 0:
             raise ValueError(f"noise-multiplier must be > 0, got {self.noise_multiplier}")
-        if self.dp == "user-distributed":
+        if self.dp in ("user-distributed", "record-distributed"):
             if self.noise_multiplier > 0:
-                raise ValueError("dp user-distributed: --noise-multiplier is not supported (the noise is a discrete "
+                raise ValueError(f"dp {self.dp}: --noise-multiplier is not supported (the noise is a discrete "
                                  "Gaussian in grid units, planned together with the grid step γ): give --epsilon")
             if self.epsilon == 0:
-                raise ValueError("dp user-distributed needs --epsilon: γ and σ are planned for a budget")
+                raise ValueError(f"dp {self.dp} needs --epsilon: γ and σ are planned for a budget")
         if self.epsilon == 0 and self.noise_multiplier == 0:
             raise ValueError(f"dp {self.dp} needs --epsilon (a budget; σ is derived) or "
                              "--noise-multiplier (σ; ε is tracked), or both")

@@ -215,8 +215,9 @@ class RunConfig:
     # differential privacy (fedrec.core.privacy.plan): epsilon 0 = no target/budget,
     # noise-multiplier 0 = derived from epsilon; clip is C of the mode's unit.
     dp: str = knob(_P.dp, "off, record (Opacus DP-SGD on each client), user-local (clients noise their own "
-                   "updates), user-central (the server noises the sum) or user-distributed (clients add discrete noise "
-                   "shares, the server sees the modular sum; round driver only, not Flower yet)", cli=(SIMULATE, SERVER_RUN),
+                   "updates), user-central (the server noises the sum), user-distributed (clients add discrete noise "
+                   "shares, the server sees the modular sum) or record-distributed (one DP step over every record a round, "
+                   "summed the same way; round driver only, not Flower yet)", cli=(SIMULATE, SERVER_RUN),
                    choices=DP_MODES)
     epsilon: float = knob(_P.epsilon, "privacy budget ε per unit; σ is derived when --noise-multiplier is not given",
                           cli=(SIMULATE, SERVER_RUN), optional=True)
@@ -245,7 +246,7 @@ class RunConfig:
     eval_noise_multiplier: float = knob(_P.eval_noise_multiplier, "σ_e of the noised evaluation releases under "
                                         "DP (0: derived, a share of ε)", cli=(SIMULATE, SERVER_RUN))
     # user-distributed (the round driver only, so far): modulus bits, wrap-around target, dropout allowance
-    ddg_bits: int = knob(_P.ddg_bits, "user-distributed: the integer sum lives mod 2^bits")
+    ddg_bits: int = knob(_P.ddg_bits, "user-/record-distributed: the integer sum lives mod 2^bits")
     ddg_wrap_probability: float = knob(_P.ddg_wrap_probability, "user-distributed: the wrap-around probability of "
                                        "a round's sum that the grid step γ is chosen for")
     ddg_min_clients: int = knob(_P.ddg_min_clients, "user-distributed: the fewest clients whose noise share is "
@@ -339,6 +340,20 @@ class RunConfig:
             raise ValueError("dp record trains each user through Opacus: use --executor per-client")
         if self.dp == "user-distributed":
             self._check_distributed()
+        if self.dp == "record-distributed":
+            self._check_record_distributed()
+
+    def _check_record_distributed(self) -> None:
+        """What ``dp record-distributed`` runs: the round driver's rounds of the implicit rankers
+        (:mod:`fedrec.core.privacy.record_distributed`); the Flower apps refuse it."""
+        if self.model not in MODEL_NAMES and self.model not in FEATURE_MODEL_NAMES:
+            raise ValueError(f"dp record-distributed with model {self.model}: not supported; it trains the "
+                             f"implicit-feedback rankers ({', '.join([*MODEL_NAMES, *FEATURE_MODEL_NAMES])})")
+        if self.catalogue:
+            raise ValueError("dp record-distributed runs in the round driver only so far: it cannot be deployed")
+        if "tune" in personal_parts(self.personal):
+            raise ValueError("dp record-distributed moves a device's local parameters only through noised sums; "
+                             "tune-epochs (un-noised local fine-tuning) would leave them outside the guarantee")
 
     def _check_distributed(self) -> None:
         """What ``dp user-distributed`` cannot run yet. It runs in the round driver (cohort
@@ -380,9 +395,9 @@ class RunConfig:
                              "(devices holding the data) has no such data set: use protocol none")
         if self.train_negatives not in NEGATIVE_POOLS:
             raise ValueError(f"unknown train-negatives {self.train_negatives!r}: choose one of {NEGATIVE_POOLS}")
-        if self.train_negatives != "unseen-train" and (not implicit or self.dp == "record"):
+        if self.train_negatives != "unseen-train" and (not implicit or self.dp in ("record", "record-distributed")):
             raise ValueError(f"train-negatives {self.train_negatives}: only the implicit rankers' user-level rounds "
-                             "draw negatives from a user's item key (dp record draws them per DP-SGD step)")
+                             "draw negatives from a user's item key (the record modes draw them per example)")
         if self.model_selection == "best-validation":
             if not implicit:
                 raise ValueError(f"model-selection best-validation: model {self.model} has no validation "

@@ -24,6 +24,9 @@ noise share (a sampled user with nothing to train encodes the zero vector: its s
 still counts), the server adds the integer vectors mod ``2^bits`` (the only thing it
 would see), decodes and divides by the number sampled. The server's zCDP accountant
 gives ``epsilon_max``; the row carries the mechanism's parameters (``ddg``).
+
+Under ``record-distributed`` the rounds are :class:`fedrec.core.federation.record_rounds.RecordRounds`'
+(one DP gradient step over every record of the sampled users, emulated secure aggregation).
 """
 
 from __future__ import annotations
@@ -88,6 +91,8 @@ class PrivateRounds:
         self.run_id = f"driver-{config.seed}"
         # user-central with dp-groups: the plan and the server's noise stream (secret state)
         self.correlated: CorrelatedPlan | None = None
+        # record-distributed: the run's plan and rounds (fedrec.core.federation.record_rounds)
+        self.records: Any = None
         self.noise_stream: NoiseStream | None = None
         if config.dp == "user-central" and config.adaptive_clip:
             self.adaptive = AdaptiveClip.for_round_size(config.clip, config.clip_quantile,
@@ -100,11 +105,18 @@ class PrivateRounds:
             self.distributed = plan_for_split(self.config, split)
         if self.config.dp == "user-central" and self.config.dp_groups > 0:
             self.correlated = plan_correlated(self.config, self.n_users)
+        if self.config.dp == "record-distributed":
+            from fedrec.core.federation.record_rounds import RecordRounds
+
+            self.records = RecordRounds(self.config, self.family, split,
+                                        self.family.initial_global(self.config, split))
 
     def count_evaluation(self, split: Any) -> float:
         """Add one evaluation release to every evaluated user's (or the server's) history,
         under the apps' budget rule (:func:`~fedrec.core.privacy.client_round.budgeted`: a
         release that would exceed the budget is refused); the largest ε after it."""
+        if self.records is not None:
+            return self.records.count_evaluation()
         if self.distributed is not None:  # zCDP: ρ of one Gaussian release added to the server's
             self.evaluations_done += 1
             self.ledger_entries += ledger_entries(self.distributed, self.run_id, self.rounds_done, self.rounds_done,
@@ -129,7 +141,10 @@ class PrivateRounds:
         return spent
 
     def round_allowed(self) -> bool:
-        """Whether the server's next ``user-central`` round fits the budget (always, otherwise)."""
+        """Whether the server's next ``user-central`` round fits the budget (``record-distributed``:
+        the next round is in the plan; always, otherwise)."""
+        if self.records is not None:
+            return self.records.round_allowed()
         if self.config.dp != "user-central" or plan.budget(self.config.privacy) is None:
             return True
         if self.correlated is not None:  # planned for config.rounds rounds: never past them
@@ -146,6 +161,11 @@ class PrivateRounds:
         config = self.config
         if config.dp == "user-distributed":
             return self._distributed_round(split, arrays, local, optimizer, server_round)
+        if config.dp == "record-distributed":
+            if self.records is None:
+                self.start(split)
+            assert self.records is not None
+            return self.records.round(split, arrays, local, optimizer, server_round)
         if self.correlated is not None:
             return self._correlated_round(split, arrays, local, optimizer, server_round)
         if config.dp == "user-central":
