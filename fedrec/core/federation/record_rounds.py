@@ -11,7 +11,8 @@ Accounting (:class:`~fedrec.core.privacy.record_distributed.RecordPlan`): zCDP, 
 round ``ρ``, every evaluation release ``1/(2σ_e²)`` (the apps' evaluation noise,
 :func:`fedrec.core.privacy.plan.eval_noise`), ε by CKS20's conversion. The plan is sized
 for ``rounds`` rounds and the run's evaluation rounds, so a run that does what it planned
-ends at ε ≤ the budget; a round past the plan is not run.
+ends at ε ≤ the budget; a round past the plan is not run. Every release gets a ledger row
+(:mod:`fedrec.core.privacy.record_ledger`), kept in :attr:`RecordRounds.ledger_entries`.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from fedrec.core.families.base import ModelFamily
 from fedrec.core.models.run_model import build_run_model, run_item_features
 from fedrec.core.privacy import plan as gaussian_plan
 from fedrec.core.privacy.distributed_mode import min_clients
+from fedrec.core.privacy.ledger_rows import LedgerEntry
 from fedrec.core.privacy.record_distributed import (
     RecordPlan,
     layout_of,
     plan_records,
     record_round,
 )
+from fedrec.core.privacy.record_ledger import ledger_entries
 from fedrec.core.privacy.secure_random import secure_generator
 from fedrec.core.training.local_round import new_local_parameters
 
@@ -63,6 +66,9 @@ class RecordRounds:
             eval_releases=gaussian_plan.evaluation_rounds(config))
         self.features = run_item_features(config)
         self.rounds_done = self.evaluations_done = 0
+        # the server's ledger rows (train and evaluation releases), in order; kept in memory
+        self.ledger_entries: list[LedgerEntry] = []
+        self.run_id = f"driver-{config.seed}"
 
     def round_allowed(self) -> bool:
         return self.rounds_done < self.plan.rounds
@@ -89,11 +95,16 @@ class RecordRounds:
         delta = {n: (-config.lr * out.shared_sum[n] / len(users)).astype(np.float32) for n in arrays}
         arrays = optimizer.step(arrays, delta)
         self.rounds_done += 1  # the row carries no count of records: that is the data's
+        self.ledger_entries += ledger_entries(self.plan, self.run_id, server_round, self.rounds_done,
+                                              self.evaluations_done)
         return arrays, {"round": server_round, "clients": len(users), "dp_refused": 0,
                         "epsilon_max": self.plan.epsilon(self.rounds_done, self.evaluations_done),
                         "train_loss": None, "clip": config.clip, "record_ddg": self.plan.parameters()}
 
     def count_evaluation(self) -> float:
-        """One evaluation release accounted; ε so far."""
+        """One evaluation release accounted (and its ledger row); ε so far."""
         self.evaluations_done += 1
+        self.ledger_entries += ledger_entries(self.plan, self.run_id, self.rounds_done, self.rounds_done,
+                                              self.evaluations_done, "evaluate",
+                                              gaussian_plan.eval_sensitivity(self.config.evaluation))
         return self.plan.epsilon(self.rounds_done, self.evaluations_done)

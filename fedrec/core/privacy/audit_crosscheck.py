@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fedrec.core.privacy.ledger_chain import ANCHOR_HEAD, ANCHOR_ROWS
-from fedrec.core.privacy.ledger_rows import SERVER, LedgerRow
+from fedrec.core.privacy.ledger_rows import DISTRIBUTED_MODES, SERVER, LedgerRow
 from fedrec.core.privacy.modes import MODE_RELATION
 from fedrec.core.run_files import METRICS_FILE, SUMMARY_FILE
 
@@ -240,9 +240,9 @@ def _check_rows(files: RunFiles, rows: Sequence[LedgerRow], problems: list[str])
                 said.append(f"who='server' but the plan's {row.release} releases are the clients'")
             if row.release == "train":
                 factor = TRAIN_SENSITIVITY_FACTOR.get(row.mode, 1.0)
-                # (user-distributed: the sensitivity is the quantiser's bound B in grid units,
-                # checked against the row's DDG parameters by ledger_rows.ddg_parameters_problem)
-                if row.mode != "user-distributed" and not same(row.sensitivity, factor * row.clip_norm):
+                # (the distributed modes: the sensitivity is a bound in grid units, checked against
+                # the row's mechanism parameters by the ε recompute)
+                if row.mode not in DISTRIBUTED_MODES and not same(row.sensitivity, factor * row.clip_norm):
                     said.append(f"sensitivity={row.sensitivity!r} but a {row.mode} train release of clip norm "
                                 f"{row.clip_norm!r} has sensitivity {factor * row.clip_norm!r}")
                 if not adaptive:
@@ -307,7 +307,7 @@ def _check_config(files: RunFiles, problems: list[str], notes: list[str]) -> Non
                      "the run config")
         return
     checks = [("dp", plan["mode"]), ("rounds", plan["rounds"])]
-    if plan["mode"] != "user-distributed":  # (its accountant is ddg-zcdp whatever the config's says)
+    if plan["mode"] not in DISTRIBUTED_MODES:  # (their accountant is ddg-zcdp whatever the config's says)
         checks.append(("accountant", plan["accountant"]))
     if "epsilon" in config:
         checks.append(("epsilon", plan["budget"] if plan["budget"] is not None else 0.0))

@@ -27,6 +27,8 @@ RELATIONS = ("add-remove", "replace-one", "zero-out")
 DISTRIBUTED_ACCOUNTANT = "ddg-zcdp"
 # the keys a user-distributed train row's ``mechanism`` JSON must hold
 DDG_KEYS = ("gamma", "sigma_share", "n_min", "n_clients", "bits", "clip", "beta", "dim", "rotate", "rounds")
+# the modes whose rows are the server's zCDP accountant's, with their parameters in ``mechanism``
+DISTRIBUTED_MODES = ("user-distributed", "record-distributed")
 RELEASES = ("train", "evaluate")
 SERVER = "server"
 CLIENT_PREFIX = "client:"
@@ -58,7 +60,7 @@ class LedgerEntry:
     sensitivity: float  # L2 sensitivity of the released quantity under ``relation``
     release: str = "train"  # "train" or "evaluate"
     device_signature: str = ""  # hex ECDSA signature of the device over release_statement, "" when none
-    # user-distributed: the mechanism's parameters as canonical JSON (DDG_KEYS; "" for every other mode)
+    # user-/record-distributed: the mechanism's parameters as canonical JSON ("" for every other mode)
     mechanism: str = ""
 
 
@@ -123,9 +125,9 @@ def check_entry(entry: LedgerEntry) -> None:
         fail(f"mode must be one of {tuple(MODE_UNIT)}, got {entry.mode!r}")
     if entry.unit != MODE_UNIT[entry.mode]:
         fail(f"mode {entry.mode!r} protects unit {MODE_UNIT[entry.mode]!r}, got unit {entry.unit!r}")
-    if entry.mode == "user-distributed" and entry.who != SERVER:
-        fail(f"user-distributed rows are the server's accountant's: who must be {SERVER!r}, got {entry.who!r}")
-    if entry.mode == "user-distributed":
+    if entry.mode in DISTRIBUTED_MODES and entry.who != SERVER:
+        fail(f"{entry.mode} rows are the server's accountant's: who must be {SERVER!r}, got {entry.who!r}")
+    if entry.mode in DISTRIBUTED_MODES:
         pass
     elif entry.mode == "user-central" and entry.release == "train":
         if entry.who != SERVER:
@@ -135,16 +137,21 @@ def check_entry(entry: LedgerEntry) -> None:
     elif not (isinstance(entry.who, str) and entry.who.startswith(CLIENT_PREFIX)
               and len(entry.who) > len(CLIENT_PREFIX)):
         fail(f"{entry.mode} rows are a client's: who must be 'client:<id>', got {entry.who!r}")
-    if entry.mode == "user-distributed":
+    if entry.mode in DISTRIBUTED_MODES:
         if entry.accountant != DISTRIBUTED_ACCOUNTANT:
-            fail(f"user-distributed rows are accounted by {DISTRIBUTED_ACCOUNTANT!r}, got {entry.accountant!r}")
-        problem = ddg_parameters_problem(entry)
+            fail(f"{entry.mode} rows are accounted by {DISTRIBUTED_ACCOUNTANT!r}, got {entry.accountant!r}")
+        if entry.mode == "user-distributed":
+            problem = ddg_parameters_problem(entry)
+        else:
+            from fedrec.core.privacy.record_ledger import mechanism_problem  # (imports torch: only here)
+
+            problem = mechanism_problem(entry)
         if problem:
             fail(problem)
     elif entry.accountant not in ACCOUNTANTS:
         fail(f"accountant must be one of {ACCOUNTANTS}, got {entry.accountant!r}")
     elif entry.mechanism != "":
-        fail(f"only user-distributed rows carry mechanism parameters, got {entry.mechanism!r}")
+        fail(f"only the distributed modes' rows carry mechanism parameters, got {entry.mechanism!r}")
     if not is_real(entry.noise_multiplier) or not (math.isfinite(entry.noise_multiplier)
                                                     and entry.noise_multiplier >= 0):
         fail(f"noise_multiplier must be finite and ≥ 0, got {entry.noise_multiplier!r}")

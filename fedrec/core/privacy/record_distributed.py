@@ -192,7 +192,9 @@ class RecordPlan:
         """What recomputes ε (ledger and report rows)."""
         return {"clip": self.clip, "gamma": self.gamma, "scale": self.scale, "bits": self.bits,
                 "sigma_share": self.share_std, "n_min": self.n_min, "n_clients": self.n_clients,
-                "dim": self.layout.dim, "nnz": self.layout.nnz, "rounding_slack": self.layout.rounding_slack,
+                "dim": self.layout.dim, "row_widths": list(self.layout.row_widths),
+                "dense_sizes": list(self.layout.dense_sizes), "negatives": self.layout.negatives,
+                "nnz": self.layout.nnz, "rounding_slack": self.layout.rounding_slack,
                 "local_noise_multiplier": self.noise_multiplier, "rounds": self.rounds,
                 "wrap_probability": self.wrap_probability}
 

@@ -289,7 +289,7 @@ def test_a_row_without_its_parameters_is_invalid(split, driven) -> None:
         check_entry(replace(entries[0], mechanism=""))
     with pytest.raises(ValueError, match="accounted by 'ddg-zcdp'"):
         check_entry(replace(entries[0], accountant="rdp"))
-    with pytest.raises(ValueError, match="only user-distributed rows carry"):
+    with pytest.raises(ValueError, match="only the distributed modes. rows carry"):
         check_entry(replace(entries[0], mode="user-central", relation="add-remove", accountant="rdp"))
 
 

@@ -264,7 +264,7 @@ def test_a_broken_chain_is_not_continued(ledger_path: Path) -> None:
 
 def test_contract_constants() -> None:
     assert MODE_RELATION == {"record": "add-remove", "user-local": "replace-one", "user-central": "add-remove",
-                             "user-distributed": "zero-out"}
+                             "user-distributed": "zero-out", "record-distributed": "add-remove"}
     assert RELEASES == ("train", "evaluate")
 
 
