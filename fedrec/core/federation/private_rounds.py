@@ -47,6 +47,7 @@ from fedrec.core.privacy.accounting import Step, epsilon
 from fedrec.core.privacy.adaptive_clip import AdaptiveClip
 from fedrec.core.privacy.aggregation import central_noised_mean
 from fedrec.core.privacy.client_round import budgeted, private_train_users
+from fedrec.core.privacy.correlated_ledger import ledger_entries as correlated_entries
 from fedrec.core.privacy.correlated_noise import NoiseStream
 from fedrec.core.privacy.correlated_rounds import CorrelatedPlan, plan_correlated
 from fedrec.core.privacy.distributed_mode import (
@@ -86,7 +87,7 @@ class PrivateRounds:
         self.encode_batch = 32
         self.encode_seconds = 0.0
         self.encoded_clients = 0
-        # user-distributed: the server's ledger rows (train and evaluation releases), in order
+        # user-distributed and dp-groups: the server's ledger rows (train and evaluation releases), in order
         self.ledger_entries: list[Any] = []
         self.run_id = f"driver-{config.seed}"
         # user-central with dp-groups: the plan and the server's noise stream (secret state)
@@ -126,6 +127,9 @@ class PrivateRounds:
         if self.correlated is not None:  # GDP: μ² grows by 1/σ_e² a release
             if self.correlated.epsilon(self.rounds_done, self.evaluations_done + 1) <= self.config.epsilon * (1 + 1e-9):
                 self.evaluations_done += 1
+                self.ledger_entries += correlated_entries(
+                    self.correlated, self.run_id, self.rounds_done, self.rounds_done, self.evaluations_done,
+                    plan.budget(self.config.privacy), "evaluate", plan.eval_sensitivity(self.config.evaluation))
             return self.correlated.epsilon(self.rounds_done, self.evaluations_done)
         step = plan.evaluation_step(self.config, self.n_users)
         if self.config.dp == "user-central":
@@ -228,6 +232,8 @@ class PrivateRounds:
         arrays = optimizer.step(arrays, unflatten(noised, arrays, names))
         self.rounds_done += 1
         eps = correlated.epsilon(self.rounds_done, self.evaluations_done)
+        self.ledger_entries += correlated_entries(correlated, self.run_id, server_round, self.rounds_done,
+                                                  self.evaluations_done, plan.budget(config.privacy))
         return arrays, {"round": server_round, "clients": len(result.users),
                         "dp_refused": sum(r.refused for r in releases), "epsilon_max": eps, "train_loss": None,
                         "clip": config.clip, "correlated": correlated.parameters()}

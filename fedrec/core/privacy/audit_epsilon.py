@@ -39,7 +39,7 @@ from fedrec.core.privacy.audit_accounting import (
     spends,
 )
 from fedrec.core.privacy.audit_result import Finding, WhoAudit, finite_key
-from fedrec.core.privacy.ledger_rows import DISTRIBUTED_MODES, LedgerRow, check_entry
+from fedrec.core.privacy.ledger_rows import DISTRIBUTED_MODES, GDP_ACCOUNTANT, LedgerRow, check_entry
 
 BUDGET_REL = 1e-9  # the server refuses a round whose ε exceeds the budget by more than this
 
@@ -86,7 +86,7 @@ class EpsilonCheck:
             audit = WhoAudit(who=who, unit=unit, mode=members[-1].mode, accountant=members[-1].accountant,
                              delta=members[-1].delta, budget=members[-1].budget, relation=members[-1].relation)
             audits.append(audit)
-            if any(row.mode in DISTRIBUTED_MODES for row in members):
+            if any(row.mode in DISTRIBUTED_MODES or row.accountant == GDP_ACCOUNTANT for row in members):
                 self._distributed(audit, members)
                 continue
             pending += self._cheap(audit, members)
@@ -107,7 +107,8 @@ class EpsilonCheck:
         computed: set[tuple[accounting.Step, ...]] = set()
         for audit in sorted(audits, key=lambda a: -finite_key(a.final_epsilon)):
             members = groups[(audit.who, audit.unit)]
-            if not all(computable(row) for row in members) or audit.mode in DISTRIBUTED_MODES:
+            if (not all(computable(row) for row in members) or audit.mode in DISTRIBUTED_MODES
+                    or any(row.accountant == GDP_ACCOUNTANT for row in members)):
                 continue  # (the distributed modes: no PLD of the DDG; their ε is the zCDP one above)
             history = merge_history([(r.noise_multiplier, r.sample_rate, r.steps) for r in members])
             known = self.independent.has_pld_epsilon(history, audit.delta) or not history
@@ -118,17 +119,22 @@ class EpsilonCheck:
             audit.pld_epsilon = self.independent.pld_epsilon(history, audit.delta)
 
     def _distributed(self, audit: WhoAudit, members: list[LedgerRow]) -> None:
-        """user- and record-distributed rows: ε recomputed from each row's mechanism parameters
-        (zCDP, :func:`fedrec.core.privacy.distributed_mode.recompute_epsilons`,
-        :func:`fedrec.core.privacy.record_ledger.recompute_epsilons`), compared with the
+        """user- and record-distributed rows and dp-groups' ``gdp`` rows: ε recomputed from each
+        row's mechanism parameters (:func:`fedrec.core.privacy.distributed_mode.recompute_epsilons`,
+        :func:`fedrec.core.privacy.record_ledger.recompute_epsilons` (zCDP),
+        :func:`fedrec.core.privacy.correlated_ledger.recompute_epsilons` (GDP)), compared with the
         recorded ε as tightly as an Opacus rerun; no independent accountant exists for them."""
-        from fedrec.core.privacy import distributed_mode, record_ledger
+        from fedrec.core.privacy import correlated_ledger, distributed_mode, record_ledger
 
-        mode = next(row.mode for row in members if row.mode in DISTRIBUTED_MODES)
-        if any(row.mode != mode for row in members):
+        def kind(row: LedgerRow) -> str:
+            return "dp-groups" if row.accountant == GDP_ACCOUNTANT else row.mode
+
+        mode = next(kind(row) for row in members if row.mode in DISTRIBUTED_MODES or row.accountant == GDP_ACCOUNTANT)
+        if any(kind(row) != mode for row in members):
             self.find("invalid", members[-1], f"{members[-1].who} mixes {mode} rows with other modes' rows")
-        ours = [row for row in members if row.mode == mode]
-        recompute = (distributed_mode if mode == "user-distributed" else record_ledger).recompute_epsilons
+        ours = [row for row in members if kind(row) == mode]
+        recompute = {"user-distributed": distributed_mode, "record-distributed": record_ledger,
+                     "dp-groups": correlated_ledger}[mode].recompute_epsilons
         recomputed = dict(zip((row.seq for row in ours), recompute(ours)))
         for row in members:
             audit.seqs.append(row.seq)

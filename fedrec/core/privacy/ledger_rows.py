@@ -27,6 +27,9 @@ RELATIONS = ("add-remove", "replace-one", "zero-out")
 DISTRIBUTED_ACCOUNTANT = "ddg-zcdp"
 # the keys a user-distributed train row's ``mechanism`` JSON must hold
 DDG_KEYS = ("gamma", "sigma_share", "n_min", "n_clients", "bits", "clip", "beta", "dim", "rotate", "rounds")
+# the accountant of user-central rows over dp-groups: Gaussian DP of one correlated-noise
+# mechanism (fedrec.core.privacy.correlated_ledger)
+GDP_ACCOUNTANT = "gdp"
 # the modes whose rows are the server's zCDP accountant's, with their parameters in ``mechanism``
 DISTRIBUTED_MODES = ("user-distributed", "record-distributed")
 RELEASES = ("train", "evaluate")
@@ -146,6 +149,15 @@ def check_entry(entry: LedgerEntry) -> None:
             from fedrec.core.privacy.record_ledger import mechanism_problem  # (imports torch: only here)
 
             problem = mechanism_problem(entry)
+        if problem:
+            fail(problem)
+    elif entry.accountant == GDP_ACCOUNTANT:
+        if entry.mode != "user-central" or entry.who != SERVER:
+            fail(f"{GDP_ACCOUNTANT} rows are the server's over dp-groups (user-central), got mode {entry.mode!r} "
+                 f"and who {entry.who!r}")
+        from fedrec.core.privacy.correlated_ledger import mechanism_problem as gdp_problem
+
+        problem = gdp_problem(entry)
         if problem:
             fail(problem)
     elif entry.accountant not in ACCOUNTANTS:

@@ -1,7 +1,7 @@
 """Record-level DP on ML-100K: ``dp record-distributed`` against the per-client ``dp record``.
 
 ``python -m fedrec.simulations.benchmarks.record_dp --data-dir ../shared/data --out D
-[--settings T:C:lr:server_lr,...] [--epsilons 1,2,4,8] [--seeds 0,1,2] [--model mf]``
+[--settings T:C:lr:server_lr,...] [--epsilons 1,2,4,8] [--seeds 0,1,2] [--model mf] [--plain-rounds 3]``
 
 Each setting is one run of the round driver (:func:`fedrec.core.federation.driver.run_federation`)
 with every ML-100K user in every round, ``T`` rounds (one DP gradient step each, over every
@@ -9,7 +9,9 @@ training record), clip ``C`` for both the shared and the local part, client ``lr
 ``server-lr``; it evaluates once, at the end (that release is accounted). HR@10 and NDCG@10
 are printed with their ratio to ``--best-non-private`` (the best non-private federated MF
 found on ML-100K, 0.616, docs/privacy.md). Results accumulate in ``D/results.json`` (a run
-already there is skipped).
+already there is skipped). ``--plain-rounds`` also times non-private cohort rounds of the
+same model and users (local epochs as configured) in the same process, for the ratio of a
+private round's seconds to a plain one's.
 """
 
 from __future__ import annotations
@@ -50,6 +52,16 @@ def run_one(base: RunConfig, setting: dict[str, Any], epsilon: float, seed: int,
             "round_seconds": sorted(train)[len(train) // 2]}
 
 
+def plain_round_seconds(base: RunConfig, rounds: int, threads: int) -> float:
+    """Median training seconds of a non-private cohort round of the same users and model."""
+    from fedrec.core.federation.driver import run_federation
+
+    config = replace(base, dp="off", epsilon=0.0, rounds=rounds, eval_every=rounds, executor="cohort")
+    result = run_federation(config, threads=threads, evaluate=False)
+    train = sorted(r["train_seconds"] for r in result.rows)
+    return train[len(train) // 2]
+
+
 def main(
     data_dir: str = typer.Option(..., help="folder holding ml-100k"),
     out: Path = typer.Option(..., help="folder for results.json"),
@@ -61,6 +73,7 @@ def main(
     bits: int = typer.Option(48, help="ddg-bits: the modulus of the integer sum"),
     threads: int = typer.Option(2, help="torch threads"),
     best_non_private: float = typer.Option(0.616, help="HR@10 of the best non-private federated run"),
+    plain_rounds: int = typer.Option(0, help="also time this many non-private cohort rounds (0: none)"),
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     base = RunConfig(dataset="ml-100k", data_dir=data_dir, model=model, dp="record-distributed", epsilon=8.0,
@@ -79,6 +92,14 @@ def main(
                 results.append(row)
                 path.write_text(json.dumps(results, indent=2))
                 print(json.dumps(row), flush=True)
+    if plain_rounds:
+        import statistics
+
+        plain = plain_round_seconds(base, plain_rounds, threads)
+        ours = [r["round_seconds"] for r in results if r["model"] == model]
+        private = statistics.median(ours) if ours else float("nan")
+        print(f"timing ({model}, {threads} threads, one process): non-private cohort round {plain:.2f} s, "
+              f"record-distributed round {private:.2f} s (median of this folder's runs): {private / plain:.2f}×")
     for r in results:
         print(f"{r['model']} T={r['rounds']:<3} C={r['clip']:<5g} lr={r['lr']:<5g} slr={r['server_lr']:<4g} "
               f"k={r['negatives']} ε={r['epsilon']:g} seed {r['seed']}: HR@10 {r['hr@10']:.4f} "

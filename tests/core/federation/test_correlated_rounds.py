@@ -142,3 +142,81 @@ def test_the_flower_server_refuses_dp_groups(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="round driver only"):
         _check_private_setup(config(), tmp_path, 1, 10, 10)
+
+
+# --- ledger rows and the audit's recompute --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def driven(split):
+    """Six rounds, evaluations after rounds 3 and 6: the server's gdp rows, the last round's row."""
+    from fedrec.core.federation.server_step import server_optimizer
+
+    c = config()
+    private = PrivateRounds(c, family_of(c.model), split.n_users)
+    private.start(split)
+    arrays, optimizer = initial_global(c, split), server_optimizer(c, split.n_items)
+    final = None
+    for server_round in range(1, 7):
+        arrays, row = private.round(split, arrays, {}, optimizer, server_round)
+        if server_round % 3 == 0:
+            final = private.count_evaluation(split)
+    return c, private.ledger_entries, row, final
+
+
+def _audit(tmp_path: Path, entries):
+    from fedrec.core.privacy.audit_accounting import DEFAULT_TOLERANCE
+    from fedrec.core.privacy.audit_epsilon import EpsilonCheck
+    from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, read_ledger
+
+    path = tmp_path / LEDGER_FILE
+    with PrivacyLedger(path, run_id="driver-0") as ledger:
+        ledger.append(entries)
+    rows = read_ledger(path)
+    check = EpsilonCheck(None, DEFAULT_TOLERANCE, None)
+    whos = check.run(rows)
+    check.pld_finals(whos, rows)
+    return rows, check, whos
+
+
+def test_gdp_rows_are_written_and_the_audit_recomputes_them(driven, tmp_path) -> None:
+    c, entries, row, final = driven
+    rows, check, whos = _audit(tmp_path, entries)
+    assert [(r.release, r.round) for r in rows] == [("train", 1), ("train", 2), ("train", 3), ("evaluate", 3),
+                                                    ("train", 4), ("train", 5), ("train", 6), ("evaluate", 6)]
+    assert all(r.who == "server" and r.accountant == "gdp" and r.mode == "user-central" for r in rows)
+    assert check.findings == [] and check.opacus_checked == len(rows)
+    assert rows[-1].epsilon == final <= c.epsilon * (1 + 1e-9) and rows[-2].epsilon == row["epsilon_max"]
+    assert whos[0].opacus[-1] == pytest.approx(final, rel=1e-9)
+
+
+@pytest.mark.parametrize("change", ["noise_std", "coefficients", "groups"])
+def test_an_audit_of_a_tampered_gdp_row_fails(driven, tmp_path, change) -> None:
+    """More noise, a flatter factor or a wider separation claimed in a re-chained ledger: caught."""
+    import json
+    from dataclasses import replace
+
+    _, entries, _, _ = driven
+    params = json.loads(entries[1].mechanism)
+    if change == "noise_std":
+        params[change] *= 1.5
+    elif change == "coefficients":
+        params[change] = [params[change][0]] + [0.0] * (len(params[change]) - 1)
+    else:
+        params[change] += 3
+    forged = [replace(e, mechanism=json.dumps(params, sort_keys=True, separators=(",", ":"))) if i == 1 else e
+              for i, e in enumerate(entries)]
+    _, check, _ = _audit(tmp_path, forged)
+    assert any(f.seq == 2 for f in check.findings), check.findings
+
+
+def test_a_gdp_row_without_its_parameters_is_invalid(driven) -> None:
+    from dataclasses import replace
+
+    from fedrec.core.privacy.ledger_rows import check_entry
+
+    _, entries, _, _ = driven
+    check_entry(entries[0])
+    with pytest.raises(ValueError, match="mechanism must be a JSON object"):
+        check_entry(replace(entries[0], mechanism=""))
+    with pytest.raises(ValueError, match="the server's"):
+        check_entry(replace(entries[0], who="client:3"))

@@ -107,7 +107,7 @@ def test_every_append_is_committed_before_it_returns(tmp_path: Path) -> None:
 @pytest.mark.parametrize("change, message", [
     ({"unit": "user"}, "protects unit"),
     ({"mode": "central"}, "mode must be"),
-    ({"accountant": "gdp"}, "accountant must be"),
+    ({"accountant": "moments"}, "accountant must be"),
     ({"noise_multiplier": -1.0}, "noise_multiplier"),
     ({"noise_multiplier": math.nan}, "noise_multiplier"),
     ({"sample_rate": 0.0}, "sample_rate"),
