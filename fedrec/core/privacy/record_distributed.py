@@ -253,7 +253,7 @@ def plan_records(*, target_epsilon: float, delta: float, rounds: int, n_clients:
             return RecordPlan(clip, scale, bits, share, n_clients, n_min, layout, rounds, delta,
                               eval_noise_multiplier, eval_releases, target_epsilon, wrap)
         scale /= 2.0
-    needed = math.ceil(math.log2(4 * records * minimum)) + 1
+    needed = math.ceil(math.log2(4 * records * minimum))
     raise ValueError(f"dp record-distributed: 2^{bits} cannot hold the sum of {n_clients} clients × "
                      f"{RECORDS_PER_CLIENT} records with the rounding inflating a record's norm by under "
                      f"{MAX_ROUNDING_INFLATION:.0%} and wrap-around ≤ {wrap_target:g}: use ddg-bits ≥ {needed}")
