@@ -1,140 +1,179 @@
-"""Privacy–utility on ML-100K (MF): HR@10 / NDCG@10 at ε ∈ {1, 2, 4, 8, ∞} for each DP mode.
-
-Every run has the same length and hyper-parameters; ε = ∞ is the non-private run
-(``dp off``) and every private run is printed as a ratio to it. Runs use the pure-torch
-loop (:mod:`fedrec.simulations.torch_loop`), which calls the very functions of the apps
-(client mechanisms, accountants, server noise); ``user-local`` and ``user-central`` run
-with the cohort executor (same arithmetic, vectorised), ``record`` per client (Opacus).
-σ is derived from ε for a user taking part in every round (:mod:`fedrec.core.privacy.plan`);
-the ε reported is what the accountants computed for the run (the largest client's, or
-the server's for ``user-central``), RDP at δ = 1e-5.
-
-Mode-specific knobs are flags (``--record-clip``, ``--user-clip``, ``--dp-server-lr``)
-so the trade-offs can be explored; the closing note says which values gave the table.
+"""Privacy–utility on ML-100K: every DP mode × mechanism at ε ∈ {1, 2, 4, 8}, against the best non-private run.
 
     python -m fedrec.simulations.benchmarks.privacy_utility --data-dir DIR --out D
+        [--settings NAME,...] [--epsilons 1,2,4,8] [--seeds 0,1,2] [--reference-rounds 100]
+
+Each row of :data:`SETTINGS` is one mode with one mechanism and the hyper-parameters found
+best for it at ε = 8 on seed 0 (the explorations are in ``docs/privacy.md``); it runs in the
+round driver (:func:`fedrec.core.federation.driver.run_federation`), every ML-100K user in
+every round, for its fixed number of rounds, and evaluates once, at the end (that release is
+accounted: a private run cannot pick its best round by validation without paying for each
+validation release). The yardstick is the **best** non-private federated run of the same
+architecture a user could have had: ``dp off`` for ``--reference-rounds`` rounds, evaluated
+every ``--reference-every`` rounds, the round with the best validation HR@10 reported
+(``model-selection best-validation``). Ratios are of HR@10 / NDCG@10 means over the seeds.
+
+Results accumulate in ``D/results.json`` (a run already there is skipped, nothing is lost
+when the benchmark stops); ``D/table.md`` and ``D/hr_vs_epsilon.png`` (HR@10 against ε per
+setting, the reference as a line) are rewritten at the end.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from fedrec.core.config.run_config import RunConfig
-from fedrec.core.data.loaders import load_dataset
-from fedrec.core.data.split import leave_one_out
-from fedrec.core.privacy.plan import preflight
-from fedrec.simulations.torch_loop import run_torch_loop
 
-K = 10
+# name -> (architecture, RunConfig overrides); MF unless the name says otherwise
+SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "user-central/gaussian": ("mf", dict(dp="user-central", rounds=20, clip=1.0, lr=2.0, server_lr=20.0)),
+    "user-central/banded-mf/2-groups": ("mf", dict(dp="user-central", dp_groups=2, dp_mechanism="banded-mf",
+                                                   rounds=30, clip=1.0, lr=2.0, server_lr=20.0)),
+    "user-central/gaussian/gmf+head": ("gmf", dict(dp="user-central", model="gmf", personal="head", rounds=20,
+                                                   clip=1.0, lr=2.0, server_lr=20.0)),
+    "user-distributed/ddg": ("mf", dict(dp="user-distributed", rounds=20, clip=1.0, lr=2.0, server_lr=20.0,
+                                        ddg_bits=20)),
+    "user-local/gaussian": ("mf", dict(dp="user-local", rounds=30, clip=1.0, lr=2.0, server_lr=20.0)),
+    "record-distributed/ddg": ("mf", dict(dp="record-distributed", rounds=40, clip=0.1, lr=0.5, server_lr=50.0,
+                                          ddg_bits=48)),
+}
+DEFAULT_SETTINGS = "record-distributed/ddg,user-central/gaussian/gmf+head,user-central/gaussian"
+
+
+def base_config(data_dir: str) -> RunConfig:
+    return RunConfig(dataset="ml-100k", data_dir=data_dir, model="mf", clients_per_round=943, batch_size=16,
+                     client_optimizer="sgd", lr=2.0, server_lr=20.0, delta=1e-5, executor="cohort")
+
+
+def run_setting(base: RunConfig, name: str, epsilon: float, seed: int, threads: int) -> dict[str, Any]:
+    from fedrec.core.federation.driver import run_federation
+
+    _, overrides = SETTINGS[name]
+    config = replace(base, **overrides, epsilon=epsilon, seed=seed)
+    config = replace(config, eval_every=config.rounds)
+    started = time.perf_counter()
+    rows = run_federation(config, threads=threads).rows
+    last = rows[-1]
+    return {"setting": name, "epsilon": epsilon, "seed": seed, "rounds": len(rows), "hr@10": last["hr@10"],
+            "ndcg@10": last["ndcg@10"], "epsilon_spent": last["epsilon_max"],
+            "seconds": time.perf_counter() - started}
+
+
+def run_reference(base: RunConfig, architecture: str, rounds: int, every: int, seed: int,
+                  threads: int) -> dict[str, Any]:
+    """The best non-private run of ``architecture``: its best-validation round of ``rounds``."""
+    from fedrec.core.federation.driver import run_federation
+
+    overrides = dict(SETTINGS["user-central/gaussian/gmf+head"][1]) if architecture == "gmf" else {}
+    config = replace(base, model=architecture, personal=overrides.get("personal", "none"), rounds=rounds,
+                     eval_every=every, model_selection="best-validation", seed=seed)
+    started = time.perf_counter()
+    result = run_federation(config, threads=threads)
+    chosen = next(r for r in result.rows if r["round"] == result.selected_round)
+    return {"setting": f"off/{architecture}", "epsilon": None, "seed": seed, "rounds": chosen["round"],
+            "hr@10": chosen["hr@10"], "ndcg@10": chosen["ndcg@10"], "epsilon_spent": None,
+            "seconds": time.perf_counter() - started}
 
 
 def main(
     data_dir: str = typer.Option(..., help="folder holding ml-100k"),
-    out: Path = typer.Option(..., help="folder for results.json and privacy_utility.png"),
-    modes: str = typer.Option("record,user-local,user-central"),
-    epsilons: str = typer.Option("1,2,4,8"),
-    rounds: int = typer.Option(30),
-    clients_per_round: int = typer.Option(943, help="users per round (user-central: expected, Poisson)"),
-    record_clients_per_round: int = typer.Option(0, help="users per round for record (0: as --clients-per-round)"),
-    record_participations: int = typer.Option(0, help="record: plan σ for this many rounds per client (0: all)"),
-    local_epochs: int = typer.Option(1),
-    user_epochs: int = typer.Option(1),
-    batch_size: int = typer.Option(16),
-    client_optimizer: str = typer.Option("sgd"),
-    lr: float = typer.Option(2.0, help="client learning rate"),
-    server_lr: float = typer.Option(20.0, help="server learning rate of the non-private run"),
-    dp_server_lr: float = typer.Option(0.0, help="server learning rate of the private runs (0: as --server-lr)"),
-    record_clip: float = typer.Option(1.0, help="C of one example's gradient (record)"),
-    user_clip: float = typer.Option(1.0, help="C of one user's update (user-local, user-central)"),
-    delta: float = typer.Option(1e-5),
-    threads: int = typer.Option(2, help="torch threads of the loop"),
+    out: Path = typer.Option(..., help="folder for results.json, table.md and hr_vs_epsilon.png"),
+    settings: str = typer.Option(DEFAULT_SETTINGS, help=f"comma-separated, of {', '.join(SETTINGS)}"),
+    epsilons: str = typer.Option("8,4,2,1"),
+    seeds: str = typer.Option("0,1,2"),
+    reference_rounds: int = typer.Option(100, help="rounds of the non-private reference"),
+    reference_every: int = typer.Option(5, help="the reference evaluates every this many rounds"),
+    threads: int = typer.Option(2, help="torch threads"),
 ) -> None:
+    names = [s for s in settings.split(",") if s]
+    unknown = [s for s in names if s not in SETTINGS]
+    if unknown:
+        raise typer.BadParameter(f"unknown settings {unknown}: choose from {list(SETTINGS)}")
     out.mkdir(parents=True, exist_ok=True)
-    split = leave_one_out(load_dataset("ml-100k", data_dir, 0))
-    base = RunConfig(dataset="ml-100k", data_dir=data_dir, model="mf", rounds=rounds,
-                     clients_per_round=min(clients_per_round, split.n_users), local_epochs=local_epochs,
-                     user_epochs=user_epochs, batch_size=batch_size, client_optimizer=client_optimizer, lr=lr,
-                     server_lr=server_lr, eval_every=rounds, delta=delta, executor="cohort")
-    results_path = out / "results.json"
-    results: list[dict] = json.loads(results_path.read_text()) if results_path.exists() else []
-    done = {(r["mode"], r["epsilon_target"], r["clients_per_round"]) for r in results}
+    base = base_config(data_dir)
+    path = out / "results.json"
+    results: list[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []
 
-    def record(row: dict) -> None:
+    def done(setting: str, epsilon: float | None, seed: int) -> bool:
+        return any(r["setting"] == setting and r["epsilon"] == epsilon and r["seed"] == seed for r in results)
+
+    def keep(row: dict[str, Any]) -> None:
         results.append(row)
-        results_path.write_text(json.dumps(results, indent=2))  # after every run: nothing lost
+        path.write_text(json.dumps(results, indent=2))  # after every run: nothing lost
+        print(json.dumps(row), flush=True)
 
-    runs = []
-    for mode in modes.split(","):
-        for eps in (float(e) for e in epsilons.split(",")):
-            mode_settings = {"executor": "per-client", "dp_participations": record_participations,
-                             "clients_per_round": min(record_clients_per_round or clients_per_round, split.n_users)
-                             } if mode == "record" else {}
-            config = replace(base, dp=mode, epsilon=eps, server_lr=dp_server_lr or server_lr,
-                             clip=record_clip if mode == "record" else user_clip, **mode_settings)
-            runs.append((mode, eps, config))
-    # one non-private reference per round size (same length, same users per round)
-    for size in sorted({c.clients_per_round for _, _, c in runs}, reverse=True):
-        runs.insert(0, ("off", None, replace(base, clients_per_round=size)))
-    for mode, eps, config in runs:
-        if (mode, eps, config.clients_per_round) in done:
-            continue
-        line = preflight(config, split)
-        Console().print(line)
-        started = time.perf_counter()
-        rows = run_torch_loop(split, config, threads=threads)
-        last = rows[-1]
-        record({"mode": mode, "epsilon_target": eps, "participations": config.dp_participations or config.rounds, "epsilon_spent": last.get("epsilon_max"),
-                "refused": sum(r.get("dp_refused", 0) for r in rows), "rounds": len(rows),
-                "clients_per_round": config.clients_per_round, "clip": config.clip,
-                "server_lr": config.server_lr, "hr@10": last[f"hr@{K}"], "ndcg@10": last[f"ndcg@{K}"],
-                "seconds": time.perf_counter() - started, "plan": line})
-    _report(results, out)
+    for architecture in sorted({SETTINGS[n][0] for n in names}):
+        if not done(f"off/{architecture}", None, 0):
+            keep(run_reference(base, architecture, reference_rounds, reference_every, 0, threads))
+    seed_list = [int(s) for s in seeds.split(",")]
+    for epsilon in (float(e) for e in epsilons.split(",")):
+        for seed in seed_list:
+            for name in names:
+                if not done(name, epsilon, seed):
+                    keep(run_setting(base, name, epsilon, seed, threads))
+    table = report(results, names)
+    (out / "table.md").write_text(table)
+    print(table)
+    plot(results, names, out / "hr_vs_epsilon.png")
 
 
-def _report(results: list[dict], out: Path) -> None:
-    references = {r["clients_per_round"]: r for r in results if r["mode"] == "off"}
-    table = Table(title="ML-100K, MF: private / non-private (same length, same users per round)")
-    for column in ("mode", "ε target", "ε spent", "HR@10", "NDCG@10", "HR ratio", "NDCG ratio", "users/round", "C", "s"):
-        table.add_column(column, justify="right")
-    for r in results:
-        reference = references.get(r["clients_per_round"])
-        hr_ratio = r["hr@10"] / reference["hr@10"] if reference else float("nan")
-        ndcg_ratio = r["ndcg@10"] / reference["ndcg@10"] if reference else float("nan")
-        r["hr_ratio"], r["ndcg_ratio"] = hr_ratio, ndcg_ratio
-        spent = r["epsilon_spent"]
-        table.add_row(r["mode"], "∞" if r["epsilon_target"] is None else f"{r['epsilon_target']:g}",
-                      "—" if spent is None else f"{spent:.3g}", f"{r['hr@10']:.4f}", f"{r['ndcg@10']:.4f}",
-                      f"{hr_ratio:.3f}", f"{ndcg_ratio:.3f}", str(r["clients_per_round"]),
-                      f"{r['clip']:g}", f"{r['seconds']:.0f}")
-    Console(width=140).print(table)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    _plot(results, out / "privacy_utility.png")
+def _mean(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def _plot(results: list[dict], path: Path) -> None:
+def report(results: list[dict[str, Any]], names: list[str]) -> str:
+    """The markdown table: one row per (setting, ε), means over seeds, ratios to the reference."""
+    references = {r["setting"].split("/", 1)[1]: r for r in results if r["setting"].startswith("off/")}
+    lines = ["| setting | ε | ε spent | seeds | HR@10 | NDCG@10 | HR@10 / best non-private | NDCG@10 / best |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        reference = references.get(SETTINGS[name][0])
+        for epsilon in sorted({r["epsilon"] for r in results if r["setting"] == name}, reverse=True):
+            rows = [r for r in results if r["setting"] == name and r["epsilon"] == epsilon]
+            hr = [r["hr@10"] for r in rows]
+            ndcg = [r["ndcg@10"] for r in rows]
+            ratio = (f"{statistics.mean(hr) / reference['hr@10']:.2f}" if reference else "—")
+            ratio_ndcg = (f"{statistics.mean(ndcg) / reference['ndcg@10']:.2f}" if reference else "—")
+            lines.append(f"| {name} | {epsilon:g} | {max(r['epsilon_spent'] for r in rows):.3g} | "
+                         f"{','.join(str(r['seed']) for r in rows)} | {_mean(hr)} | {_mean(ndcg)} | {ratio} | "
+                         f"{ratio_ndcg} |")
+    for architecture, reference in sorted(references.items()):
+        lines.append(f"| off/{architecture} (best validation round {reference['rounds']}) | ∞ | — | "
+                     f"{reference['seed']} | {reference['hr@10']:.4f} | {reference['ndcg@10']:.4f} | 1 | 1 |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict[str, Any]], names: list[str], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("hr_ratio", "ndcg_ratio")):
-        for mode in sorted({r["mode"] for r in results if r["mode"] != "off"}):
-            points = sorted((r["epsilon_target"], r[metric]) for r in results if r["mode"] == mode)
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=mode)
-        ax.axhline(1.0, color="black", linestyle="--", label="non-private")
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("ε (δ = 1e-5)")
-        ax.set_ylabel(metric.replace("_", " ").upper() + " (private / non-private)")
-        ax.legend()
-    fig.suptitle("fedrec MF on ML-100K: privacy–utility")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in names:
+        epsilons = sorted({r["epsilon"] for r in results if r["setting"] == name})
+        if not epsilons:
+            continue
+        means = [statistics.mean(r["hr@10"] for r in results if r["setting"] == name and r["epsilon"] == e)
+                 for e in epsilons]
+        ax.plot(epsilons, means, marker="o", label=name)
+    for reference in (r for r in results if r["setting"].startswith("off/")):
+        ax.axhline(reference["hr@10"], linestyle="--", color="black", linewidth=1,
+                   label=f"best non-private {reference['setting'][4:]}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("ε (δ = 1e-5)")
+    ax.set_ylabel("HR@10 (ML-100K, leave-one-out, 99 negatives)")
+    ax.legend(fontsize=7)
+    ax.set_title("fedrec on ML-100K: HR@10 against ε")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
