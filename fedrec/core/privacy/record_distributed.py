@@ -78,7 +78,7 @@ from numpy.typing import NDArray
 
 from fedrec.core.arrays import Arrays, Tensors
 from fedrec.core.models.base import Recommender
-from fedrec.core.privacy.discrete_gaussian import sample_discrete_gaussian
+from fedrec.core.privacy.discrete_gaussian import MAX_SIGMA, sample_discrete_gaussian
 from fedrec.core.privacy.distributed_accounting import (
     MIN_NOISE_STD,
     Sensitivity,
@@ -229,11 +229,13 @@ def plan_records(*, target_epsilon: float, delta: float, rounds: int, n_clients:
     The training's ρ is the budget's ρ less the evaluations'. For a scale ``S = C/γ`` the
     noise multiplier ``σ_l`` solving ``T·(ρ_shared + 1/(2σ_l²)) = ρ_train`` is found by
     bisection; the largest ``S`` (from ``2^(bits−1)/(2R)``, halving) whose wrap-around bound
-    is met is kept. Refused, with the reason, when no ``S`` keeps the rounding's inflation
+    is met and whose σ_share the sampler can draw (≤ 2⁴⁰) is kept. Refused, with the reason, when no ``S`` keeps the rounding's inflation
     ``slack/S`` under 1 % within ``2^bits``.
     """
     if not target_epsilon > 0:
         raise ValueError("dp record-distributed plans its noise for a budget: give --epsilon > 0")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a positive integer, got {rounds!r}")
     if not 1 <= n_min <= n_clients:
         raise ValueError(f"n_min = {n_min} must be in 1..{n_clients} (the clients of a round)")
     rho_total = rho_for_epsilon(target_epsilon, delta)
@@ -249,7 +251,7 @@ def plan_records(*, target_epsilon: float, delta: float, rounds: int, n_clients:
     while scale >= minimum:
         share = _share_std(scale, per_round, n_min, layout)
         wrap = wrap_probability(scale, share, n_clients, layout, bits)
-        if wrap <= wrap_target:
+        if wrap <= wrap_target and share <= MAX_SIGMA:  # (the sampler draws σ ≤ 2^40)
             return RecordPlan(clip, scale, bits, share, n_clients, n_min, layout, rounds, delta,
                               eval_noise_multiplier, eval_releases, target_epsilon, wrap)
         scale /= 2.0
