@@ -336,8 +336,6 @@ class RunConfig:
             return
         if not privacy.dp_participations <= self.rounds:
             raise ValueError(f"dp-participations must be in 0..rounds ({self.rounds}), got {self.dp_participations}")
-        if self.dp == "record" and self.executor == "cohort":
-            raise ValueError("dp record trains each user through Opacus: use --executor per-client")
         if self.dp == "user-distributed":
             self._check_distributed()
         if self.dp == "record-distributed":

@@ -183,7 +183,7 @@ def _cohort_private(config: RunConfig, global_arrays: Arrays, stored: Sequence[A
     family's round over the users whose budget allows it (one vectorised pass for the
     implicit family), each user's ``Δ`` clipped (and, user-local, noised) before the sum."""
     if config.dp == "record":
-        raise ValueError("dp record trains each user through Opacus: use --executor per-client")
+        return _record_cohort(config, global_arrays, stored, users, histories)
     generator = generator if generator is not None else secure_generator()
     allowed, releases, new_histories = [], {}, list(histories)
     for b, (user, history) in enumerate(zip(users, histories)):
@@ -214,3 +214,47 @@ def _cohort_private(config: RunConfig, global_arrays: Arrays, stored: Sequence[A
                                                  [users[b] for b in allowed], server_round,
                                                  update_transform=mechanism)
     return PrivateRound(result, [releases[b] for b in sorted(releases)], new_histories, int(sum(within)))
+
+
+def _record_cohort(config: RunConfig, global_arrays: Arrays, stored: Sequence[Arrays | None],
+                   users: Sequence[UserData], histories: Sequence[list[Step]],
+                   generators: Sequence[SecureRandom] | None = None) -> PrivateRound:
+    """``record`` with the cohort executor: every user whose budget allows the round trains
+    at once (:func:`fedrec.core.privacy.record_cohort.train_users_private`, the per-client
+    arithmetic vectorised), each from its own OS-keyed generator (``generators``: tests)."""
+    from fedrec.core.privacy.record_cohort import train_users_private
+    from fedrec.core.privacy.record_level import RecordDP
+    from fedrec.core.training.local_round import new_local_parameters
+
+    releases: list[Release | None] = []
+    new_histories = [list(h) for h in histories]
+    allowed: list[int] = []
+    step = plan.training_step(config)
+    for b, (user, history) in enumerate(zip(users, histories)):
+        _, refused = refusal(config, user, history)
+        releases.append(refused)
+        if refused is None:
+            allowed.append(b)
+    result = empty_result(global_arrays)
+    if allowed:
+        locals_ = [stored[b] if stored[b] is not None else
+                   new_local_parameters(config.model, users[b].n_items, config.dim, config.seed, users[b].user)
+                   for b in allowed]
+        rngs = [generators[b] if generators is not None else secure_generator() for b in allowed]
+        dp = RecordDP(noise_multiplier=step[0], clip=config.clip, accountant=config.accountant, sample_rate=step[1],
+                      divisor=float(config.batch_size))
+        trained = train_users_private(config.model, config.dim, global_arrays, locals_, [users[b] for b in allowed],
+                                      config.training, config.local_epochs, config.user_epochs, rngs, dp)
+        for b, (one, applied) in zip(allowed, trained):
+            new_histories[b] = [*histories[b], *applied]
+            steps = sum(s for _, _, s in applied)
+            releases[b] = Release(users[b].user, False, step[0], step[1], steps,
+                                  epsilon(new_histories[b], config.delta, config.accountant))
+            for name, value in one.update.items():
+                result.update_sum[name] += value
+            result.weight += 1
+            result.users.append(users[b].user)
+            result.locals.append(one.local)
+            result.num_examples.append(one.num_examples)
+            result.losses.append(one.loss)
+    return PrivateRound(result, [r for r in releases if r is not None], new_histories, 0)

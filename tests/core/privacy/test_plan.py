@@ -19,7 +19,6 @@ from fedrec.core.privacy.secure_random import SecureRandom
     ({"dp": "user-central", "noise_multiplier": -1.0}, "noise-multiplier must be > 0"),
     ({"dp": "sometimes"}, "unknown dp mode"),
     ({"dp": "record", "epsilon": 1.0, "accountant": "moments"}, "unknown accountant"),
-    ({"dp": "record", "epsilon": 1.0, "executor": "cohort"}, "per-client"),
 ])
 def test_bad_privacy_configs_are_refused_with_the_reason(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
