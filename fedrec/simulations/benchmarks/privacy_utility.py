@@ -41,7 +41,7 @@ SETTINGS: dict[str, tuple[str, dict[str, Any]]] = {
     "user-distributed/ddg": ("mf", dict(dp="user-distributed", rounds=20, clip=1.0, lr=2.0, server_lr=20.0,
                                         ddg_bits=20)),
     "user-local/gaussian": ("mf", dict(dp="user-local", rounds=30, clip=1.0, lr=2.0, server_lr=20.0)),
-    "record-distributed/ddg": ("mf", dict(dp="record-distributed", rounds=40, clip=0.1, lr=0.5, server_lr=50.0,
+    "record-distributed/ddg": ("mf", dict(dp="record-distributed", rounds=40, clip=0.05, lr=1.0, server_lr=50.0,
                                           ddg_bits=48)),
 }
 DEFAULT_SETTINGS = "record-distributed/ddg,user-central/gaussian/gmf+head,user-central/gaussian"
@@ -88,7 +88,7 @@ def main(
     settings: str = typer.Option(DEFAULT_SETTINGS, help=f"comma-separated, of {', '.join(SETTINGS)}"),
     epsilons: str = typer.Option("8,4,2,1"),
     seeds: str = typer.Option("0,1,2"),
-    reference_rounds: int = typer.Option(100, help="rounds of the non-private reference"),
+    reference_rounds: int = typer.Option(100, help="rounds of the non-private reference (0: none run here)"),
     reference_every: int = typer.Option(5, help="the reference evaluates every this many rounds"),
     threads: int = typer.Option(2, help="torch threads"),
 ) -> None:
@@ -109,7 +109,7 @@ def main(
         path.write_text(json.dumps(results, indent=2))  # after every run: nothing lost
         print(json.dumps(row), flush=True)
 
-    for architecture in sorted({SETTINGS[n][0] for n in names}):
+    for architecture in sorted({SETTINGS[n][0] for n in names}) if reference_rounds else []:
         if not done(f"off/{architecture}", None, 0):
             keep(run_reference(base, architecture, reference_rounds, reference_every, 0, threads))
     seed_list = [int(s) for s in seeds.split(",")]
