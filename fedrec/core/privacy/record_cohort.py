@@ -167,7 +167,6 @@ def _step(model: Recommender, params: Tensors, trainable: Sequence[str], records
           rngs: Sequence[SecureRandom], n_items: int, config: TrainingConfig, dp: RecordDP, q: float,
           optimizer: _StackedOptimizer, buffers: Tensors) -> list[torch.Tensor]:
     """One DP-SGD step of every user; each user's per-record losses before it."""
-    tables = set(model.item_table_names)
     owners, items = [], []
     for j, (own_records, rng) in enumerate(zip(records, rngs)):  # per user: the mask, then the negatives
         mask = rng.bernoulli(q, len(own_records))
@@ -175,12 +174,21 @@ def _step(model: Recommender, params: Tensors, trainable: Sequence[str], records
         negatives = draw_negatives(positives, n_items, config.negatives, rng)
         owners.append(torch.full((len(positives),), j, dtype=torch.int64))
         items.append(torch.cat([positives[:, None], negatives], dim=1))
-    owner = torch.cat(owners)
-    item = torch.cat(items)
+    return dp_update(model, params, trainable, torch.cat(owners), torch.cat(items), rngs, n_items, config.loss, dp,
+                     optimizer, buffers)
+
+
+def dp_update(model: Recommender, params: Tensors, trainable: Sequence[str], owner: torch.Tensor, item: torch.Tensor,
+              rngs: Sequence[SecureRandom], n_items: int, loss: str, dp: RecordDP, optimizer: _StackedOptimizer,
+              buffers: Tensors) -> list[torch.Tensor]:
+    """The step of every user on the sampled examples ``(owner (E,), item (E, 1 + k))``:
+    clipped per-example gradients summed per user, each user's noise, divided by ``b``,
+    the optimiser's step; each user's per-record losses before it."""
+    tables = set(model.item_table_names)
     summed = {n: torch.zeros_like(params[n], dtype=torch.float64) for n in trainable}
     losses = torch.zeros(0)
     if len(owner):
-        grads, losses = _example_gradients(model, params, trainable, owner, item, config.loss, buffers)
+        grads, losses = _example_gradients(model, params, trainable, owner, item, loss, buffers)
         factor = torch.clamp(dp.clip / _joint_norms(model, grads, item).clamp(min=1e-300), max=1.0)
         for name, g in grads.items():
             clipped = g.to(torch.float64) * factor.view(-1, *([1] * (g.dim() - 1)))

@@ -57,7 +57,9 @@ PLAIN = "no DP"
 GHOST = "ghost"
 # ghost clipping with Opacus' own embedding norm sampler, for comparison
 GHOST_OPACUS_NORMS = "ghost (Opacus embedding norms)"
-DP_VARIANTS = (*GRAD_SAMPLE_MODES, GHOST_OPACUS_NORMS)
+# fedrec's own vectorised step (the cohort path of dp record, fedrec.core.privacy.record_cohort), one user
+VECTORISED = "vmap (cohort path)"
+DP_VARIANTS = (*GRAD_SAMPLE_MODES, GHOST_OPACUS_NORMS, VECTORISED)
 
 
 def plain_step(model: Recommender, config: TrainingConfig) -> Callable[[torch.Tensor, torch.Tensor], None]:
@@ -110,6 +112,27 @@ def relative_step_error(
     return error / max(float(e.abs().max()) for e in expected)
 
 
+def vectorised_step(model_name: str, n_items: int, dim: int, config: TrainingConfig, dp_template: RecordDP,
+                    batch_size: int, secure: object, seed: int) -> Callable[[torch.Tensor, torch.Tensor], object]:
+    """One user's step through :func:`fedrec.core.privacy.record_cohort.dp_update` (all parameters trained)."""
+    from fedrec.core.privacy.record_cohort import dp_update
+    from fedrec.core.training.cohort import _StackedOptimizer
+
+    model = build_model(model_name, 1, n_items, dim, seed)
+    params = {name: value.detach()[None].clone() for name, value in model.named_parameters()}
+    optimizer = _StackedOptimizer(params, config)
+    dp = RecordDP(dp_template.noise_multiplier, dp_template.clip, dp_template.accountant, sample_rate=0.25,
+                  divisor=batch_size)
+    names = list(params)
+
+    def step(positives: torch.Tensor, negatives: torch.Tensor) -> object:
+        owner = torch.zeros(len(positives), dtype=torch.int64)
+        items = torch.cat([positives[:, None], negatives], dim=1)
+        return dp_update(model, params, names, owner, items, [secure], n_items, config.loss, dp, optimizer, {})
+
+    return step
+
+
 def time_steps(
     model_name: str,
     n_items: int,
@@ -133,7 +156,10 @@ def time_steps(
         PLAIN: plain_step(build_model(model_name, 1, n_items, dim, seed), config)
     }
     phases = []
+    variants[VECTORISED] = vectorised_step(model_name, n_items, dim, config, dp_template, batch_size, secure, seed)
     for variant in DP_VARIANTS:
+        if variant == VECTORISED:
+            continue
         mode = GHOST if variant == GHOST_OPACUS_NORMS else variant
         model = build_model(model_name, 1, n_items, dim, seed)
         model.train()
