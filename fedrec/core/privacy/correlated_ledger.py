@@ -27,7 +27,7 @@ import numpy as np
 
 from fedrec.core.privacy import correlated_noise as cn
 from fedrec.core.privacy.correlated_rounds import CorrelatedPlan
-from fedrec.core.privacy.ledger_rows import GDP_ACCOUNTANT, SERVER, LedgerEntry, is_real
+from fedrec.core.privacy.ledger_rows import GDP_ACCOUNTANT, SERVER, LedgerEntry, is_real, mechanism_parameters
 
 KEYS = ("noise_std", "clip", "eval_sigma", "groups", "rounds")
 
@@ -55,7 +55,7 @@ def mechanism_problem(entry: LedgerEntry) -> str:
     """What is wrong with a ``gdp`` row's ``mechanism`` ("" when nothing)."""
     if entry.release == "evaluate":
         return "" if entry.mechanism == "" else "gdp evaluation rows carry no mechanism parameters"
-    params = _parameters(entry)
+    params = mechanism_parameters(entry)
     if params is None:
         return f"mechanism must be a JSON object of the correlated-noise parameters, got {entry.mechanism!r}"
     missing = [key for key in KEYS if not is_real(params.get(key))]
@@ -63,14 +63,6 @@ def mechanism_problem(entry: LedgerEntry) -> str:
     if not (isinstance(coefficients, list) and coefficients and all(is_real(c) for c in coefficients)):
         missing.append("coefficients")
     return f"mechanism lacks the correlated-noise parameters {missing}" if missing else ""
-
-
-def _parameters(entry: LedgerEntry) -> dict[str, Any] | None:
-    try:
-        value = json.loads(entry.mechanism)
-    except (TypeError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def recompute_epsilons(rows: Sequence[LedgerEntry]) -> list[tuple[float | None, str]]:
@@ -93,7 +85,7 @@ def recompute_epsilons(rows: Sequence[LedgerEntry]) -> list[tuple[float | None, 
             evaluations += 1
             eval_mu_squared += 1.0 / row.noise_multiplier ** 2
         else:
-            params = _parameters(row)
+            params = mechanism_parameters(row)
             why = mechanism_problem(row)
             if params is None or why:
                 broken = True

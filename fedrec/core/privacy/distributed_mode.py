@@ -384,7 +384,7 @@ def recompute_epsilons(rows: Sequence) -> list[tuple[float | None, str]]:
     :func:`~fedrec.core.privacy.distributed_accounting.epsilon` after that many rounds;
     otherwise CKS20's conversion of the summed ρ. The row's own ``noise_multiplier`` and
     ``sensitivity`` must match its ``mechanism``."""
-    from fedrec.core.privacy.ledger_rows import ddg_parameters
+    from fedrec.core.privacy.ledger_rows import mechanism_parameters
 
     out: list[tuple[float | None, str]] = []
     rho, same, first, broken = 0.0, True, None, False
@@ -401,7 +401,7 @@ def recompute_epsilons(rows: Sequence) -> list[tuple[float | None, str]]:
             same = False
             out.append((zcdp_epsilon(rho, row.delta), ""))
             continue
-        params = ddg_parameters(row)
+        params = mechanism_parameters(row)
         try:
             assert params is not None
             quantiser = Quantiser(clip=float(params["clip"]), gamma=float(params["gamma"]), bits=int(params["bits"]),

@@ -192,8 +192,8 @@ def check_entry(entry: LedgerEntry) -> None:
         fail(f"device_signature must be lower-case hex or '', got {entry.device_signature!r}")
 
 
-def ddg_parameters(entry: LedgerEntry) -> dict[str, Any] | None:
-    """A user-distributed train row's mechanism parameters, ``None`` when unreadable."""
+def mechanism_parameters(entry: LedgerEntry) -> dict[str, Any] | None:
+    """A train row's ``mechanism`` parameters (user-/record-distributed, dp-groups), ``None`` when unreadable."""
     try:
         value = json.loads(entry.mechanism)
     except (TypeError, ValueError):
@@ -205,7 +205,7 @@ def ddg_parameters_problem(entry: LedgerEntry) -> str:
     """What is wrong with a user-distributed row's ``mechanism`` ("" when nothing)."""
     if entry.release == "evaluate":
         return "" if entry.mechanism == "" else "user-distributed evaluation rows carry no DDG parameters"
-    params = ddg_parameters(entry)
+    params = mechanism_parameters(entry)
     if params is None:
         return f"mechanism must be a JSON object of the DDG parameters, got {entry.mechanism!r}"
     missing = [key for key in DDG_KEYS if not is_real(params.get(key))]

@@ -24,7 +24,14 @@ from typing import Any, Sequence
 
 from fedrec.core.privacy.distributed_accounting import Sensitivity, zcdp_epsilon
 from fedrec.core.privacy.distributed_mode import eval_rho
-from fedrec.core.privacy.ledger_rows import DISTRIBUTED_ACCOUNTANT, SERVER, LedgerEntry, is_int, is_real
+from fedrec.core.privacy.ledger_rows import (
+    DISTRIBUTED_ACCOUNTANT,
+    SERVER,
+    LedgerEntry,
+    is_int,
+    is_real,
+    mechanism_parameters,
+)
 from fedrec.core.privacy.record_distributed import MODE, Layout, RecordPlan, local_rho, shared_rho
 
 # the numbers a record-distributed train row's mechanism must hold
@@ -52,7 +59,7 @@ def mechanism_problem(entry: LedgerEntry) -> str:
     """What is wrong with a record-distributed row's ``mechanism`` ("" when nothing)."""
     if entry.release == "evaluate":
         return "" if entry.mechanism == "" else "record-distributed evaluation rows carry no mechanism parameters"
-    params = _parameters(entry)
+    params = mechanism_parameters(entry)
     if params is None:
         return f"mechanism must be a JSON object of the record-distributed parameters, got {entry.mechanism!r}"
     missing = [key for key in RECORD_KEYS if not is_real(params.get(key))]
@@ -61,14 +68,6 @@ def mechanism_problem(entry: LedgerEntry) -> str:
     if missing:
         return f"mechanism lacks the record-distributed parameters {missing}"
     return ""
-
-
-def _parameters(entry: LedgerEntry) -> dict[str, Any] | None:
-    try:
-        value = json.loads(entry.mechanism)
-    except (TypeError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _round_rho(params: dict[str, Any]) -> tuple[float, float, float]:
@@ -106,7 +105,7 @@ def recompute_epsilons(rows: Sequence[LedgerEntry]) -> list[tuple[float | None, 
             rho += eval_rho(row.noise_multiplier)
             out.append((zcdp_epsilon(rho, row.delta), ""))
             continue
-        params = _parameters(row)
+        params = mechanism_parameters(row)
         try:
             if params is None or mechanism_problem(row):
                 raise ValueError(mechanism_problem(row) or "no parameters")

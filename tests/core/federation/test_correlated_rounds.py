@@ -163,24 +163,10 @@ def driven(split):
     return c, private.ledger_entries, row, final
 
 
-def _audit(tmp_path: Path, entries):
-    from fedrec.core.privacy.audit_accounting import DEFAULT_TOLERANCE
-    from fedrec.core.privacy.audit_epsilon import EpsilonCheck
-    from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, read_ledger
-
-    path = tmp_path / LEDGER_FILE
-    with PrivacyLedger(path, run_id="driver-0") as ledger:
-        ledger.append(entries)
-    rows = read_ledger(path)
-    check = EpsilonCheck(None, DEFAULT_TOLERANCE, None)
-    whos = check.run(rows)
-    check.pld_finals(whos, rows)
-    return rows, check, whos
-
-
-def test_gdp_rows_are_written_and_the_audit_recomputes_them(driven, tmp_path) -> None:
+def test_gdp_rows_are_written_and_the_audit_recomputes_them(driven, tmp_path, write_ledger, audit_rows) -> None:
     c, entries, row, final = driven
-    rows, check, whos = _audit(tmp_path, entries)
+    rows = write_ledger(tmp_path, entries)
+    check, whos = audit_rows(rows)
     assert [(r.release, r.round) for r in rows] == [("train", 1), ("train", 2), ("train", 3), ("evaluate", 3),
                                                     ("train", 4), ("train", 5), ("train", 6), ("evaluate", 6)]
     assert all(r.who == "server" and r.accountant == "gdp" and r.mode == "user-central" for r in rows)
@@ -190,7 +176,7 @@ def test_gdp_rows_are_written_and_the_audit_recomputes_them(driven, tmp_path) ->
 
 
 @pytest.mark.parametrize("change", ["noise_std", "coefficients", "groups"])
-def test_an_audit_of_a_tampered_gdp_row_fails(driven, tmp_path, change) -> None:
+def test_an_audit_of_a_tampered_gdp_row_fails(driven, tmp_path, change, write_ledger, audit_rows) -> None:
     """More noise, a flatter factor or a wider separation claimed in a re-chained ledger: caught."""
     import json
     from dataclasses import replace
@@ -205,7 +191,7 @@ def test_an_audit_of_a_tampered_gdp_row_fails(driven, tmp_path, change) -> None:
         params[change] += 3
     forged = [replace(e, mechanism=json.dumps(params, sort_keys=True, separators=(",", ":"))) if i == 1 else e
               for i, e in enumerate(entries)]
-    _, check, _ = _audit(tmp_path, forged)
+    check, _ = audit_rows(write_ledger(tmp_path, forged))
     assert any(f.seq == 2 for f in check.findings), check.findings
 
 

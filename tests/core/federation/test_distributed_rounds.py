@@ -197,25 +197,6 @@ def test_a_dropout_allowance_over_provisions_each_share(split) -> None:
 
 # --- ledger rows and the audit's recompute --------------------------------------------------
 
-def _ledger_rows(split, tmp_path: Path, entries) -> list:
-    from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, read_ledger
-
-    path = tmp_path / LEDGER_FILE
-    with PrivacyLedger(path, run_id="driver-0") as ledger:
-        ledger.append(entries)
-    return read_ledger(path)
-
-
-def _audit(rows):
-    from fedrec.core.privacy.audit_accounting import DEFAULT_TOLERANCE
-    from fedrec.core.privacy.audit_epsilon import EpsilonCheck
-
-    check = EpsilonCheck(None, DEFAULT_TOLERANCE, None)
-    whos = check.run(rows)
-    check.pld_finals(whos, rows)
-    return check, whos
-
-
 @pytest.fixture(scope="module")
 def driven(split):
     """A 3-round run with one evaluation: its ledger entries (rows of the server's accountant)."""
@@ -230,18 +211,19 @@ def driven(split):
     return c, private.ledger_entries, row, final
 
 
-def test_ledger_rows_carry_the_mechanism_and_the_audit_recomputes_their_epsilon(split, driven, tmp_path) -> None:
+def test_ledger_rows_carry_the_mechanism_and_the_audit_recomputes_their_epsilon(split, driven, tmp_path, write_ledger,
+                                                                             audit_rows) -> None:
     import json
 
     c, entries, row, final = driven
-    rows = _ledger_rows(split, tmp_path, entries)
+    rows = write_ledger(tmp_path, entries)
     assert [(r.release, r.round) for r in rows] == [("train", 1), ("train", 2), ("train", 3), ("evaluate", 3)]
     params = json.loads(rows[0].mechanism)
     for key in ("gamma", "sigma_share", "n_min", "bits", "clip", "beta", "rounds"):
         assert params[key] == row["ddg"][key]
     assert all(r.who == "server" and r.relation == "zero-out" and r.accountant == "ddg-zcdp" for r in rows)
     assert rows[2].epsilon == row["epsilon_max"] and rows[-1].epsilon == final <= c.epsilon * (1 + 1e-9)
-    check, whos = _audit(rows)
+    check, whos = audit_rows(rows)
     assert check.findings == [] and check.opacus_checked == 4
     # the train rows' ε is distributed_accounting.epsilon of their parameters
     q = Quantiser(clip=params["clip"], gamma=params["gamma"], bits=params["bits"], dim=params["dim"],
@@ -254,7 +236,7 @@ def _forged(entries, index: int, **changes):
     return [replace(e, **changes) if i == index else e for i, e in enumerate(entries)]
 
 
-def test_an_audit_of_a_tampered_sigma_fails(split, driven, tmp_path) -> None:
+def test_an_audit_of_a_tampered_sigma_fails(split, driven, tmp_path, write_ledger, audit_rows) -> None:
     """A forger who re-chains the ledger with a larger σ_share (more noise claimed) is caught
     by the recompute, whether or not the row's noise multiplier was changed to match."""
     import json
@@ -270,14 +252,14 @@ def test_an_audit_of_a_tampered_sigma_fails(split, driven, tmp_path) -> None:
     for number, forged in enumerate((alone, matched)):
         folder = tmp_path / str(number)
         folder.mkdir()
-        check, _ = _audit(_ledger_rows(split, folder, forged))
+        check, _ = audit_rows(write_ledger(folder, forged))
         kinds = {(f.kind, f.seq) for f in check.findings}
         assert ("opacus", 2) in kinds, check.findings
 
 
-def test_an_audit_of_a_tampered_noise_multiplier_fails(split, driven, tmp_path) -> None:
+def test_an_audit_of_a_tampered_noise_multiplier_fails(split, driven, tmp_path, write_ledger, audit_rows) -> None:
     _, entries, _, _ = driven
-    check, _ = _audit(_ledger_rows(split, tmp_path, _forged(entries, 0, noise_multiplier=entries[0].noise_multiplier * 2)))
+    check, _ = audit_rows(write_ledger(tmp_path, _forged(entries, 0, noise_multiplier=entries[0].noise_multiplier * 2)))
     assert any(f.kind == "invalid" and f.seq == 1 and "noise_multiplier" in f.message for f in check.findings)
 
 

@@ -160,34 +160,16 @@ def driven(split):
     return c, private.records.ledger_entries, row, final
 
 
-def _ledger_rows(tmp_path: Path, entries) -> list:
-    from fedrec.core.privacy.ledger import LEDGER_FILE, PrivacyLedger, read_ledger
-
-    path = tmp_path / LEDGER_FILE
-    with PrivacyLedger(path, run_id="driver-0") as ledger:
-        ledger.append(entries)
-    return read_ledger(path)
-
-
-def _audit(rows):
-    from fedrec.core.privacy.audit_accounting import DEFAULT_TOLERANCE
-    from fedrec.core.privacy.audit_epsilon import EpsilonCheck
-
-    check = EpsilonCheck(None, DEFAULT_TOLERANCE, None)
-    whos = check.run(rows)
-    check.pld_finals(whos, rows)
-    return check, whos
-
-
 def _forged(entries, index: int, **changes):
     return [replace(e, **changes) if i == index else e for i, e in enumerate(entries)]
 
 
-def test_ledger_rows_carry_the_mechanism_and_the_audit_recomputes_them(driven, tmp_path) -> None:
+def test_ledger_rows_carry_the_mechanism_and_the_audit_recomputes_them(driven, tmp_path, write_ledger,
+                                                                       audit_rows) -> None:
     import json
 
     c, entries, row, final = driven
-    rows = _ledger_rows(tmp_path, entries)
+    rows = write_ledger(tmp_path, entries)
     assert [(r.release, r.round) for r in rows] == [("train", 1), ("train", 2), ("train", 3), ("evaluate", 3)]
     assert all(r.who == "server" and r.unit == "record" and r.relation == "add-remove"
                and r.accountant == "ddg-zcdp" for r in rows)
@@ -195,13 +177,13 @@ def test_ledger_rows_carry_the_mechanism_and_the_audit_recomputes_them(driven, t
     assert {k: params[k] for k in ("scale", "sigma_share", "n_min", "bits", "clip")} == \
         {k: row["record_ddg"][k] for k in ("scale", "sigma_share", "n_min", "bits", "clip")}
     assert rows[2].epsilon == row["epsilon_max"] and rows[-1].epsilon == final <= c.epsilon * (1 + 1e-9)
-    check, whos = _audit(rows)
+    check, whos = audit_rows(rows)
     assert check.findings == [] and check.opacus_checked == 4
     assert whos[0].opacus[-1] == pytest.approx(final, rel=1e-9)
 
 
 @pytest.mark.parametrize("change", ["sigma_share", "scale", "row_widths", "negatives"])
-def test_an_audit_of_a_tampered_mechanism_fails(driven, tmp_path, change) -> None:
+def test_an_audit_of_a_tampered_mechanism_fails(driven, tmp_path, change, write_ledger, audit_rows) -> None:
     """A forger who claims more noise, a finer grid, a smaller model or fewer negatives (less
     rounding slack) in a re-chained ledger is caught by the recompute."""
     import json
@@ -215,18 +197,18 @@ def test_an_audit_of_a_tampered_mechanism_fails(driven, tmp_path, change) -> Non
     else:
         params[change] *= 1.5 if change == "sigma_share" else 0.5
     claimed = json.dumps(params, sort_keys=True, separators=(",", ":"))
-    check, _ = _audit(_ledger_rows(tmp_path, _forged(entries, 1, mechanism=claimed)))
+    check, _ = audit_rows(write_ledger(tmp_path, _forged(entries, 1, mechanism=claimed)))
     assert any(f.seq == 2 and f.kind in ("invalid", "opacus") for f in check.findings), check.findings
 
 
-def test_an_audit_of_a_tampered_epsilon_or_noise_multiplier_fails(driven, tmp_path) -> None:
+def test_an_audit_of_a_tampered_epsilon_or_noise_multiplier_fails(driven, tmp_path, write_ledger, audit_rows) -> None:
     _, entries, _, _ = driven
     lowered = _forged(entries, 2, epsilon=entries[2].epsilon / 2)
-    check, _ = _audit(_ledger_rows(tmp_path, lowered))
+    check, _ = audit_rows(write_ledger(tmp_path, lowered))
     assert any(f.kind == "opacus" and f.seq == 3 for f in check.findings)
     folder = tmp_path / "noise"
     folder.mkdir()
-    check, _ = _audit(_ledger_rows(folder, _forged(entries, 0, noise_multiplier=entries[0].noise_multiplier * 2)))
+    check, _ = audit_rows(write_ledger(folder, _forged(entries, 0, noise_multiplier=entries[0].noise_multiplier * 2)))
     assert any(f.kind == "invalid" and f.seq == 1 and "noise_multiplier" in f.message for f in check.findings)
 
 
