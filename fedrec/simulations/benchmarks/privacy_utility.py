@@ -166,8 +166,9 @@ def plot(results: list[dict[str, Any]], names: list[str], path: Path) -> None:
         means = [statistics.mean(r["hr@10"] for r in results if r["setting"] == name and r["epsilon"] == e)
                  for e in epsilons]
         ax.plot(epsilons, means, marker="o", label=name)
-    for reference in (r for r in results if r["setting"].startswith("off/")):
-        ax.axhline(reference["hr@10"], linestyle="--", color="black", linewidth=1,
+    references = [r for r in results if r["setting"].startswith("off/")]
+    for reference, style in zip(references, ("--", ":", "-.", (0, (5, 1)))):
+        ax.axhline(reference["hr@10"], linestyle=style, color="black", linewidth=1,
                    label=f"best non-private {reference['setting'][4:]}")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("ε (δ = 1e-5)")
