@@ -50,6 +50,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -80,6 +81,7 @@ class SecureRandom:
         nonce = struct.pack("<QQ", 0, stream)
         self._encryptor = Cipher(algorithms.ChaCha20(bytes(key), nonce), mode=None).encryptor()
         self._spare: np.ndarray | None = None  # the unused half of the last Box–Muller pair
+        self._zeros = b""  # the plaintext normal_tensor encrypts (reused)
 
     # --- raw words ----------------------------------------------------------------------
     def bytes(self, n: int) -> bytes:
@@ -151,6 +153,37 @@ class SecureRandom:
             raise ValueError(f"scale must be ≥ 0, got {scale}")
         z = self.standard_normal(size)
         return loc + scale * z
+
+    def normal_tensor(self, n: int, std: float) -> torch.Tensor:
+        """``n`` draws of ``N(0, std²)`` as a float64 tensor, the fast path of a DP step.
+
+        The same words-to-uniform map and Box–Muller formula as :meth:`standard_normal`, on
+        fresh keystream (the spare half-pair of ``standard_normal`` is not used or kept):
+        the keystream written into a reused buffer, the uniforms and the transform in place
+        in torch, no concatenation (≈ 0.35 ms for 55k draws at one thread, against 0.5 ms).
+        """
+        if n < 0:
+            raise ValueError(f"cannot draw {n} normals")
+        if not std >= 0:
+            raise ValueError(f"std must be ≥ 0, got {std}")
+        pairs = (n + 1) // 2
+        size = 16 * pairs
+        if len(self._zeros) < size:
+            self._zeros = bytes(size)
+        buffer = bytearray(size)
+        self._encryptor.update_into(memoryview(self._zeros)[:size], buffer)
+        if size and sys.byteorder == "little":
+            words = torch.frombuffer(buffer, dtype=torch.int64)
+        else:  # the keystream's words are little-endian
+            words = torch.from_numpy(np.frombuffer(buffer, dtype="<i8").astype(np.int64))
+        # the top 53 bits of each little-endian word (a logical shift: mask the sign bits away)
+        uniform = ((words >> 11) & ((1 << 53) - 1)).to(torch.float64).add_(0.5).mul_(1.0 / _TWO_53)
+        radius = uniform[:pairs].log_().mul_(-2.0).sqrt_().mul_(std)
+        angle = uniform[pairs:].mul_(2.0 * math.pi)
+        out = torch.empty(2 * pairs, dtype=torch.float64)
+        torch.mul(radius, torch.cos(angle), out=out[:pairs])
+        torch.mul(radius, angle.sin_(), out=out[pairs:])
+        return out[:n]
 
     def torch_normal(self, shape: Sequence[int], std: float, device: torch.device | str = "cpu",
                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
