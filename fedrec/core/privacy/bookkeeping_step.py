@@ -119,6 +119,8 @@ class BookkeepingStep:
         total = sum(p.numel() for p in self.params)
         std = self.noise_multiplier * self.clip
         flat = (self.rng.normal_tensor(total, std) if std > 0 else torch.zeros(total, dtype=torch.float64))
+        if self.params:
+            flat = flat.to(self.params[0].device)
         out, offset = {}, 0
         for p in self.params:
             out[p] = flat[offset:offset + p.numel()].view(p.shape)

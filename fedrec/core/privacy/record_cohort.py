@@ -202,8 +202,7 @@ def dp_update(model: Recommender, params: Tensors, trainable: Sequence[str], own
     sizes = [params[n][0].numel() for n in trainable]
     noised: Tensors = {n: torch.empty_like(params[n]) for n in trainable}
     for j, rng in enumerate(rngs):  # per user: one draw over its trained coordinates, in optimiser order
-        flat = (torch.from_numpy(np.asarray(rng.normal(0.0, std, size=sum(sizes)), dtype=np.float64))
-                if std > 0 else None)
+        flat = rng.normal_tensor(sum(sizes), std) if std > 0 else None  # as the book-keeping step draws it
         offset = 0
         for name, size in zip(trainable, sizes):
             total = summed[name][j]

@@ -70,9 +70,15 @@ Per-sample gradient modes (``grad_sample_mode``):
   plugs :func:`lookup_norm_sample` in instead (the same norms from the ``(1+k)²``
   Gram matrix of an example's lookups) on the wrapped module only; Opacus' registry
   is left as it is.
+* ``bookkeeping`` (fedrec, :mod:`fedrec.core.privacy.bookkeeping_step`): the same
+  norms from the stored activations and output gradients, then the clipped sum from
+  them too (one matrix product or ``index_add`` per layer), so there is a single
+  backward, to the layers' outputs only; Opacus' accountant records the steps. It
+  covers models of ``nn.Embedding`` and ``nn.Linear`` layers (all of fedrec's rankers)
+  and refuses anything else.
 
-All three modes agree with a per-example autograd loop for all four models (tests), so
-the default is the fastest, ``ghost``. The measured cost of a step in each mode, and of
+All four modes agree with a per-example autograd loop for every model (tests), so the
+default is the fastest, ``bookkeeping``. The measured cost of a step in each mode, and of
 drawing the noise from ``SecureRandom``, is in ``docs/privacy.md`` ("Cost of a DP-SGD
 step"; ``python -m fedrec.simulations.benchmarks.dp_step_cost`` measures it).
 
@@ -121,8 +127,11 @@ from fedrec.core.privacy.secure_random import SecureRandom
 from fedrec.core.training.implicit import TrainingConfig, make_optimizer
 from fedrec.core.training.local_round import LocalResult
 
-GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
-DEFAULT_GRAD_SAMPLE_MODE = "ghost"
+# Opacus' three ways to per-example gradients, and fedrec's one-backward book-keeping
+# clipping (fedrec.core.privacy.bookkeeping_step: the same step, ≈ 1.7× a plain one)
+BOOKKEEPING = "bookkeeping"
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost", BOOKKEEPING)
+DEFAULT_GRAD_SAMPLE_MODE = BOOKKEEPING
 
 
 @dataclass(frozen=True)
@@ -134,8 +143,8 @@ class RecordDP:
             σ = 0 is allowed (tests, ε = ∞) but must be asked for explicitly.
         clip: C, the L2 bound on one example's gradient over all trained parameters.
         accountant: "rdp" or "prv" (the Opacus accountant the steps are recorded with).
-        grad_sample_mode: how Opacus computes per-example gradients ("hooks",
-            "functorch", or "ghost" clipping).
+        grad_sample_mode: how per-example gradients are clipped: Opacus' "hooks",
+            "functorch" or "ghost" clipping, or fedrec's "bookkeeping" (one backward).
         sample_rate: q (keyword only), the public Poisson rate of one record per step:
             the run config's ``record_sample_rate``; an epoch is ``⌈1/q⌉`` steps.
         divisor: b (keyword only), the public constant the noised sum of clipped
@@ -287,6 +296,14 @@ class PrivatePhase:
         for p in model.parameters():
             p.requires_grad_(id(p) in chosen)
         ModuleValidator.validate(model, strict=True)
+        self.bookkeeping = None
+        if dp.grad_sample_mode == BOOKKEEPING:  # fedrec's step; Opacus' accountant records it
+            from fedrec.core.privacy.bookkeeping_step import BookkeepingStep
+
+            self.bookkeeping = BookkeepingStep(model, dp.clip, dp.noise_multiplier, config.loss, rng)
+            self.optimizer = make_optimizer(trainable, config)
+            self.accountant = create_accountant(dp.accountant)
+            return
         optimizer_class: type[SecureNoiseDPOptimizer] | type[SecureNoiseGhostOptimizer]
         if dp.grad_sample_mode == "ghost":
             module: GradSampleModule = GradSampleModuleFastGradientClipping(
@@ -322,7 +339,10 @@ class PrivatePhase:
         self.close()
 
     def close(self) -> None:
-        self.module.to_standard_module()
+        if self.bookkeeping is not None:
+            self.bookkeeping.close()
+        else:
+            self.module.to_standard_module()
         for p in self.model.parameters():
             p.requires_grad_(True)
 
@@ -344,6 +364,11 @@ class PrivatePhase:
         step: its clipped sum is 0, the noise is added and the step is recorded.
         """
         self.optimizer.zero_grad(set_to_none=True)
+        if self.bookkeeping is not None:  # an empty batch included: the noise alone
+            losses = self.bookkeeping.gradients(positives.to(self.device), negatives.to(self.device), self.divisor)
+            self.optimizer.step()
+            self.accountant.step(noise_multiplier=self.dp.noise_multiplier, sample_rate=self.sample_rate)
+            return losses
         if len(positives) == 0:
             return self._empty_step()
         users, items = record_examples(positives.to(self.device), negatives.to(self.device))
@@ -378,6 +403,11 @@ class PrivatePhase:
                     p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
         self.optimizer.step()
         return torch.zeros(0)
+
+    @property
+    def expected_batch_size(self) -> float:
+        """The ``b`` every noised sum is divided by (Opacus' optimiser's, or the book-keeping step's)."""
+        return self.divisor if self.bookkeeping is not None else float(self.optimizer.expected_batch_size)
 
     @property
     def history(self) -> list[Step]:

@@ -144,7 +144,7 @@ def test_batches_are_poisson_samples_on_the_public_schedule(n_records: int, q: f
         assert phase.history == []
         assert phase.sample_rate == q and phase.divisor == 16
         # the noised sum is divided by the public constant b, whatever n
-        assert phase.optimizer.expected_batch_size == 16
+        assert phase.expected_batch_size == 16
         sizes = []
         for _ in range(400 // steps_per_epoch(q)):
             epoch = list(phase.batches())
@@ -172,7 +172,7 @@ def test_the_schedule_does_not_depend_on_the_record_count() -> None:
         model = build_model("mf", 1, n_items, DIM)
         with PrivatePhase(model, list(model.parameters()), _user(n_records, n_items).train_items, config, dp,
                           _rng()) as phase:
-            divisors.append(phase.optimizer.expected_batch_size)
+            divisors.append(phase.expected_batch_size)
             epochs.append(sum(1 for _ in phase.batches()))
     assert histories[0] == histories[1]
     assert sum(s for _, _, s in histories[0]) == steps_per_round(0.1, 2, 1) == 30
@@ -254,7 +254,7 @@ def test_clipped_step_matches_a_per_example_loop(mode: str, model_name: str, par
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     with PrivatePhase(model, [trainable[n] for n in names], np.arange(5), _sgd(1.0, 5),
                       _dp(0.0, clip, mode=mode, divisor=5), _rng()) as phase:
-        assert phase.optimizer.expected_batch_size == 5
+        assert phase.expected_batch_size == 5
         phase.step(positives, negatives)
     for name, p in model.named_parameters():
         moved = before[name] - p.detach()
