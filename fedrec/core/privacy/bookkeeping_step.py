@@ -72,10 +72,12 @@ class BookkeepingStep:
             if isinstance(layer, nn.Embedding) and (layer.max_norm is not None or layer.sparse):
                 raise ValueError("book-keeping clipping needs a plain nn.Embedding (no max_norm, not sparse)")
         self._saved: list[tuple[Layer, torch.Tensor, torch.Tensor]] = []
+        self._recording = False  # forwards outside a step (scoring, evaluation) keep nothing
         self._hooks = [layer.register_forward_hook(self._keep) for layer in self.layers]
 
     def _keep(self, layer: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        self._saved.append((layer, inputs[0].detach(), output))  # type: ignore[arg-type]
+        if self._recording:
+            self._saved.append((layer, inputs[0].detach(), output))  # type: ignore[arg-type]
 
     def close(self) -> None:
         for hook in self._hooks:
@@ -98,14 +100,20 @@ class BookkeepingStep:
         losses = torch.zeros(0)
         if len(positives):
             users, items = record_examples(positives, negatives)
-            losses = record_losses(self.model(users, items), self.loss)
+            self._recording = True
+            try:
+                losses = record_losses(self.model(users, items), self.loss)
+            finally:
+                self._recording = False
             saved, self._saved = self._saved, []
             layers = [layer for layer, _, _ in saved]
             if len({id(layer) for layer in layers}) != len(layers):
                 raise ValueError("a layer ran twice in one forward (shared weights): its per-example "
                                  "norm needs cross terms book-keeping clipping does not form")
-            output_grads = torch.autograd.grad(losses.sum(), [output for _, _, output in saved])
-            terms = [(layer, inputs, g.detach()) for (layer, inputs, _), g in zip(saved, output_grads)]
+            output_grads = torch.autograd.grad(losses.sum(), [output for _, _, output in saved], allow_unused=True)
+            # a layer whose output the loss did not use has zero gradients: nothing to clip or add
+            terms = [(layer, inputs, g.detach()) for (layer, inputs, _), g in zip(saved, output_grads)
+                     if g is not None]
             factors = self._clip_factors(terms, len(losses))
             with torch.no_grad():
                 for layer, inputs, g in terms:

@@ -95,6 +95,19 @@ def test_an_empty_batch_is_a_noise_only_step() -> None:
     assert all(float(p.grad.abs().sum()) > 0 for p in model.parameters())
 
 
+def test_forwards_outside_a_step_keep_nothing() -> None:
+    model = build_model("neumf", 1, N_ITEMS, DIM, 0)
+    with BookkeepingStep(model, 1.0, 0.0, "bce", SecureRandom(KEY)) as step:
+        users, items = record_examples(*batch(6))
+        model(users, items)  # scoring between steps
+        assert step._saved == []
+        positives, negatives = batch(7)
+        step.gradients(positives, negatives, 1.0)
+    expected, _ = loop_clipped_sum(model, positives, negatives, 1.0, "bce")
+    for p, e in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad.double(), e, rtol=1e-5, atol=1e-8)
+
+
 def test_two_generators_with_fresh_keys_draw_unrelated_noise() -> None:
     model = build_model("mf", 1, N_ITEMS, DIM, 0)
     positives, negatives = batch(4)
