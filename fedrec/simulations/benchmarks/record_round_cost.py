@@ -11,7 +11,7 @@ local and user epochs and batch size); for each row the median training seconds 
 * **record, cohort** — ``dp record`` vectorised over the cohort
   (:mod:`fedrec.core.privacy.record_cohort`; each user's DP-SGD steps, noise on every trained
   coordinate of its model at every step);
-* **record, per client** — the same mechanism through Opacus, one user at a time;
+* **record, per client** — the same mechanism one user at a time (book-keeping clipping, Opacus' accountant);
 * **record-distributed** — one DP gradient step over every record, secure-aggregation
   arithmetic emulated (:mod:`fedrec.core.privacy.record_distributed`; its own lr/clip do not
   change the cost).
@@ -43,7 +43,7 @@ def main(
     rounds: int = typer.Option(2, help="rounds per row (the median of all but the first)"),
     epsilon: float = typer.Option(8.0),
     threads: int = typer.Option(2, help="torch threads"),
-    per_client: bool = typer.Option(True, help="also time the per-client Opacus path"),
+    per_client: bool = typer.Option(True, help="also time the per-client path"),
 ) -> None:
     base = RunConfig(dataset="ml-100k", data_dir=data_dir, model="mf", rounds=rounds, clients_per_round=users,
                      eval_every=rounds, delta=1e-5, executor="cohort")
@@ -53,7 +53,7 @@ def main(
             ("record-distributed", replace(base, dp="record-distributed", epsilon=epsilon, clip=0.05, lr=1.0,
                                            ddg_bits=48))]
     if per_client:
-        rows.insert(2, ("record, per client (Opacus)", replace(private, executor="per-client")))
+        rows.insert(2, ("record, per client", replace(private, executor="per-client")))
     plain = None
     for label, config in rows:
         started = time.perf_counter()
