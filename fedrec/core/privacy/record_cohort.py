@@ -39,7 +39,7 @@ from fedrec.core.models.registry import ItemFeatureInput, build_model
 from fedrec.core.privacy.accounting import Step
 from fedrec.core.privacy.record_level import RecordDP, draw_negatives, record_losses
 from fedrec.core.privacy.record_steps import sample_rate, steps_per_epoch, steps_per_round
-from fedrec.core.privacy.secure_random import SecureRandom, normal_rows
+from fedrec.core.privacy.secure_random import SecureRandom
 from fedrec.core.training.cohort import _StackedOptimizer
 from fedrec.core.training.implicit import TrainingConfig
 from fedrec.core.training.local_round import LocalResult
@@ -201,17 +201,15 @@ def dp_update(model: Recommender, params: Tensors, trainable: Sequence[str], own
     std = dp.noise_multiplier * dp.clip
     sizes = [params[n][0].numel() for n in trainable]
     noised: Tensors = {n: torch.empty_like(params[n]) for n in trainable}
-    # per user: one draw over its trained coordinates, in optimiser order, from its own key (as the
-    # per-client book-keeping step draws it); the transform runs once over the users
-    noise = normal_rows(rngs, sum(sizes), std) if std > 0 else None
-    users = len(rngs)
-    offset = 0
-    for name, size in zip(trainable, sizes):
-        total = summed[name][:users]
-        if noise is not None:
-            total = total + noise[:, offset:offset + size].view(total.shape)
-        offset += size
-        noised[name][:users] = total.to(torch.float32) / float(dp.divisor)
+    for j, rng in enumerate(rngs):  # per user: one draw over its trained coordinates, in optimiser order
+        flat = rng.normal_tensor(sum(sizes), std) if std > 0 else None  # as the book-keeping step draws it
+        offset = 0
+        for name, size in zip(trainable, sizes):
+            total = summed[name][j]
+            if flat is not None:
+                total = total + flat[offset:offset + size].view(total.shape)
+            offset += size
+            noised[name][j] = total.to(torch.float32) / float(dp.divisor)
     optimizer.step(noised, len(rngs))
     return [losses[owner == j].detach() for j in range(len(rngs))]
 

@@ -167,16 +167,3 @@ def test_normal_tensor_passes_a_distribution_test() -> None:
     draws = SecureRandom(KEY, stream=9).normal_tensor(200_000, 1.0).numpy()
     assert stats.kstest(draws, "norm").pvalue > 1e-3
     assert abs(draws.mean()) < 0.01 and abs(draws.std() - 1) < 0.01
-
-
-def test_normal_rows_draws_each_row_from_its_own_key() -> None:
-    from fedrec.core.privacy.secure_random import normal_rows
-
-    keys = [bytes([k]) * 32 for k in range(3)]
-    rows = normal_rows([SecureRandom(key) for key in keys], 1001, 0.5)
-    assert rows.shape == (3, 1001)
-    for key, row in zip(keys, rows):
-        torch.testing.assert_close(row, SecureRandom(key).normal_tensor(1001, 0.5), rtol=0, atol=0)
-    # a user's noise does not depend on who else is in the cohort
-    torch.testing.assert_close(normal_rows([SecureRandom(keys[1])], 1001, 0.5)[0], rows[1], rtol=0, atol=0)
-    assert normal_rows([], 5, 1.0).shape == (0, 5)
