@@ -114,6 +114,11 @@ class BookkeepingStep:
             # a layer whose output the loss did not use has zero gradients: nothing to clip or add
             terms = [(layer, inputs, g.detach()) for (layer, inputs, _), g in zip(saved, output_grads)
                      if g is not None]
+            for layer, inputs, g in terms:  # a layer run on rows shared across examples cannot be split
+                if inputs.shape[0] != len(losses) or g.shape[0] != len(losses):
+                    raise ValueError(f"{type(layer).__name__} ran on a tensor of leading size {inputs.shape[0]}, "
+                                     f"not one entry per example ({len(losses)}): its per-example gradients "
+                                     "cannot be read from it")
             factors = self._clip_factors(terms, len(losses))
             with torch.no_grad():
                 for layer, inputs, g in terms:

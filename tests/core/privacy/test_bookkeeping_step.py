@@ -138,7 +138,21 @@ class _Shared(nn.Module):
         return (self.table(users) * self.table(items)).sum(-1)
 
 
+class _TableWide(nn.Module):
+    """Projects the whole item table, then looks rows up: the layer's rows are not per example."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.randn(N_ITEMS, 5)
+        self.projection = nn.Linear(5, DIM)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.features)[items].sum(-1)
+
+
 def test_models_it_cannot_clip_are_refused() -> None:
+    with pytest.raises(ValueError, match="not one entry per example"):
+        BookkeepingStep(_TableWide(), 1.0, 1.0, "bce", SecureRandom(KEY)).gradients(*batch(8), divisor=1.0)
     with pytest.raises(ValueError, match="scale"):
         BookkeepingStep(_Scaled(), 1.0, 1.0, "bce", SecureRandom(KEY))
     step = BookkeepingStep(_Shared(), 1.0, 1.0, "bce", SecureRandom(KEY))
