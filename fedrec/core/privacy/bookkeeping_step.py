@@ -25,7 +25,11 @@ secure generator's (:meth:`~fedrec.core.privacy.secure_random.SecureRandom.norma
 drawn in float64 and added before the gradient is rounded to float32.
 
 A layer applied twice in one forward (shared weights) would need cross terms between its
-uses; it is refused, as is a trainable parameter outside an ``Embedding``/``Linear``.
+uses; it is refused, as is a trainable parameter outside an ``Embedding``/``Linear``. Every
+layer must run on tensors whose leading dimension is the example, as fedrec's rankers do: a
+layer on a tensor of another leading size (a projection of the whole item table) is refused;
+one whose rows were permuted across examples cannot be told apart, which is why each ranker
+is checked against a per-example autograd loop (``tests/core/privacy/test_record_level.py``).
 """
 
 from __future__ import annotations
