@@ -15,7 +15,8 @@ Let example ``i`` feed its ``L`` rows (here ``1 + k`` items) through a layer: in
   the clipped sum ``Σ_i c_i ∇_W ℓ_i = (c ⊙ G)ᵀ A`` is one matrix product.
 * ``nn.Embedding`` with indices ``r_ij``: ``∇_E ℓ_i = Σ_j e_{r_ij} g_ijᵀ``, so
   ``‖∇_E ℓ_i‖² = Σ_{j,j'} [r_ij = r_ij'] (g_ij·g_ij')`` (an item drawn twice in one example
-  adds before the norm), and the clipped sum is ``index_add`` of ``c_i g_ij`` at ``r_ij``.
+  adds before the norm; :func:`~fedrec.core.privacy.record_level.lookup_norm_sample`, the
+  norm sampler fedrec gives Opacus' ghost clipping), and the clipped sum is ``index_add`` of ``c_i g_ij`` at ``r_ij``.
 
 With ``N_i² = Σ_layers ‖·‖²`` (all trainable parameters jointly, as Opacus clips) and
 ``c_i = min(1, C / N_i)``, the step's gradient is ``(Σ_i c_i ∇ℓ_i + N(0, σ²C²I)) / b``:
@@ -39,10 +40,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from fedrec.core.privacy.record_level import record_examples, record_losses
+from fedrec.core.privacy.record_level import lookup_norm_sample, record_examples, record_losses
 from fedrec.core.privacy.secure_random import SecureRandom
 
 Layer = nn.Embedding | nn.Linear
+Term = tuple[Layer, torch.Tensor, torch.Tensor]  # (layer, per-example inputs, per-example output gradients)
 
 
 class BookkeepingStep:
@@ -73,8 +75,10 @@ class BookkeepingStep:
             raise ValueError(f"book-keeping clipping covers nn.Embedding and nn.Linear only; trainable "
                              f"parameters elsewhere: {outside}")
         for layer in self.layers:
-            if isinstance(layer, nn.Embedding) and (layer.max_norm is not None or layer.sparse):
-                raise ValueError("book-keeping clipping needs a plain nn.Embedding (no max_norm, not sparse)")
+            if isinstance(layer, nn.Embedding) and (layer.max_norm is not None or layer.sparse
+                                                     or layer.padding_idx is not None):
+                raise ValueError("book-keeping clipping needs a plain nn.Embedding (no max_norm, not sparse, "
+                                 "no padding_idx)")
         self._saved: list[tuple[Layer, torch.Tensor, torch.Tensor]] = []
         self._recording = False  # forwards outside a step (scoring, evaluation) keep nothing
         self._hooks = [layer.register_forward_hook(self._keep) for layer in self.layers]
@@ -116,17 +120,12 @@ class BookkeepingStep:
                                  "norm needs cross terms book-keeping clipping does not form")
             output_grads = torch.autograd.grad(losses.sum(), [output for _, _, output in saved], allow_unused=True)
             # a layer whose output the loss did not use has zero gradients: nothing to clip or add
-            terms = [(layer, inputs, g.detach()) for (layer, inputs, _), g in zip(saved, output_grads)
-                     if g is not None]
-            for layer, inputs, g in terms:  # a layer run on rows shared across examples cannot be split
-                if inputs.shape[0] != len(losses) or g.shape[0] != len(losses):
-                    raise ValueError(f"{type(layer).__name__} ran on a tensor of leading size {inputs.shape[0]}, "
-                                     f"not one entry per example ({len(losses)}): its per-example gradients "
-                                     "cannot be read from it")
+            terms = [_per_example(layer, inputs, g.detach(), len(losses))
+                     for (layer, inputs, _), g in zip(saved, output_grads) if g is not None]
             factors = self._clip_factors(terms, len(losses))
             with torch.no_grad():
-                for layer, inputs, g in terms:
-                    _add_clipped(layer, inputs, g, factors, noised)
+                for term in terms:
+                    _add_clipped(*term, factors, noised)
         for p in self.params:
             p.grad = noised[p].to(p.dtype).div_(divisor)
         return losses.detach()
@@ -144,46 +143,48 @@ class BookkeepingStep:
             offset += p.numel()
         return out
 
-    def _clip_factors(self, terms: Sequence[tuple[Layer, torch.Tensor, torch.Tensor]], n: int) -> torch.Tensor:
+    def _clip_factors(self, terms: Sequence[Term], n: int) -> torch.Tensor:
         """``c_i = min(1, C / N_i)`` from each layer's per-example squared norm."""
         squared = torch.zeros(n, dtype=torch.float64)
-        for layer, inputs, g in terms:
-            squared += _squared_norms(layer, inputs, g, n)
+        for term in terms:
+            squared += _squared_norms(*term)
         return (self.clip / squared.sqrt().clamp(min=1e-300)).clamp(max=1.0)
 
 
-def _rows(t: torch.Tensor, n: int) -> torch.Tensor:
-    """``(n, L, width)`` float64: example ``i``'s ``L`` rows through the layer."""
-    return t.reshape(n, -1, t.shape[-1]).to(torch.float64)
-
-
-def _squared_norms(layer: Layer, inputs: torch.Tensor, g: torch.Tensor, n: int) -> torch.Tensor:
-    """``‖∇ℓ_i‖²`` over ``layer``'s trainable parameters (the module docstring's Gram forms)."""
-    grads = _rows(g, n)
-    gram_g = torch.bmm(grads, grads.transpose(1, 2))
+def _per_example(layer: Layer, inputs: torch.Tensor, g: torch.Tensor, n: int) -> Term:
+    """``(layer, rows, grads)``: each example's ``L`` inputs — lookups ``(n, L)`` of an
+    embedding, float64 activations ``(n, L, in)`` of a linear layer — and output gradients
+    ``(n, L, out)`` in float64. A layer run on rows not one entry per example is refused."""
+    if inputs.shape[0] != n or g.shape[0] != n:
+        raise ValueError(f"{type(layer).__name__} ran on a tensor of leading size {inputs.shape[0]}, not one "
+                         f"entry per example ({n}): its per-example gradients cannot be read from it")
+    grads = g.reshape(n, -1, g.shape[-1]).to(torch.float64)
     if isinstance(layer, nn.Embedding):
-        rows = inputs.reshape(n, -1)
-        return (gram_g * (rows[:, :, None] == rows[:, None, :])).sum(dim=(1, 2))
-    squared = torch.zeros(n, dtype=torch.float64)
+        return layer, inputs.reshape(n, -1), grads
+    return layer, inputs.reshape(n, -1, inputs.shape[-1]).to(torch.float64), grads
+
+
+def _squared_norms(layer: Layer, rows: torch.Tensor, grads: torch.Tensor) -> torch.Tensor:
+    """``‖∇ℓ_i‖²`` over ``layer``'s trainable parameters (the module docstring's Gram forms)."""
+    if isinstance(layer, nn.Embedding):
+        return lookup_norm_sample(layer, [rows], grads)[layer.weight].pow(2)
+    squared = torch.zeros(len(grads), dtype=torch.float64)
     if layer.weight.requires_grad:
-        acts = _rows(inputs, n)
-        squared += (torch.bmm(acts, acts.transpose(1, 2)) * gram_g).sum(dim=(1, 2))
+        gram_g = torch.bmm(grads, grads.transpose(1, 2))
+        squared += (torch.bmm(rows, rows.transpose(1, 2)) * gram_g).sum(dim=(1, 2))
     if layer.bias is not None and layer.bias.requires_grad:
         squared += grads.sum(dim=1).pow(2).sum(dim=1)
     return squared
 
 
-def _add_clipped(layer: Layer, inputs: torch.Tensor, g: torch.Tensor, factors: torch.Tensor,
+def _add_clipped(layer: Layer, rows: torch.Tensor, grads: torch.Tensor, factors: torch.Tensor,
                  into: dict[torch.Tensor, torch.Tensor]) -> None:
     """Add ``Σ_i c_i ∇ℓ_i`` of ``layer``'s trainable parameters to ``into``."""
-    n = len(factors)
-    scaled = _rows(g, n) * factors[:, None, None]
-    flat = scaled.reshape(-1, scaled.shape[-1])
+    flat = (grads * factors[:, None, None]).reshape(-1, grads.shape[-1])
     if isinstance(layer, nn.Embedding):
-        into[layer.weight].index_add_(0, inputs.reshape(-1), flat)
+        into[layer.weight].index_add_(0, rows.reshape(-1), flat)
         return
     if layer.weight.requires_grad:
-        acts = _rows(inputs, n)
-        into[layer.weight].add_(flat.T @ acts.reshape(-1, acts.shape[-1]))
+        into[layer.weight].add_(flat.T @ rows.reshape(-1, rows.shape[-1]))
     if layer.bias is not None and layer.bias.requires_grad:
         into[layer.bias].add_(flat.sum(dim=0))

@@ -259,7 +259,8 @@ def lookup_norm_sample(
 
 
 class PrivatePhase:
-    """One private training phase: Opacus' module, a secure-noise optimiser, the accountant.
+    """One private training phase: the clipping (fedrec's book-keeping step, or Opacus' module
+    with a secure-noise optimiser), the optimiser, Opacus' accountant.
 
     ``trainable`` are the parameters trained (the rest of ``model`` is frozen for the
     phase); each per-example gradient over them is clipped jointly to ``C``. The noised

@@ -162,6 +162,10 @@ def test_models_it_cannot_clip_are_refused() -> None:
         BookkeepingStep(build_model("mf", 1, N_ITEMS, DIM, 0), 1.0, 1.0, "bce", np.random.default_rng(0))
     with pytest.raises(ValueError, match="clip"):
         BookkeepingStep(build_model("mf", 1, N_ITEMS, DIM, 0), 0.0, 1.0, "bce", SecureRandom(KEY))
+    padded = build_model("mf", 1, N_ITEMS, DIM, 0)
+    padded.item_embedding.padding_idx = 0  # its lookups get no gradient; the clipped sum would give them one
+    with pytest.raises(ValueError, match="padding_idx"):
+        BookkeepingStep(padded, 1.0, 1.0, "bce", SecureRandom(KEY))
 
 
 def test_normal_tensor_is_standard_normals_transform_on_the_same_keystream() -> None:
